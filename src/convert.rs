@@ -1,0 +1,1 @@
+//! `anec convert`: the pipeline from a model source to the output folder, with progress.

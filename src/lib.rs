@@ -1,0 +1,15 @@
+//! anec: HuggingFace decoder LLMs → Core ML packages for the Apple Neural Engine, and a CPU
+//! check that what was written computes what the original model computes.
+
+pub mod ane;
+pub mod arch;
+pub mod cli;
+pub mod convert;
+pub mod exec;
+pub mod meta;
+pub mod mil;
+pub mod quant;
+pub mod reference;
+pub mod source;
+pub mod verify;
+pub mod weights;

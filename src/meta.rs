@@ -1,0 +1,1 @@
+//! meta.yaml / meta.json: one serde struct, written both ways.

@@ -1,0 +1,2 @@
+//! The runner protocol over `exec`, compared with `reference`: top-1 agreement, KL, logit error,
+//! perplexity, hidden-state cosine.

@@ -1,0 +1,3 @@
+//! One module per area; `util` is the shared harness.
+
+pub mod util;

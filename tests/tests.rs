@@ -1,0 +1,3 @@
+//! anec's integration tests: one test binary; each area is a module under tests/suite/.
+
+mod suite;

@@ -1,0 +1,421 @@
+//! The decoder itself: weights as f32 candle tensors and the HF-semantics forward pass.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::{Loader, Matrix, ReferenceError, Result, Trace};
+use crate::arch::{DecoderConfig, RopeScaling};
+
+/// The KV cache: per layer, keys and values `[kv_heads, len, head_dim]` (keys after RoPE) of
+/// every position seen so far. Sliding-window layers keep everything and mask instead.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub(super) layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl Cache {
+    pub(super) fn new(num_layers: usize) -> Cache {
+        Cache {
+            layers: vec![None; num_layers],
+            len: 0,
+        }
+    }
+
+    /// The number of positions already in the cache (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// `y = x Wᵀ (+ b)` as `torch.nn.functional.linear`.
+struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(
+        ld: &Loader<'_>,
+        prefix: &str,
+        out_dim: usize,
+        in_dim: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let w = ld.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let b = if bias {
+            Some(ld.get(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
+    }
+
+    /// `x`: `[n, in]` → `[n, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.w.t()?)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// `weight * (x * rsqrt(mean(x²) + eps))` over the last dimension, in f32.
+struct RmsNorm {
+    w: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(ld: &Loader<'_>, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            w: ld.get(name, &[dim])?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.w)?)
+    }
+}
+
+struct Layer {
+    input_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    post_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    window: Option<usize>,
+}
+
+pub(super) struct Model {
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `None` when tied: the embedding matrix is the LM head.
+    lm_head: Option<Tensor>,
+    /// HF's `inv_freq`, `[head_dim / 2]`.
+    inv_freq: Vec<f32>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+}
+
+impl Model {
+    pub(super) fn load(cfg: &DecoderConfig, ld: &Loader<'_>) -> Result<Model> {
+        let h = cfg.hidden_size;
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        if nh == 0 || nkv == 0 || hd == 0 || h == 0 || cfg.vocab_size == 0 {
+            return Err(ReferenceError::Config(format!(
+                "zero size: hidden {h}, heads {nh}, kv heads {nkv}, head_dim {hd}, vocab {}",
+                cfg.vocab_size
+            )));
+        }
+        if nh % nkv != 0 {
+            return Err(ReferenceError::Config(format!(
+                "{nh} attention heads are not a multiple of {nkv} KV heads"
+            )));
+        }
+        if hd % 2 != 0 {
+            return Err(ReferenceError::Config(format!(
+                "head_dim {hd} is odd: rotate-half RoPE needs an even head_dim"
+            )));
+        }
+        if !cfg.sliding_window.is_empty() && cfg.sliding_window.len() != cfg.num_layers {
+            return Err(ReferenceError::Config(format!(
+                "sliding_window lists {} layers, the model has {}",
+                cfg.sliding_window.len(),
+                cfg.num_layers
+            )));
+        }
+        let eps = cfg.rms_norm_eps;
+        let embed = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(RmsNorm::load(ld, &format!("{a}.q_norm.weight"), hd, eps)?),
+                    Some(RmsNorm::load(ld, &format!("{a}.k_norm.weight"), hd, eps)?),
+                )
+            } else {
+                (None, None)
+            };
+            layers.push(Layer {
+                input_norm: RmsNorm::load(ld, &format!("{p}.input_layernorm.weight"), h, eps)?,
+                q: Linear::load(ld, &format!("{a}.q_proj"), nh * hd, h, cfg.qkv_bias)?,
+                k: Linear::load(ld, &format!("{a}.k_proj"), nkv * hd, h, cfg.qkv_bias)?,
+                v: Linear::load(ld, &format!("{a}.v_proj"), nkv * hd, h, cfg.qkv_bias)?,
+                o: Linear::load(ld, &format!("{a}.o_proj"), h, nh * hd, cfg.o_bias)?,
+                q_norm,
+                k_norm,
+                post_norm: RmsNorm::load(
+                    ld,
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    h,
+                    eps,
+                )?,
+                gate: Linear::load(
+                    ld,
+                    &format!("{m}.gate_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    cfg.mlp_bias,
+                )?,
+                up: Linear::load(
+                    ld,
+                    &format!("{m}.up_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    cfg.mlp_bias,
+                )?,
+                down: Linear::load(
+                    ld,
+                    &format!("{m}.down_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    cfg.mlp_bias,
+                )?,
+                window: cfg.sliding_window.get(i).copied().flatten(),
+            });
+        }
+        let norm = RmsNorm::load(ld, "model.norm.weight", h, eps)?;
+        // Tied: transformers uses the embedding matrix (a stored `lm_head.weight` copy is ignored).
+        let lm_head = if cfg.tie_embeddings {
+            None
+        } else {
+            Some(ld.get("lm_head.weight", &[cfg.vocab_size, h])?)
+        };
+        let inv_freq = inv_freq(cfg);
+        if inv_freq.len() != hd / 2 {
+            return Err(ReferenceError::Config(format!(
+                "rope inv_freq has {} entries, head_dim {hd} needs {}",
+                inv_freq.len(),
+                hd / 2
+            )));
+        }
+        Ok(Model {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            vocab: cfg.vocab_size,
+        })
+    }
+
+    pub(super) fn forward(&self, tokens: &[u32], cache: &mut Cache, trace: bool) -> Result<Trace> {
+        let n = tokens.len();
+        let start = cache.len;
+        let hidden = self.embed.dim(1)?;
+        if n == 0 {
+            let empty = |cols| Matrix {
+                rows: 0,
+                cols,
+                data: vec![],
+            };
+            return Ok(Trace {
+                logits: empty(self.vocab),
+                layers: vec![empty(hidden); if trace { self.layers.len() } else { 0 }],
+                final_norm: empty(hidden),
+            });
+        }
+        let dev = Device::Cpu;
+        let ids = Tensor::from_vec(tokens.to_vec(), n, &dev)?;
+        let mut x = self.embed.index_select(&ids, 0)?; // [n, H]
+        let (cos, sin) = self.rope_tables(start, n)?;
+        let total = start + n;
+        let mut traced = Vec::new();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let mask = causal_mask(start, n, total, layer.window)?;
+            let h = layer.input_norm.forward(&x)?;
+            let attn = self.attention(layer, &h, &cos, &sin, &mask, &mut cache.layers[li])?;
+            x = (x + attn)?;
+            let h = layer.post_norm.forward(&x)?;
+            let g = layer.gate.forward(&h)?.silu()?;
+            let u = layer.up.forward(&h)?;
+            x = (x + layer.down.forward(&(g * u)?)?)?;
+            if trace {
+                traced.push(Matrix::from_tensor(&x)?);
+            }
+        }
+        cache.len = total;
+        let normed = self.norm.forward(&x)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logits = normed.matmul(&head.t()?)?;
+        Ok(Trace {
+            logits: Matrix::from_tensor(&logits)?,
+            layers: traced,
+            final_norm: if trace {
+                Matrix::from_tensor(&normed)?
+            } else {
+                Matrix {
+                    rows: 0,
+                    cols: hidden,
+                    data: vec![],
+                }
+            },
+        })
+    }
+
+    /// cos/sin `[n, head_dim]` for positions `start..start+n`: `emb = cat(freqs, freqs)` with
+    /// `freqs = pos * inv_freq` in f32, as HF's rotary embedding computes them.
+    fn rope_tables(&self, start: usize, n: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(n * 2 * half);
+        let mut sin = Vec::with_capacity(n * 2 * half);
+        for p in start..start + n {
+            let freqs: Vec<f32> = self.inv_freq.iter().map(|&f| f * p as f32).collect();
+            for _ in 0..2 {
+                cos.extend(freqs.iter().map(|f| f.cos()));
+                sin.extend(freqs.iter().map(|f| f.sin()));
+            }
+        }
+        let dev = Device::Cpu;
+        Ok((
+            Tensor::from_vec(cos, (n, 2 * half), &dev)?,
+            Tensor::from_vec(sin, (n, 2 * half), &dev)?,
+        ))
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let n = h.dim(0)?;
+        let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        // [n, heads*D] → [n, heads, D] (per-head norm here, as HF does before the transpose)
+        let mut q = layer.q.forward(h)?.reshape((n, nh, hd))?;
+        let mut k = layer.k.forward(h)?.reshape((n, nkv, hd))?;
+        let v = layer.v.forward(h)?.reshape((n, nkv, hd))?;
+        if let Some(qn) = &layer.q_norm {
+            q = qn.forward(&q)?;
+        }
+        if let Some(kn) = &layer.k_norm {
+            k = kn.forward(&k)?;
+        }
+        let q = rope(&q.transpose(0, 1)?.contiguous()?, cos, sin)?; // [nh, n, D]
+        let k = rope(&k.transpose(0, 1)?.contiguous()?, cos, sin)?; // [nkv, n, D]
+        let v = v.transpose(0, 1)?.contiguous()?;
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        let t = k.dim(1)?;
+        // repeat_kv: query head i reads KV head i / (nh / nkv)
+        let groups = nh / nkv;
+        let k = k
+            .unsqueeze(1)?
+            .expand((nkv, groups, t, hd))?
+            .reshape((nh, t, hd))?;
+        let v = v
+            .unsqueeze(1)?
+            .expand((nkv, groups, t, hd))?
+            .reshape((nh, t, hd))?;
+        let scale = (hd as f64).powf(-0.5);
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // [nh, n, t]
+        let max = scores.max_keepdim(D::Minus1)?;
+        let e = scores.broadcast_sub(&max)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+        let out = p.matmul(&v)?; // [nh, n, D]
+        let out = out.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?;
+        layer.o.forward(&out)
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin` with `rotate_half(x) = cat(-x[D/2..], x[..D/2])`;
+/// `x`: `[heads, n, D]`, `cos`/`sin`: `[n, D]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+}
+
+/// `[n, total]` additive mask for queries at `start..start+n` over keys `0..total`: 0 where key
+/// `j` is visible from query position `p` (`j <= p`, and `j > p - window` on a sliding layer, as
+/// transformers' `sliding_window_overlay`), -inf elsewhere.
+fn causal_mask(start: usize, n: usize, total: usize, window: Option<usize>) -> Result<Tensor> {
+    let mut m = Vec::with_capacity(n * total);
+    for p in start..start + n {
+        for j in 0..total {
+            let causal = j <= p;
+            let inside = window.is_none_or(|w| j + w > p);
+            m.push(if causal && inside {
+                0f32
+            } else {
+                f32::NEG_INFINITY
+            });
+        }
+    }
+    Ok(Tensor::from_vec(m, (n, total), &Device::Cpu)?.to_dtype(DType::F32)?)
+}
+
+/// HF's rotary `inv_freq` for `cfg`, computed in f32 step by step as transformers' rope init
+/// functions do (default, linear, llama3).
+fn inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
+    let dim = cfg.head_dim;
+    let base = cfg.rope_theta as f32;
+    let plain: Vec<f32> = (0..dim)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
+        .collect();
+    match &cfg.rope_scaling {
+        RopeScaling::None => plain,
+        RopeScaling::Linear { factor } => plain.iter().map(|f| f / *factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            let (factor, low, high) = (
+                *factor as f32,
+                *low_freq_factor as f32,
+                *high_freq_factor as f32,
+            );
+            let old = *original_max_position_embeddings as f32;
+            let low_wavelen = old / low;
+            let high_wavelen = old / high;
+            plain
+                .iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                    let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
+                    if medium {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    }
+                })
+                .collect()
+        }
+    }
+}

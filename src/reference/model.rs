@@ -3,7 +3,8 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::{Loader, Matrix, ReferenceError, Result, Trace};
-use crate::arch::{DecoderConfig, RopeScaling};
+use crate::arch::names::{self, Scope};
+use crate::arch::DecoderConfig;
 
 /// The KV cache: per layer, keys and values `[kv_heads, len, head_dim]` (keys after RoPE) of
 /// every position seen so far. Sliding-window layers keep everything and mask instead.
@@ -40,14 +41,14 @@ struct Linear {
 impl Linear {
     fn load(
         ld: &Loader<'_>,
-        prefix: &str,
+        scope: &Scope,
         out_dim: usize,
         in_dim: usize,
         bias: bool,
     ) -> Result<Linear> {
-        let w = ld.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let w = ld.get(&scope.weight(), &[out_dim, in_dim])?;
         let b = if bias {
-            Some(ld.get(&format!("{prefix}.bias"), &[out_dim])?)
+            Some(ld.get(&scope.bias(), &[out_dim])?)
         } else {
             None
         };
@@ -142,64 +143,39 @@ impl Model {
             )));
         }
         let eps = cfg.rms_norm_eps;
-        let embed = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let embed = ld.get(&names::embed_tokens(), &[cfg.vocab_size, h])?;
+        let inter = cfg.intermediate_size;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
-            let p = format!("model.layers.{i}");
-            let a = format!("{p}.self_attn");
-            let m = format!("{p}.mlp");
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(RmsNorm::load(ld, &format!("{a}.q_norm.weight"), hd, eps)?),
-                    Some(RmsNorm::load(ld, &format!("{a}.k_norm.weight"), hd, eps)?),
+                    Some(RmsNorm::load(ld, &names::q_norm(i).weight(), hd, eps)?),
+                    Some(RmsNorm::load(ld, &names::k_norm(i).weight(), hd, eps)?),
                 )
             } else {
                 (None, None)
             };
             layers.push(Layer {
-                input_norm: RmsNorm::load(ld, &format!("{p}.input_layernorm.weight"), h, eps)?,
-                q: Linear::load(ld, &format!("{a}.q_proj"), nh * hd, h, cfg.qkv_bias)?,
-                k: Linear::load(ld, &format!("{a}.k_proj"), nkv * hd, h, cfg.qkv_bias)?,
-                v: Linear::load(ld, &format!("{a}.v_proj"), nkv * hd, h, cfg.qkv_bias)?,
-                o: Linear::load(ld, &format!("{a}.o_proj"), h, nh * hd, cfg.o_bias)?,
+                input_norm: RmsNorm::load(ld, &names::input_layernorm(i).weight(), h, eps)?,
+                q: Linear::load(ld, &names::q_proj(i), nh * hd, h, cfg.qkv_bias)?,
+                k: Linear::load(ld, &names::k_proj(i), nkv * hd, h, cfg.qkv_bias)?,
+                v: Linear::load(ld, &names::v_proj(i), nkv * hd, h, cfg.qkv_bias)?,
+                o: Linear::load(ld, &names::o_proj(i), h, nh * hd, cfg.o_bias)?,
                 q_norm,
                 k_norm,
-                post_norm: RmsNorm::load(
-                    ld,
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    h,
-                    eps,
-                )?,
-                gate: Linear::load(
-                    ld,
-                    &format!("{m}.gate_proj"),
-                    cfg.intermediate_size,
-                    h,
-                    cfg.mlp_bias,
-                )?,
-                up: Linear::load(
-                    ld,
-                    &format!("{m}.up_proj"),
-                    cfg.intermediate_size,
-                    h,
-                    cfg.mlp_bias,
-                )?,
-                down: Linear::load(
-                    ld,
-                    &format!("{m}.down_proj"),
-                    h,
-                    cfg.intermediate_size,
-                    cfg.mlp_bias,
-                )?,
+                post_norm: RmsNorm::load(ld, &names::post_attention_layernorm(i).weight(), h, eps)?,
+                gate: Linear::load(ld, &names::gate_proj(i), inter, h, cfg.mlp_bias)?,
+                up: Linear::load(ld, &names::up_proj(i), inter, h, cfg.mlp_bias)?,
+                down: Linear::load(ld, &names::down_proj(i), h, inter, cfg.mlp_bias)?,
                 window: cfg.sliding_window.get(i).copied().flatten(),
             });
         }
-        let norm = RmsNorm::load(ld, "model.norm.weight", h, eps)?;
+        let norm = RmsNorm::load(ld, &names::final_norm(), h, eps)?;
         // Tied: transformers uses the embedding matrix (a stored `lm_head.weight` copy is ignored).
         let lm_head = if cfg.tie_embeddings {
             None
         } else {
-            Some(ld.get("lm_head.weight", &[cfg.vocab_size, h])?)
+            Some(ld.get(&names::lm_head(), &[cfg.vocab_size, h])?)
         };
         let inv_freq = inv_freq(cfg);
         if inv_freq.len() != hd / 2 {
@@ -376,46 +352,122 @@ fn causal_mask(start: usize, n: usize, total: usize, window: Option<usize>) -> R
     Ok(Tensor::from_vec(m, (n, total), &Device::Cpu)?.to_dtype(DType::F32)?)
 }
 
-/// HF's rotary `inv_freq` for `cfg`, computed in f32 step by step as transformers' rope init
-/// functions do (default, linear, llama3).
+/// HF's rotary `inv_freq` (after rope scaling) for `cfg`, in f32 as transformers holds it.
 fn inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
-    let dim = cfg.head_dim;
-    let base = cfg.rope_theta as f32;
-    let plain: Vec<f32> = (0..dim)
-        .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
-        .collect();
-    match &cfg.rope_scaling {
-        RopeScaling::None => plain,
-        RopeScaling::Linear { factor } => plain.iter().map(|f| f / *factor as f32).collect(),
+    crate::arch::rope_inv_freq(cfg)
+        .into_iter()
+        .map(|f| f as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::RopeScaling;
+
+    /// An independent transcription of transformers' rope init functions, in f32 step by step:
+    /// `arch::rope_inv_freq` must agree with it to the last bits.
+    /// HF's rotary `inv_freq` for `cfg`, computed in f32 step by step as transformers' rope init
+    /// functions do (default, linear, llama3).
+    fn own_inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
+        let dim = cfg.head_dim;
+        let base = cfg.rope_theta as f32;
+        let plain: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
+            .collect();
+        match &cfg.rope_scaling {
+            RopeScaling::None => plain,
+            RopeScaling::Linear { factor } => plain.iter().map(|f| f / *factor as f32).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high) = (
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                );
+                let old = *original_max_position_embeddings as f32;
+                let low_wavelen = old / low;
+                let high_wavelen = old / high;
+                plain
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
+                        if medium {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        } else {
+                            scaled
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn rope_inv_freq_agrees_with_an_independent_transcription() {
+        let mut cfg = DecoderConfig {
+            model_type: "llama".into(),
+            vocab_size: 8,
+            hidden_size: 64,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 5e5,
+            rope_scaling: scalings_llama3(),
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            tie_embeddings: false,
+            sliding_window: vec![None],
+            torch_dtype: None,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            max_position_embeddings: 131072,
+        };
+        let scalings = [
+            scalings_llama3(),
+            RopeScaling::None,
+            RopeScaling::Linear { factor: 4.0 },
+        ];
+        for scaling in scalings {
+            cfg.rope_scaling = scaling;
+            let a = inv_freq(&cfg);
+            let b = own_inv_freq(&cfg);
+            assert_eq!(a.len(), 32);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 4.0 * f32::EPSILON * y.abs(), "{x} vs {y}");
+            }
+        }
+        // llama3 really scales: the lowest frequency is divided by the factor
+        let plain = {
+            let mut c = cfg.clone();
+            c.rope_scaling = RopeScaling::None;
+            inv_freq(&c)
+        };
+        cfg.rope_scaling = scalings_llama3();
+        let scaled = inv_freq(&cfg);
+        assert!((scaled[31] * 32.0 - plain[31]).abs() <= 1e-6 * plain[31]);
+        assert_eq!(scaled[0], plain[0]);
+    }
+
+    fn scalings_llama3() -> RopeScaling {
         RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => {
-            let (factor, low, high) = (
-                *factor as f32,
-                *low_freq_factor as f32,
-                *high_freq_factor as f32,
-            );
-            let old = *original_max_position_embeddings as f32;
-            let low_wavelen = old / low;
-            let high_wavelen = old / high;
-            plain
-                .iter()
-                .map(|&f| {
-                    let wavelen = 2.0 * std::f32::consts::PI / f;
-                    let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                    let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
-                    if medium {
-                        let smooth = (old / wavelen - low) / (high - low);
-                        (1.0 - smooth) * scaled / factor + smooth * scaled
-                    } else {
-                        scaled
-                    }
-                })
-                .collect()
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
         }
     }
 }

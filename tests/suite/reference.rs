@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anec::arch::{DecoderConfig, RopeScaling};
+use anec::arch::DecoderConfig;
 use anec::reference::{Logits, Reference, ReferenceError};
 use candle_core::{Device, Tensor};
 
@@ -12,76 +12,9 @@ use super::util::{fixture, MODELS};
 
 const TOL: f32 = 1e-3;
 
-/// The fixtures' configs, written out by hand (independent of config parsing).
+/// The fixture's config.json, parsed by `arch`.
 fn config(model: &str) -> DecoderConfig {
-    let base = DecoderConfig {
-        model_type: String::new(),
-        vocab_size: 512,
-        hidden_size: 64,
-        intermediate_size: 0,
-        num_layers: 3,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 16,
-        rms_norm_eps: 1e-6,
-        rope_theta: 1e6,
-        rope_scaling: RopeScaling::None,
-        qkv_bias: false,
-        o_bias: false,
-        mlp_bias: false,
-        qk_norm: false,
-        tie_embeddings: true,
-        sliding_window: vec![None; 3],
-        torch_dtype: None,
-        bos_token_id: None,
-        eos_token_ids: vec![499],
-    };
-    match model {
-        "tiny-llama" => DecoderConfig {
-            model_type: "llama".into(),
-            intermediate_size: 172,
-            num_layers: 4,
-            rms_norm_eps: 1e-5,
-            rope_theta: 5e5,
-            rope_scaling: RopeScaling::Llama3 {
-                factor: 32.0,
-                low_freq_factor: 1.0,
-                high_freq_factor: 4.0,
-                original_max_position_embeddings: 8192.0,
-            },
-            tie_embeddings: false,
-            sliding_window: vec![None; 4],
-            bos_token_id: Some(507),
-            eos_token_ids: vec![508],
-            ..base
-        },
-        "tiny-qwen2" => DecoderConfig {
-            model_type: "qwen2".into(),
-            intermediate_size: 160,
-            qkv_bias: true,
-            ..base
-        },
-        "tiny-qwen3" => DecoderConfig {
-            model_type: "qwen3".into(),
-            intermediate_size: 192,
-            head_dim: 32,
-            qk_norm: true,
-            ..base
-        },
-        "tiny-mistral" => DecoderConfig {
-            model_type: "mistral".into(),
-            intermediate_size: 128,
-            num_kv_heads: 1,
-            rms_norm_eps: 1e-5,
-            rope_theta: 1e4,
-            tie_embeddings: false,
-            sliding_window: vec![Some(16); 3],
-            bos_token_id: Some(1),
-            eos_token_ids: vec![2],
-            ..base
-        },
-        other => panic!("no config for {other}"),
-    }
+    DecoderConfig::from_config_file(fixture(model).join("config.json")).expect("config parses")
 }
 
 fn weights(model: &str) -> Vec<PathBuf> {
@@ -364,4 +297,20 @@ fn bad_input_is_refused_with_the_offending_value() {
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").expect("write");
     let err = Reference::load_weights(&cfg, &[&junk]).expect_err("corrupt header");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
+
+/// The transformers-5 key style (`dtype`, `rope_parameters`) drives the same numbers.
+#[test]
+fn transformers5_configs_give_the_same_logits() {
+    for model in MODELS {
+        let path = fixture(model).join("config.transformers5.json");
+        let cfg = DecoderConfig::from_config_file(&path).expect("v5 config parses");
+        let r = Reference::load_weights(&cfg, &weights(model)).expect("loads");
+        let exp = Expected::open(model);
+        let got = r
+            .forward(&exp.ids("ids_2"), &mut r.new_cache())
+            .expect("forward");
+        let d = compare(&format!("{model} v5 config"), &got, &exp.logits("logits_2"));
+        assert!(d <= TOL, "{model}: {d}");
+    }
 }

@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use thiserror::Error;
 
 use crate::arch::DecoderConfig;
+use crate::source::ModelFiles;
 
 pub use model::Cache;
 
@@ -143,6 +144,11 @@ impl std::fmt::Debug for Reference {
 }
 
 impl Reference {
+    /// Loads the checkpoint `files` (as `source::resolve` found them) for `cfg`.
+    pub fn load(cfg: &DecoderConfig, files: &ModelFiles) -> Result<Reference> {
+        Reference::load_weights(cfg, &files.weights)
+    }
+
     /// Loads the checkpoint's safetensors files (one file or all shards) for `cfg`.
     pub fn load_weights<P: AsRef<Path>>(cfg: &DecoderConfig, weights: &[P]) -> Result<Reference> {
         if weights.is_empty() {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anec::arch::DecoderConfig;
+use anec::source::ModelSpec;
 use anec::reference::{Logits, Reference, ReferenceError};
 use candle_core::{Device, Tensor};
 
@@ -31,8 +32,15 @@ fn weights(model: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Through `source::resolve` (the fixtures are plain folders; Mistral is sharded).
 fn load(model: &str) -> Reference {
-    Reference::load_weights(&config(model), &weights(model)).expect("reference loads")
+    let spec = ModelSpec {
+        model: fixture(model).to_string_lossy().into_owned(),
+        revision: None,
+        offline: true,
+    };
+    let files = anec::source::resolve(&spec).expect("fixture resolves");
+    Reference::load(&config(model), &files).expect("reference loads")
 }
 
 struct Expected {

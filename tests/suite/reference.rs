@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anec::arch::DecoderConfig;
-use anec::source::ModelSpec;
 use anec::reference::{Logits, Reference, ReferenceError};
+use anec::source::ModelSpec;
 use candle_core::{Device, Tensor};
 
 use super::util::{fixture, MODELS};

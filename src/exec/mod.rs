@@ -18,10 +18,12 @@ mod tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::mil::{Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, ValueType};
+use crate::mil::{
+    Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, ValueType,
+};
 
 pub use ops::{gemm_nt, Binary, PadType, Reduce, Unary};
-pub use tensor::{round_f16, Data, Tensor};
+pub use tensor::{round_f16, Data, Tensor, TensorError};
 use tensor::{storage_of, Storage};
 
 /// How floats are computed.
@@ -90,7 +92,9 @@ pub enum ExecError {
         expected: String,
         got: String,
     },
-    #[error("function `{function}`: missing state `{name}` (create it with Interpreter::zero_states)")]
+    #[error(
+        "function `{function}`: missing state `{name}` (create it with Interpreter::zero_states)"
+    )]
     MissingState { function: String, name: String },
     #[error("function `{function}`: state `{name}`: expected {expected}, got {got}")]
     StateType {
@@ -106,12 +110,10 @@ pub enum ExecError {
         function: String,
         op_type: &'static str,
         op: String,
-        problem: OpProblem,
+        problem: Box<OpProblem>,
     },
-    #[error("tensor of shape {shape:?} needs {} elements, got {elements}", .shape.iter().product::<usize>())]
-    TensorShape { shape: Vec<usize>, elements: usize },
-    #[error("a {dtype} tensor cannot hold {storage} data")]
-    TensorDType { dtype: &'static str, storage: String },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
 }
 
 pub type Result<T, E = ExecError> = std::result::Result<T, E>;
@@ -205,6 +207,9 @@ pub struct Interpreter {
 /// Named intermediate values of a run, in op order.
 pub type Trace = Vec<(String, Tensor)>;
 
+/// Which op outputs to keep, and where.
+type TraceSink<'a> = (&'a dyn Fn(&str) -> bool, &'a mut Trace);
+
 impl Interpreter {
     /// An interpreter over a copy of the program (constants are reference-counted, so the copy
     /// is cheap).
@@ -293,14 +298,18 @@ impl Interpreter {
         function: &str,
         inputs: &BTreeMap<String, Tensor>,
         states: &mut BTreeMap<String, Tensor>,
-        mut trace: Option<(&dyn Fn(&str) -> bool, &mut Trace)>,
+        mut trace: Option<TraceSink<'_>>,
     ) -> Result<BTreeMap<String, Tensor>> {
         let (fi, f) = self.function(function)?;
         let fname = || function.to_string();
         let mut env: HashMap<&str, Value> = HashMap::new();
         let mut local_states: BTreeMap<String, Tensor> = BTreeMap::new();
         for name in inputs.keys() {
-            if !f.inputs.iter().any(|(n, t)| n == name && matches!(t, ValueType::Tensor(_))) {
+            if !f
+                .inputs
+                .iter()
+                .any(|(n, t)| n == name && matches!(t, ValueType::Tensor(_)))
+            {
                 return Err(ExecError::UnexpectedInput {
                     function: fname(),
                     name: name.clone(),
@@ -343,7 +352,7 @@ impl Interpreter {
                 function: fname(),
                 op_type: op_type(op.kind),
                 op: op.name.clone(),
-                problem,
+                problem: Box::new(problem),
             };
             let values = self
                 .eval(fi, oi, op, &env, &mut local_states)
@@ -385,7 +394,11 @@ impl Interpreter {
 
     /// Checks a caller's tensor against a declared type and re-tags it with the declared dtype
     /// (floats may come as fp16 or fp32; fp16 inputs are rounded in `Precision::F16`).
-    fn conform(&self, tt: &crate::mil::TensorType, t: &Tensor) -> std::result::Result<Tensor, String> {
+    fn conform(
+        &self,
+        tt: &crate::mil::TensorType,
+        t: &Tensor,
+    ) -> std::result::Result<Tensor, String> {
         let got = || format!("{} {:?}", t.dtype().mil_name(), t.shape());
         let shape_ok = t.rank() == tt.rank()
             && tt.shape.iter().zip(t.shape()).all(|(d, &n)| match d {
@@ -412,7 +425,13 @@ impl Interpreter {
         }
     }
 
-    fn check_output(&self, op: &Operation, name: &str, ty: &ValueType, v: Value) -> Result<Value, OpProblem> {
+    fn check_output(
+        &self,
+        op: &Operation,
+        name: &str,
+        ty: &ValueType,
+        v: Value,
+    ) -> Result<Value, OpProblem> {
         let tt = match ty {
             ValueType::Tensor(tt) => tt,
             ValueType::State(_) => {
@@ -481,14 +500,20 @@ impl Interpreter {
                 let lock = |c: &Mutex<HashMap<CacheKey, Arc<Vec<Value>>>>| {
                     // A poisoned cache only means another run panicked mid-insert; its
                     // entries are still whole values.
-                    c.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+                    c.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&key)
+                        .cloned()
                 };
                 if let Some(v) = lock(&self.cache) {
                     return Ok(v.as_ref().clone());
                 }
                 let v = match op.kind {
                     OpKind::Const => {
-                        let val = op.val.as_ref().ok_or_else(|| OpProblem::MissingParam("val".into()))?;
+                        let val = op
+                            .val
+                            .as_ref()
+                            .ok_or_else(|| OpProblem::MissingParam("val".into()))?;
                         vec![decode_const("val", val)?]
                     }
                     OpKind::ConstexprLutToDense => vec![Value::Tensor(lut_to_dense(&p)?)],
@@ -512,7 +537,9 @@ impl Interpreter {
                     "valid" => PadType::Valid,
                     "same" => PadType::Same,
                     "same_lower" => PadType::SameLower,
-                    "custom" => PadType::Custom(p.opt_usizes("pad")?.unwrap_or_else(|| vec![0; 2 * sr])),
+                    "custom" => {
+                        PadType::Custom(p.opt_usizes("pad")?.unwrap_or_else(|| vec![0; 2 * sr]))
+                    }
                     other => {
                         return Err(OpProblem::BadValue {
                             param: "pad_type".into(),
@@ -529,7 +556,15 @@ impl Interpreter {
                         why: "must be positive".into(),
                     });
                 }
-                one(ops::conv(&x, &w, bias.as_ref(), &strides, &pad, &dil, groups as usize)?)
+                one(ops::conv(
+                    &x,
+                    &w,
+                    bias.as_ref(),
+                    &strides,
+                    &pad,
+                    &dil,
+                    groups as usize,
+                )?)
             }
             OpKind::Linear => {
                 let x = p.tensor("x")?;
@@ -570,7 +605,13 @@ impl Interpreter {
                 let g = p.opt_tensor("gamma")?;
                 let b = p.opt_tensor("beta")?;
                 let eps = p.opt_float("epsilon")?.unwrap_or(1e-5);
-                one(ops::layer_norm(&x, axes.as_deref(), g.as_ref(), b.as_ref(), eps)?)
+                one(ops::layer_norm(
+                    &x,
+                    axes.as_deref(),
+                    g.as_ref(),
+                    b.as_ref(),
+                    eps,
+                )?)
             }
             OpKind::Softmax => {
                 let axis = p.opt_int("axis")?.unwrap_or(-1);
@@ -628,7 +669,10 @@ impl Interpreter {
             OpKind::Reshape => one(ops::reshape(&p.tensor("x")?, &p.ints("shape")?)?),
             OpKind::Transpose => one(ops::transpose(&p.tensor("x")?, &p.ints("perm")?)?),
             OpKind::ExpandDims => one(ops::expand_dims(&p.tensor("x")?, &p.ints("axes")?)?),
-            OpKind::Squeeze => one(ops::squeeze(&p.tensor("x")?, p.opt_ints("axes")?.as_deref())?),
+            OpKind::Squeeze => one(ops::squeeze(
+                &p.tensor("x")?,
+                p.opt_ints("axes")?.as_deref(),
+            )?),
             OpKind::Gather => {
                 let x = p.tensor("x")?;
                 let ind = p.tensor("indices")?;
@@ -707,7 +751,8 @@ impl Interpreter {
                 let shape = p.ints("shape")?;
                 let value = match p.opt_tensor("value")? {
                     Some(v) => v,
-                    None => Tensor::f32(vec![], vec![0.0]).map_err(|e| OpProblem::Internal(e.to_string()))?,
+                    None => Tensor::f32(vec![], vec![0.0])
+                        .map_err(|e| OpProblem::Internal(e.to_string()))?,
                 };
                 one(ops::fill(&shape, &value)?)
             }
@@ -780,9 +825,13 @@ fn decode_const(param: &str, cv: &ConstValue) -> Result<Value, OpProblem> {
         .map(|&d| d as usize)
         .collect();
     let data = match storage_of(cv.ty.dtype) {
-        Some(Storage::Float) => Data::Float(cv.to_f32_vec().map_err(|e| const_err(param, e))?.into()),
+        Some(Storage::Float) => {
+            Data::Float(cv.to_f32_vec().map_err(|e| const_err(param, e))?.into())
+        }
         Some(Storage::Int) => Data::Int(cv.to_i32_vec().map_err(|e| const_err(param, e))?.into()),
-        Some(Storage::Bool) => Data::Bool(cv.to_bool_vec().map_err(|e| const_err(param, e))?.into()),
+        Some(Storage::Bool) => {
+            Data::Bool(cv.to_bool_vec().map_err(|e| const_err(param, e))?.into())
+        }
         None => return Err(const_err(param, "string constant with byte data")),
     };
     Tensor::new(cv.ty.dtype, shape, data)
@@ -809,7 +858,9 @@ fn lut_to_dense(p: &Params) -> Result<Tensor, OpProblem> {
             })
         }
     };
-    let idx = ind.as_i32().ok_or_else(|| OpProblem::Internal("indices storage".into()))?;
+    let idx = ind
+        .as_i32()
+        .ok_or_else(|| OpProblem::Internal("indices storage".into()))?;
     let ishape = usize_shape(&ind);
     let lshape = usize_shape(&lut_t);
     let k = ishape.len();
@@ -955,10 +1006,14 @@ impl Params<'_> {
 
     fn resolve(&self, name: &str, arg: &Arg) -> Result<Value, OpProblem> {
         match arg {
-            Arg::Var(v) => self.env.get(v.as_str()).cloned().ok_or_else(|| OpProblem::UnboundVar {
-                param: name.into(),
-                var: v.clone(),
-            }),
+            Arg::Var(v) => self
+                .env
+                .get(v.as_str())
+                .cloned()
+                .ok_or_else(|| OpProblem::UnboundVar {
+                    param: name.into(),
+                    var: v.clone(),
+                }),
             Arg::Value(cv) => decode_const(name, cv),
         }
     }
@@ -998,7 +1053,9 @@ impl Params<'_> {
     }
 
     fn tensors(&self, name: &str) -> Result<Vec<Tensor>, OpProblem> {
-        let args = self.args(name).ok_or_else(|| OpProblem::MissingParam(name.into()))?;
+        let args = self
+            .args(name)
+            .ok_or_else(|| OpProblem::MissingParam(name.into()))?;
         args.iter()
             .map(|a| match self.resolve(name, a)? {
                 Value::Tensor(t) => Ok(t),
@@ -1062,7 +1119,9 @@ impl Params<'_> {
     fn opt_usizes(&self, name: &str) -> Result<Option<Vec<usize>>, OpProblem> {
         match self.opt_ints(name)? {
             None => Ok(None),
-            Some(v) if v.iter().all(|&x| x >= 0) => Ok(Some(v.iter().map(|&x| x as usize).collect())),
+            Some(v) if v.iter().all(|&x| x >= 0) => {
+                Ok(Some(v.iter().map(|&x| x as usize).collect()))
+            }
             Some(v) => Err(OpProblem::BadValue {
                 param: name.into(),
                 value: format!("{v:?}"),
@@ -1136,6 +1195,11 @@ impl Params<'_> {
         let x = self.tensor("x")?;
         let axes = self.opt_ints("axes")?;
         let keep = self.opt_bool("keep_dims")?.unwrap_or(false);
-        Ok(vec![Value::Tensor(ops::reduce(op, &x, axes.as_deref(), keep)?)])
+        Ok(vec![Value::Tensor(ops::reduce(
+            op,
+            &x,
+            axes.as_deref(),
+            keep,
+        )?)])
     }
 }

@@ -79,7 +79,11 @@ impl Binary {
     fn is_compare(self) -> bool {
         matches!(
             self,
-            Binary::Equal | Binary::Less | Binary::LessEqual | Binary::Greater | Binary::GreaterEqual
+            Binary::Equal
+                | Binary::Less
+                | Binary::LessEqual
+                | Binary::Greater
+                | Binary::GreaterEqual
         )
     }
 }
@@ -157,16 +161,28 @@ pub fn binary(op: Binary, x: &Tensor, y: &Tensor) -> R<Tensor> {
     match (x.data(), y.data()) {
         (Data::Float(a), Data::Float(b)) => {
             if op.is_compare() {
-                let v = ix.iter().zip(&iy).map(|(&i, &j)| cmp(op, a[i], b[j])).collect();
+                let v = ix
+                    .iter()
+                    .zip(&iy)
+                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
+                    .collect();
                 bool_tensor(shape, v)
             } else {
-                let v = ix.iter().zip(&iy).map(|(&i, &j)| fbin(op, a[i], b[j])).collect();
+                let v = ix
+                    .iter()
+                    .zip(&iy)
+                    .map(|(&i, &j)| fbin(op, a[i], b[j]))
+                    .collect();
                 float_tensor(x.dtype(), shape, v)
             }
         }
         (Data::Int(a), Data::Int(b)) => {
             if op.is_compare() {
-                let v = ix.iter().zip(&iy).map(|(&i, &j)| cmp(op, a[i], b[j])).collect();
+                let v = ix
+                    .iter()
+                    .zip(&iy)
+                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
+                    .collect();
                 bool_tensor(shape, v)
             } else {
                 let v = ix
@@ -218,7 +234,11 @@ pub fn unary(op: Unary, x: &Tensor) -> R<Tensor> {
             Unary::Silu => v / (1.0 + (-v).exp()),
         }
     };
-    float_tensor(x.dtype(), x.shape().to_vec(), a.iter().map(|&v| f(v)).collect())
+    float_tensor(
+        x.dtype(),
+        x.shape().to_vec(),
+        a.iter().map(|&v| f(v)).collect(),
+    )
 }
 
 /// `select(cond, a, b)`: `a` where cond is true, else `b`; all three broadcast.
@@ -356,7 +376,9 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
             .enumerate()
             .for_each(|x| body(x, chunk));
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|x| body(x, chunk));
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|x| body(x, chunk));
     }
     out
 }
@@ -912,12 +934,15 @@ pub fn concat(values: &[Tensor], axis: i64, interleave: bool) -> R<Tensor> {
     let rank = first.rank();
     let ax = norm_axis("axis", axis, rank)?;
     for v in values {
-        let same_rest = v.rank() == rank
-            && (0..rank).all(|d| d == ax || v.shape()[d] == first.shape()[d]);
+        let same_rest =
+            v.rank() == rank && (0..rank).all(|d| d == ax || v.shape()[d] == first.shape()[d]);
         if !same_rest || (interleave && v.shape() != first.shape()) {
             return Err(shape_err(format!(
                 "values {:?} do not fit along axis {ax}{}",
-                values.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|t| t.shape().to_vec())
+                    .collect::<Vec<_>>(),
                 if interleave { " (interleave)" } else { "" }
             )));
         }
@@ -1005,9 +1030,7 @@ pub fn split(
     let mut out = Vec::with_capacity(sizes.len());
     let mut start = 0usize;
     for s in sizes {
-        let mut b = vec![0usize; x.rank()];
         let mut spec: Vec<(usize, isize, usize)> = x.shape().iter().map(|&n| (0, 1, n)).collect();
-        b[ax] = start;
         spec[ax] = (start, 1, s);
         out.push(gather_slices(x, &spec)?);
         start += s;
@@ -1062,7 +1085,10 @@ pub struct SliceSpec<'a> {
 }
 
 /// Python slice semantics per axis: `(start, step, count)`, plus the squeezed axes.
-fn resolve_slice(shape: &[usize], s: &SliceSpec) -> R<(Vec<(usize, isize, usize)>, Vec<bool>)> {
+/// Per axis `(start, step, count)`.
+type Slices = Vec<(usize, isize, usize)>;
+
+fn resolve_slice(shape: &[usize], s: &SliceSpec) -> R<(Slices, Vec<bool>)> {
     let rank = shape.len();
     let check = |name: &str, len: usize| -> R<()> {
         if len != rank {
@@ -1171,7 +1197,8 @@ pub fn slice_by_index(x: &Tensor, s: &SliceSpec) -> R<Tensor> {
         .filter(|(_, &q)| !q)
         .map(|(p, _)| p.2)
         .collect();
-    t.reshaped(shape).map_err(|e| OpProblem::Internal(e.to_string()))
+    t.reshaped(shape)
+        .map_err(|e| OpProblem::Internal(e.to_string()))
 }
 
 /// `slice_update(x, update, begin, end, …)`: x with the slice replaced by `update` (whose shape
@@ -1268,7 +1295,8 @@ pub fn reshape(x: &Tensor, shape: &[i64]) -> R<Tensor> {
             x.len()
         )));
     }
-    x.reshaped(out).map_err(|e| OpProblem::Internal(e.to_string()))
+    x.reshaped(out)
+        .map_err(|e| OpProblem::Internal(e.to_string()))
 }
 
 /// `transpose(x, perm)`.
@@ -1341,7 +1369,8 @@ pub fn expand_dims(x: &Tensor, axes: &[i64]) -> R<Tensor> {
         .iter()
         .map(|&n| if n { 1 } else { *it.next().unwrap_or(&1) })
         .collect();
-    x.reshaped(shape).map_err(|e| OpProblem::Internal(e.to_string()))
+    x.reshaped(shape)
+        .map_err(|e| OpProblem::Internal(e.to_string()))
 }
 
 /// `squeeze(x, axes)`: the given size-1 axes, or every size-1 axis.
@@ -1373,7 +1402,8 @@ pub fn squeeze(x: &Tensor, axes: Option<&[i64]>) -> R<Tensor> {
         .filter(|(_, &d)| !d)
         .map(|(&s, _)| s)
         .collect();
-    x.reshaped(shape).map_err(|e| OpProblem::Internal(e.to_string()))
+    x.reshaped(shape)
+        .map_err(|e| OpProblem::Internal(e.to_string()))
 }
 
 /// `gather(x, indices, axis, batch_dims)`: output `D[:axis] + N[batch_dims:] + D[axis+1:]`.
@@ -1390,7 +1420,10 @@ pub fn gather(x: &Tensor, indices: &Tensor, axis: i64, batch_dims: i64) -> R<Ten
     } else {
         batch_dims
     };
-    if bd < 0 || bd as usize > ax || bd as usize > is.len() || xs[..bd as usize] != is[..bd as usize]
+    if bd < 0
+        || bd as usize > ax
+        || bd as usize > is.len()
+        || xs[..bd as usize] != is[..bd as usize]
     {
         return Err(OpProblem::BadValue {
             param: "batch_dims".into(),
@@ -1454,12 +1487,7 @@ pub fn band_part(x: &Tensor, lower: i64, upper: i64) -> R<Tensor> {
                 .map(|(i, &v)| if keep(i) { v } else { 0 })
                 .collect(),
         ),
-        Data::Bool(a) => Data::Bool(
-            a.iter()
-                .enumerate()
-                .map(|(i, &v)| keep(i) && v)
-                .collect(),
-        ),
+        Data::Bool(a) => Data::Bool(a.iter().enumerate().map(|(i, &v)| keep(i) && v).collect()),
     };
     Tensor::new(x.dtype(), x.shape().to_vec(), data).map_err(|e| OpProblem::Internal(e.to_string()))
 }

@@ -10,8 +10,19 @@ use std::sync::Arc;
 
 use half::f16;
 
-use super::ExecError;
 use crate::mil::DType;
+
+/// A tensor whose parts do not fit together.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("tensor of shape {shape:?} needs {} elements, got {elements}", .shape.iter().product::<usize>())]
+    Shape { shape: Vec<usize>, elements: usize },
+    #[error("a {dtype} tensor cannot hold {storage} data")]
+    DType {
+        dtype: &'static str,
+        storage: String,
+    },
+}
 
 /// The element storage of a [`Tensor`].
 #[derive(Clone, Debug, PartialEq)]
@@ -86,17 +97,14 @@ fn count(shape: &[usize]) -> usize {
 impl Tensor {
     /// A tensor from its parts; checks that the element count matches the shape and that the
     /// storage fits the dtype.
-    pub fn new(dtype: DType, shape: Vec<usize>, data: Data) -> Result<Tensor, ExecError> {
+    pub fn new(dtype: DType, shape: Vec<usize>, data: Data) -> Result<Tensor, TensorError> {
         let n = match &data {
             Data::Float(v) => v.len(),
             Data::Int(v) => v.len(),
             Data::Bool(v) => v.len(),
         };
         if n != count(&shape) {
-            return Err(ExecError::TensorShape {
-                shape,
-                elements: n,
-            });
+            return Err(TensorError::Shape { shape, elements: n });
         }
         let storage = match &data {
             Data::Float(_) => Storage::Float,
@@ -104,7 +112,7 @@ impl Tensor {
             Data::Bool(_) => Storage::Bool,
         };
         if storage_of(dtype) != Some(storage) {
-            return Err(ExecError::TensorDType {
+            return Err(TensorError::DType {
                 dtype: dtype.mil_name(),
                 storage: format!("{storage:?}"),
             });
@@ -113,41 +121,41 @@ impl Tensor {
     }
 
     /// An fp32 tensor.
-    pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Result<Tensor, ExecError> {
+    pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Result<Tensor, TensorError> {
         Tensor::new(DType::F32, shape, Data::Float(values.into()))
     }
 
     /// An fp16 tensor from half values.
-    pub fn f16(shape: Vec<usize>, values: &[f16]) -> Result<Tensor, ExecError> {
+    pub fn f16(shape: Vec<usize>, values: &[f16]) -> Result<Tensor, TensorError> {
         let v: Vec<f32> = values.iter().map(|h| h.to_f32()).collect();
         Tensor::new(DType::F16, shape, Data::Float(v.into()))
     }
 
     /// An fp16 tensor from f32 values, rounded to the nearest fp16.
-    pub fn f16_from_f32(shape: Vec<usize>, values: &[f32]) -> Result<Tensor, ExecError> {
+    pub fn f16_from_f32(shape: Vec<usize>, values: &[f32]) -> Result<Tensor, TensorError> {
         let v: Vec<f32> = values.iter().map(|&x| round_f16(x)).collect();
         Tensor::new(DType::F16, shape, Data::Float(v.into()))
     }
 
     /// An int32 tensor.
-    pub fn i32(shape: Vec<usize>, values: Vec<i32>) -> Result<Tensor, ExecError> {
+    pub fn i32(shape: Vec<usize>, values: Vec<i32>) -> Result<Tensor, TensorError> {
         Tensor::new(DType::I32, shape, Data::Int(values.into()))
     }
 
     /// A bool tensor.
-    pub fn bool(shape: Vec<usize>, values: Vec<bool>) -> Result<Tensor, ExecError> {
+    pub fn bool(shape: Vec<usize>, values: Vec<bool>) -> Result<Tensor, TensorError> {
         Tensor::new(DType::Bool, shape, Data::Bool(values.into()))
     }
 
     /// A tensor of zeros (false for bool).
-    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, ExecError> {
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         let n = count(&shape);
         let data = match storage_of(dtype) {
             Some(Storage::Float) => Data::Float(vec![0.0; n].into()),
             Some(Storage::Int) => Data::Int(vec![0; n].into()),
             Some(Storage::Bool) => Data::Bool(vec![false; n].into()),
             None => {
-                return Err(ExecError::TensorDType {
+                return Err(TensorError::DType {
                     dtype: dtype.mil_name(),
                     storage: "none".into(),
                 })
@@ -219,13 +227,13 @@ impl Tensor {
     }
 
     /// The same data with another shape of the same element count.
-    pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor, ExecError> {
+    pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         Tensor::new(self.dtype, shape, self.data.clone())
     }
 
     /// The same data under another dtype of the same storage (fp16 ↔ fp32 re-tags without
     /// rounding; use `rounded_f16` to round).
-    pub(crate) fn retagged(&self, dtype: DType) -> Result<Tensor, ExecError> {
+    pub(crate) fn retagged(&self, dtype: DType) -> Result<Tensor, TensorError> {
         Tensor::new(dtype, self.shape.clone(), self.data.clone())
     }
 

@@ -2,8 +2,10 @@
 //! and .mlpackage writing and reading. Knows nothing about LLMs.
 
 pub mod bits;
+pub mod blob;
 pub mod error;
 pub mod ir;
+mod proto;
 pub mod value;
 
 pub use error::{MilError, Result};

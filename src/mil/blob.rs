@@ -183,6 +183,9 @@ pub struct BlobWriter<W: Write + Seek> {
     end: u64,
     count: u32,
     seen: HashMap<(u32, u64, [u8; 32]), (u64, u64)>,
+    /// Hash over (offset, dtype, count, content hash) of every distinct blob: identifies the
+    /// file's contents without reading it back.
+    digest: Sha256,
 }
 
 impl<W: Write + Seek> BlobWriter<W> {
@@ -201,6 +204,7 @@ impl<W: Write + Seek> BlobWriter<W> {
             end: HEADER_SIZE,
             count: 0,
             seen: HashMap::new(),
+            digest: Sha256::new(),
         })
     }
 
@@ -270,11 +274,20 @@ impl<W: Write + Seek> BlobWriter<W> {
         self.end = new_end;
         self.count = count;
         self.seen.insert(key, (meta_offset, expected));
+        self.digest.update(meta_offset.to_le_bytes());
+        self.digest.update(code.to_le_bytes());
+        self.digest.update(n.to_le_bytes());
+        self.digest.update(digest);
         Ok(StoredBlob {
             offset: meta_offset,
             size_in_bytes: expected,
             bytes: None,
         })
+    }
+
+    /// A hash of everything appended so far (layout and contents).
+    pub fn content_digest(&self) -> [u8; 32] {
+        self.digest.clone().finalize().into()
     }
 
     /// Rewrites the header with the final count, flushes, and returns the writer.

@@ -237,11 +237,10 @@ pub enum MilError {
         path: std::path::PathBuf,
         detail: String,
     },
-    /// A package-level error in a named function (wraps the function's own error).
-    #[error("{}: function {function:?}: {source}", path.display())]
+    /// An error found while reading a package (wraps the error with the package path).
+    #[error("{}: {source}", path.display())]
     InPackage {
         path: std::path::PathBuf,
-        function: String,
         #[source]
         source: Box<MilError>,
     },

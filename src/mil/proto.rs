@@ -8,6 +8,9 @@ pub(crate) mod spec {
 
     /// MIL.proto (package `CoreML.Specification.MILSpec`).
     pub(crate) mod mil_spec {
-        include!(concat!(env!("OUT_DIR"), "/core_ml.specification.mil_spec.rs"));
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/core_ml.specification.mil_spec.rs"
+        ));
     }
 }

@@ -5,14 +5,18 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::ane::layout::{self, PartNames};
+use crate::ane::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, QuantEntry};
 use crate::arch::DecoderConfig;
+use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
+use crate::mil::PackageWriter;
 use crate::quant::LutSpec;
-use crate::source::ModelSpec;
+use crate::source::{ModelFiles, ModelSpec};
+use crate::weights::WeightStore;
 
 /// iOS refuses to load a model file larger than this.
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
@@ -450,6 +454,426 @@ pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, 
         lm_head_chunk_sizes,
         parts,
     })
+}
+
+// ---------------------------------------------------------------- running the plan
+
+/// One written package.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileReport {
+    /// File name in the output folder (`.mlpackage`).
+    pub name: String,
+    /// Size of its weight.bin.
+    pub weight_bytes: u64,
+    /// The `.mlmodelc` beside it, when compiled.
+    pub compiled: Option<String>,
+}
+
+/// What `convert::run` did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    pub dry_run: bool,
+    pub plan: PartsPlan,
+    pub files: Vec<FileReport>,
+    /// Every palettized weight's SNR, in build order.
+    pub quant: Vec<QuantEntry>,
+    /// Quantized tensors more than 6 dB below the median of their role (q_proj, down_proj, …).
+    pub quant_flagged: Vec<String>,
+    pub seconds: f64,
+    pub meta: Option<Meta>,
+}
+
+impl fmt::Display for ConvertReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            writeln!(f, "dry run: nothing written; {} would hold:", self.output.display())?;
+            return write!(f, "{}", self.plan);
+        }
+        writeln!(
+            f,
+            "wrote {} in {:.1} s",
+            self.output.display(),
+            self.seconds
+        )?;
+        for file in &self.files {
+            writeln!(
+                f,
+                "  {:40} {:>10}{}",
+                file.name,
+                human_bytes(file.weight_bytes),
+                file.compiled
+                    .as_ref()
+                    .map(|c| format!("  → {c}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if !self.quant.is_empty() {
+            let snrs: Vec<f64> = self.quant.iter().map(|q| q.snr_db).collect();
+            let min = snrs.iter().cloned().fold(f64::INFINITY, f64::min);
+            let mean = snrs.iter().sum::<f64>() / snrs.len() as f64;
+            writeln!(
+                f,
+                "  LUT: {} tensors, SNR mean {mean:.1} dB, min {min:.1} dB",
+                self.quant.len()
+            )?;
+            for t in &self.quant_flagged {
+                writeln!(f, "  LUT: low SNR: {t}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConvertError {
+    let context = context.into();
+    move |source| ConvertError::Io { context, source }
+}
+
+/// The role of a tensor for SNR comparison: `model.layers.3.self_attn.q_proj.weight` → `q_proj`.
+fn role(tensor: &str) -> &str {
+    let base = tensor.split('[').next().unwrap_or(tensor);
+    let base = base.strip_suffix(".weight").unwrap_or(base);
+    base.rsplit('.').next().unwrap_or(base)
+}
+
+fn flag_low_snr(entries: &[QuantEntry]) -> Vec<String> {
+    let mut by_role: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for e in entries {
+        by_role.entry(role(&e.tensor)).or_default().push(e.snr_db);
+    }
+    let medians: std::collections::BTreeMap<&str, f64> = by_role
+        .into_iter()
+        .map(|(r, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (r, v[v.len() / 2])
+        })
+        .collect();
+    entries
+        .iter()
+        .filter(|e| e.snr_db < medians[role(&e.tensor)] - 6.0)
+        .map(|e| {
+            format!(
+                "{} {:.1} dB (median of {} {:.1} dB)",
+                e.tensor,
+                e.snr_db,
+                role(&e.tensor),
+                medians[role(&e.tensor)]
+            )
+        })
+        .collect()
+}
+
+/// Progress on stderr: one bar over the bytes of all weights, the message naming the part.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new(quiet: bool, total_bytes: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:56} [{bar:30}] {binary_bytes}/{binary_total_bytes} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        };
+        Progress { bar }
+    }
+}
+
+/// Source bytes (as fp16) of every weight the parts read, for the progress total.
+fn total_weight_bytes(cfg: &DecoderConfig, layers: usize) -> u64 {
+    let h = cfg.hidden_size as u64;
+    let q = (cfg.num_heads * cfg.head_dim) as u64;
+    let kv = (cfg.num_kv_heads * cfg.head_dim) as u64;
+    let i = cfg.intermediate_size as u64;
+    let per_layer = 2 * h * q + 2 * h * kv + 3 * h * i + 2 * h;
+    2 * (per_layer * layers as u64 + 2 * cfg.vocab_size as u64 * h + h)
+}
+
+/// Whether `xcrun` is an executable on PATH.
+fn xcrun_on_path() -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("xcrun").is_file()))
+        .unwrap_or(false)
+}
+
+/// `xcrun coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
+fn compile_package(pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
+    let out = std::process::Command::new("xcrun")
+        .arg("coremlcompiler")
+        .arg("compile")
+        .arg(pkg)
+        .arg(dir)
+        .output()
+        .map_err(io_err(format!("cannot run xcrun coremlcompiler on {}", pkg.display())))?;
+    let stem = pkg
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compiled = format!("{stem}.mlmodelc");
+    if !out.status.success() || !dir.join(&compiled).exists() {
+        return Err(ConvertError::Compile {
+            package: pkg.to_path_buf(),
+            status: out.status.to_string(),
+            stderr: if out.status.success() {
+                format!("{compiled} was not produced")
+            } else {
+                String::from_utf8_lossy(&out.stderr).trim().to_string()
+            },
+        });
+    }
+    Ok(compiled)
+}
+
+/// Moves the finished temp folder onto `out` (moving an old `out` aside first with `force`).
+fn replace_dir(tmp: tempfile::TempDir, out: &Path, parent: &Path) -> Result<(), ConvertError> {
+    let built = tmp.keep();
+    let mut old = None;
+    if out.exists() {
+        let aside = tempfile::Builder::new()
+            .prefix(".anec-old-")
+            .tempdir_in(parent)
+            .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?
+            .keep();
+        let target = aside.join("old");
+        std::fs::rename(out, &target).map_err(io_err(format!("cannot move {} aside", out.display())))?;
+        old = Some(aside);
+    }
+    std::fs::rename(&built, out).map_err(io_err(format!(
+        "cannot rename {} to {}",
+        built.display(),
+        out.display()
+    )))?;
+    if let Some(aside) = old {
+        std::fs::remove_dir_all(&aside)
+            .map_err(io_err(format!("cannot remove {}", aside.display())))?;
+    }
+    Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::metadata(path.join("Data/com.apple.CoreML/weights/weight.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Runs the plan: resolves the model, plans the parts, and (unless dry run) writes every
+/// package, the tokenizer files and meta into a temp folder beside `output`, then renames it.
+pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
+    let t0 = std::time::Instant::now();
+    plan.validate()?;
+    let files = crate::source::resolve(&plan.model)?;
+    let cfg = DecoderConfig::from_config_file(&files.config)?;
+    let parts = plan_parts(plan, &cfg)?;
+    let mut report = ConvertReport {
+        output: plan.output.clone(),
+        dry_run: plan.dry_run,
+        plan: parts.clone(),
+        files: Vec::new(),
+        quant: Vec::new(),
+        quant_flagged: Vec::new(),
+        seconds: 0.0,
+        meta: None,
+    };
+    if plan.dry_run {
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    if plan.output.exists() && !plan.force {
+        return Err(ConvertError::OutputExists {
+            path: plan.output.clone(),
+        });
+    }
+    let parent = match plan.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(io_err(format!("cannot create {}", parent.display())))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".anec-convert-")
+        .tempdir_in(&parent)
+        .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?;
+
+    let weights = WeightStore::open(&files)?;
+    let opts = PartOptions {
+        context_length: plan.context_length,
+        batch_size: plan.batch_size,
+        layers: parts.layers,
+        lut_ffn: plan.lut_ffn,
+        lut_lmhead: plan.lut_lmhead,
+        lut_embed: plan.lut_embed,
+        argmax: plan.argmax,
+    };
+    let progress = Progress::new(plan.quiet, total_weight_bytes(&cfg, parts.layers));
+    let tensors_done = std::cell::Cell::new(0usize);
+    let on_tensor = |_: &str, bytes: u64| {
+        tensors_done.set(tensors_done.get() + 1);
+        progress.bar.inc(bytes);
+    };
+    let source_name = model_display_name(&files, &plan.model);
+    let compile = match plan.compile {
+        Compile::Always => true,
+        Compile::Never => false,
+        Compile::Auto => xcrun_on_path(),
+    };
+    for p in &parts.parts {
+        let file = format!("{}.mlpackage", p.name);
+        let path = tmp.path().join(&file);
+        progress.bar.set_message(format!("{file} ({} tensors done)", tensors_done.get()));
+        let mut writer = PackageWriter::create(&path, false)?;
+        let mut ctx = Ctx {
+            cfg: &cfg,
+            weights: &weights,
+            writer: &mut writer,
+            opts: &opts,
+            part: p.name.clone(),
+            quant: Vec::new(),
+            progress: &on_tensor,
+        };
+        let functions = match &p.kind {
+            PartKind::Embeddings => vec![("main".to_string(), build_embeddings(&mut ctx)?)],
+            PartKind::LmHead => vec![("main".to_string(), build_lm_head(&mut ctx)?)],
+            PartKind::Chunk { index, layers } => {
+                build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)?
+            }
+        };
+        report.quant.append(&mut ctx.quant);
+        let model = crate::ane::model(functions, &cfg, &source_name, &p.name)?;
+        writer.finish(&model)?;
+        let compiled = if compile {
+            progress.bar.set_message(format!("compiling {file}"));
+            Some(compile_package(&path, tmp.path())?)
+        } else {
+            None
+        };
+        report.files.push(FileReport {
+            name: file,
+            weight_bytes: dir_size(&path),
+            compiled,
+        });
+    }
+    // Tensors of layers left out by --num-layers are the only ones allowed to stay unread.
+    let skipped: Vec<String> = (parts.layers..cfg.num_layers)
+        .map(|i| format!("{}.", crate::arch::names::layer(i).prefix()))
+        .collect();
+    let mut allow: Vec<&str> = crate::arch::names::ALLOWED_UNUSED.to_vec();
+    allow.extend(skipped.iter().map(String::as_str));
+    weights.ensure_all_used(&allow)?;
+    progress.bar.finish_and_clear();
+
+    for f in &files.tokenizer_files {
+        if let Some(name) = f.file_name() {
+            std::fs::copy(f, tmp.path().join(name))
+                .map_err(io_err(format!("cannot copy {}", f.display())))?;
+        }
+    }
+    let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
+    meta.write(tmp.path())?;
+    report.meta = Some(meta);
+    replace_dir(tmp, &plan.output, &parent)?;
+    report.quant_flagged = flag_low_snr(&report.quant);
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The short model name: the hub id's last component, or the folder name.
+fn model_display_name(files: &ModelFiles, spec: &ModelSpec) -> String {
+    if let Some(id) = &files.repo_id {
+        return id.rsplit('/').next().unwrap_or(id).to_string();
+    }
+    files
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| spec.model.clone())
+}
+
+fn build_meta(
+    plan: &ConvertPlan,
+    cfg: &DecoderConfig,
+    parts: &PartsPlan,
+    files: &ModelFiles,
+    source_name: &str,
+    written: &[FileReport],
+) -> Meta {
+    let file_of = |base: &str| -> String {
+        written
+            .iter()
+            .find(|f| f.name == format!("{base}.mlpackage"))
+            .map(|f| f.compiled.clone().unwrap_or_else(|| f.name.clone()))
+            .unwrap_or_else(|| format!("{base}.mlpackage"))
+    };
+    let names = parts.names();
+    let chunk_files: Vec<String> = names.chunks.iter().map(|c| file_of(c)).collect();
+    let bits = |l: Option<LutSpec>| LutBits::from(l.map(|l| l.bits));
+    let group = |l: Option<LutSpec>| l.and_then(|l| l.group);
+    let source = Source {
+        repo_id: files.repo_id.clone(),
+        revision: files.revision.clone(),
+        path: std::fs::canonicalize(&files.dir)
+            .unwrap_or_else(|_| files.dir.clone())
+            .display()
+            .to_string(),
+    };
+    let described = files.repo_id.clone().unwrap_or_else(|| source.path.clone());
+    let window = cfg
+        .sliding_window
+        .iter()
+        .take(parts.layers)
+        .flatten()
+        .copied()
+        .max();
+    Meta {
+        model_info: ModelInfo {
+            name: format!("anec-{source_name}-ctx{}", plan.context_length),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: format!("{described} converted by anec for the Apple Neural Engine\n"),
+            license: "see source model".to_string(),
+            framework: "Core ML".to_string(),
+            architecture: cfg.model_type.clone(),
+            parameters: Parameters {
+                context_length: plan.context_length,
+                batch_size: plan.batch_size,
+                lut_embeddings: bits(plan.lut_embed),
+                lut_embeddings_per_channel: group(plan.lut_embed),
+                lut_ffn: bits(plan.lut_ffn),
+                lut_ffn_per_channel: group(plan.lut_ffn),
+                lut_lmhead: bits(plan.lut_lmhead),
+                lut_lmhead_per_channel: group(plan.lut_lmhead),
+                num_chunks: parts.num_chunks,
+                model_prefix: plan.prefix.clone(),
+                embeddings: file_of(&names.embeddings),
+                lm_head: file_of(&names.lm_head),
+                ffn: chunk_files.first().cloned().unwrap_or_default(),
+                split_lm_head: parts.lm_head_chunk_sizes.len(),
+                lm_head_chunk_sizes: parts.lm_head_chunk_sizes.clone(),
+                vocab_size: cfg.vocab_size,
+                argmax_in_model: plan.argmax,
+                sliding_window: window,
+                num_layers: parts.layers,
+                hidden_size: cfg.hidden_size,
+                state_name: layout::STATE_NAME.to_string(),
+                num_attention_heads: cfg.num_heads,
+                num_key_value_heads: cfg.num_kv_heads,
+                head_dim: cfg.head_dim,
+                chunk_files,
+                chunk_layers: parts
+                    .layer_ranges
+                    .iter()
+                    .map(|r| [r.start, r.end])
+                    .collect(),
+                source,
+            },
+        },
+    }
 }
 
 #[cfg(test)]

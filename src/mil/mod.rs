@@ -2,9 +2,22 @@
 //! and .mlpackage writing and reading. Knows nothing about LLMs.
 
 pub mod bits;
+pub mod blob;
+pub mod builder;
 pub mod error;
+pub mod infer;
+pub mod inspect;
 pub mod ir;
+mod lower;
+pub mod model;
+pub mod package;
+mod proto;
 pub mod value;
 
+pub use builder::{check_identifier, ConvParams, FunctionBuilder, SliceParams, Var};
 pub use error::{MilError, Result};
+pub use infer::{check_function, check_program, op_kind_from_name, op_type_name, type_string, types_compatible};
+pub use inspect::{inspect, InspectReport};
 pub use ir::*;
+pub use model::{InputShapes, Metadata, Model};
+pub use package::{read_package, PackageWriter};

@@ -2,3 +2,4 @@
 
 pub mod util;
 pub mod convert;
+pub mod mil;

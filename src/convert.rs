@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::ane::layout::{self, PartNames};
-use crate::ane::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, QuantEntry};
+use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
 use crate::arch::DecoderConfig;
 use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
-use crate::mil::PackageWriter;
-use crate::quant::LutSpec;
+use crate::mil::{Metadata, PackageWriter};
+use crate::quant::{LutSpec, QuantReport};
 use crate::source::{ModelFiles, ModelSpec};
-use crate::weights::WeightStore;
+use crate::weights::{WeightError, WeightStore};
 
 /// iOS refuses to load a model file larger than this.
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
@@ -202,6 +202,16 @@ pub enum ConvertError {
     },
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Mil(#[from] crate::mil::MilError),
+    #[error("{part}: {source}")]
+    Part { part: String, source: AneError },
 }
 
 /// What one output file is.
@@ -476,10 +486,8 @@ pub struct ConvertReport {
     pub dry_run: bool,
     pub plan: PartsPlan,
     pub files: Vec<FileReport>,
-    /// Every palettized weight's SNR, in build order.
-    pub quant: Vec<QuantEntry>,
-    /// Quantized tensors more than 6 dB below the median of their role (q_proj, down_proj, …).
-    pub quant_flagged: Vec<String>,
+    /// Every palettized weight's SNR (build order), role medians and flagged tensors.
+    pub quant: QuantReport,
     pub seconds: f64,
     pub meta: Option<Meta>,
 }
@@ -508,18 +516,8 @@ impl fmt::Display for ConvertReport {
                     .unwrap_or_default()
             )?;
         }
-        if !self.quant.is_empty() {
-            let snrs: Vec<f64> = self.quant.iter().map(|q| q.snr_db).collect();
-            let min = snrs.iter().cloned().fold(f64::INFINITY, f64::min);
-            let mean = snrs.iter().sum::<f64>() / snrs.len() as f64;
-            writeln!(
-                f,
-                "  LUT: {} tensors, SNR mean {mean:.1} dB, min {min:.1} dB",
-                self.quant.len()
-            )?;
-            for t in &self.quant_flagged {
-                writeln!(f, "  LUT: low SNR: {t}")?;
-            }
+        if !self.quant.tensors.is_empty() {
+            write!(f, "{}", self.quant)?;
         }
         Ok(())
     }
@@ -530,38 +528,35 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConvertE
     move |source| ConvertError::Io { context, source }
 }
 
-/// The role of a tensor for SNR comparison: `model.layers.3.self_attn.q_proj.weight` → `q_proj`.
-fn role(tensor: &str) -> &str {
-    let base = tensor.split('[').next().unwrap_or(tensor);
-    let base = base.strip_suffix(".weight").unwrap_or(base);
-    base.rsplit('.').next().unwrap_or(base)
+/// Whether `name` belongs to a layer at or beyond `layers` (left out by `--num-layers`).
+fn skipped_layer(name: &str, layers: usize) -> bool {
+    name.strip_prefix("model.layers.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i >= layers)
 }
 
-fn flag_low_snr(entries: &[QuantEntry]) -> Vec<String> {
-    let mut by_role: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    for e in entries {
-        by_role.entry(role(&e.tensor)).or_default().push(e.snr_db);
+/// The Core ML metadata of one part (shown by Xcode and `anec inspect`).
+fn package_metadata(cfg: &DecoderConfig, source: &str, plan: &ConvertPlan, kind: &PartKind) -> Metadata {
+    let what = match kind {
+        PartKind::Embeddings => "embeddings".to_string(),
+        PartKind::LmHead => "LM head".to_string(),
+        PartKind::Chunk { index, layers } => {
+            format!("transformer chunk {index} (layers {}..{})", layers.start, layers.end)
+        }
+    };
+    let mut user_defined = std::collections::BTreeMap::new();
+    user_defined.insert("com.anec.source".to_string(), source.to_string());
+    user_defined.insert("com.anec.architecture".to_string(), cfg.model_type.clone());
+    user_defined.insert("com.anec.context_length".to_string(), plan.context_length.to_string());
+    user_defined.insert("com.anec.batch_size".to_string(), plan.batch_size.to_string());
+    Metadata {
+        author: "anec".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        short_description: format!("{source} {what}, converted by anec for the Apple Neural Engine"),
+        license: String::new(),
+        user_defined,
     }
-    let medians: std::collections::BTreeMap<&str, f64> = by_role
-        .into_iter()
-        .map(|(r, mut v)| {
-            v.sort_by(f64::total_cmp);
-            (r, v[v.len() / 2])
-        })
-        .collect();
-    entries
-        .iter()
-        .filter(|e| e.snr_db < medians[role(&e.tensor)] - 6.0)
-        .map(|e| {
-            format!(
-                "{} {:.1} dB (median of {} {:.1} dB)",
-                e.tensor,
-                e.snr_db,
-                role(&e.tensor),
-                medians[role(&e.tensor)]
-            )
-        })
-        .collect()
 }
 
 /// Progress on stderr: one bar over the bytes of all weights, the message naming the part.
@@ -677,8 +672,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         dry_run: plan.dry_run,
         plan: parts.clone(),
         files: Vec::new(),
-        quant: Vec::new(),
-        quant_flagged: Vec::new(),
+        quant: QuantReport::new(),
         seconds: 0.0,
         meta: None,
     };
@@ -735,18 +729,21 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
             writer: &mut writer,
             opts: &opts,
             part: p.name.clone(),
-            quant: Vec::new(),
+            quant: &mut report.quant,
             progress: &on_tensor,
         };
-        let functions = match &p.kind {
-            PartKind::Embeddings => vec![("main".to_string(), build_embeddings(&mut ctx)?)],
-            PartKind::LmHead => vec![("main".to_string(), build_lm_head(&mut ctx)?)],
+        let built = match &p.kind {
+            PartKind::Embeddings => build_embeddings(&mut ctx),
+            PartKind::LmHead => build_lm_head(&mut ctx),
             PartKind::Chunk { index, layers } => {
-                build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)?
+                build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)
             }
         };
-        report.quant.append(&mut ctx.quant);
-        let model = crate::ane::model(functions, &cfg, &source_name, &p.name)?;
+        let model = built.map_err(|source| ConvertError::Part {
+            part: p.name.clone(),
+            source,
+        })?;
+        let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         writer.finish(&model)?;
         let compiled = if compile {
             progress.bar.set_message(format!("compiling {file}"));
@@ -761,12 +758,14 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         });
     }
     // Tensors of layers left out by --num-layers are the only ones allowed to stay unread.
-    let skipped: Vec<String> = (parts.layers..cfg.num_layers)
-        .map(|i| format!("{}.", crate::arch::names::layer(i).prefix()))
+    let unused: Vec<String> = weights
+        .unused(&crate::arch::names::allowed_extras(&cfg))
+        .into_iter()
+        .filter(|n| !skipped_layer(n, parts.layers))
         .collect();
-    let mut allow: Vec<&str> = crate::arch::names::ALLOWED_UNUSED.to_vec();
-    allow.extend(skipped.iter().map(String::as_str));
-    weights.ensure_all_used(&allow)?;
+    if !unused.is_empty() {
+        return Err(ConvertError::Weights(WeightError::Unused { tensors: unused }));
+    }
     progress.bar.finish_and_clear();
 
     for f in &files.tokenizer_files {
@@ -779,7 +778,6 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     meta.write(tmp.path())?;
     report.meta = Some(meta);
     replace_dir(tmp, &plan.output, &parent)?;
-    report.quant_flagged = flag_low_snr(&report.quant);
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -5,7 +5,7 @@ pub mod graph;
 pub mod layout;
 pub mod parts;
 
-pub use parts::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, QuantEntry};
+pub use parts::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, MAIN};
 
 /// Errors building a part; the underlying error names the tensor or op.
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +13,7 @@ pub enum AneError {
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
     #[error(transparent)]
-    Weights(#[from] crate::weights::WeightsError),
+    Weights(#[from] crate::weights::WeightError),
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
     #[error("op {op}: {message}")]

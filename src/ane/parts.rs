@@ -11,9 +11,9 @@ use std::ops::Range;
 use half::f16;
 
 use crate::arch::{self, DecoderConfig};
-use crate::mil::{ConstValue, DType, Function, PackageWriter};
-use crate::quant::{self, LutSpec};
-use crate::weights::WeightStore;
+use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
+use crate::quant::{self, LutSpec, QuantReport};
+use crate::weights::{Dtype, RawTensor, WeightStore};
 
 use super::graph::{G, T};
 use super::layout::{lm_head_split, STATE_NAME};
@@ -34,20 +34,6 @@ pub struct PartOptions {
     pub argmax: bool,
 }
 
-/// One quantized weight's figures, for the convert report.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct QuantEntry {
-    pub part: String,
-    pub tensor: String,
-    pub rows: usize,
-    pub cols: usize,
-    pub bits: u32,
-    /// Output channels per LUT (the whole tensor for per-tensor LUTs).
-    pub group_size: usize,
-    pub snr_db: f64,
-    pub worst_group_snr_db: f64,
-}
-
 /// A weight written into the package: fp16, or LUT indices + LUT.
 #[derive(Clone, Debug)]
 pub enum Stored {
@@ -65,7 +51,7 @@ pub struct Ctx<'a> {
     pub writer: &'a mut PackageWriter,
     pub opts: &'a PartOptions,
     pub part: String,
-    pub quant: Vec<QuantEntry>,
+    pub quant: &'a mut QuantReport,
     pub progress: &'a dyn Fn(&str, u64),
 }
 
@@ -83,34 +69,40 @@ impl Ctx<'_> {
     ) -> R<Stored> {
         let raw = self.weights.get(name, &[full_rows, cols])?;
         let n = rows.len();
+        let es = raw.dtype.size();
+        // Only these rows, still borrowed from the mmap.
+        let part = RawTensor {
+            name: raw.name.clone(),
+            dtype: raw.dtype,
+            shape: vec![n, cols],
+            bytes: &raw.bytes[rows.start * cols * es..rows.end * cols * es],
+            file: raw.file,
+        };
         let out_shape: Vec<u64> = if conv {
             vec![n as u64, cols as u64, 1, 1]
         } else {
             vec![n as u64, cols as u64]
         };
-        let (a, b) = (rows.start * cols, rows.end * cols);
         let stored = match lut {
             None => {
-                let vals = raw.to_f16()?;
-                let c = ConstValue::from_f16(&out_shape, &vals[a..b])?;
+                let vals = part.to_f16()?;
+                let c = ConstValue::from_f16(&out_shape, &vals)?;
                 Stored::Dense(self.writer.store(c)?)
             }
             Some(spec) => {
-                let pal = match raw.codes16() {
-                    Some((codes, is_bf16)) => {
-                        let view = if is_bf16 {
-                            quant::WeightView::Bf16(&codes[a..b])
-                        } else {
-                            quant::WeightView::F16(&codes[a..b])
-                        };
-                        quant::palettize(view, n, cols, spec)?
+                let pal = match (part.dtype, part.codes16()) {
+                    (Dtype::BF16, Some(codes)) => {
+                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)?
                     }
-                    None => {
-                        let vals = raw.to_f32();
-                        quant::palettize(quant::WeightView::F32(&vals[a..b]), n, cols, spec)?
+                    (Dtype::F16, Some(codes)) => {
+                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)?
+                    }
+                    _ => {
+                        let vals = part.to_f32();
+                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)?
                     }
                 };
-                let groups = (n / pal.group_size_used.max(1)) as u64;
+                let groups = pal.groups as u64;
                 let levels = 1u64 << spec.bits;
                 let lut_shape: Vec<u64> = if conv {
                     vec![groups, 1, 1, 1, levels, 1]
@@ -119,20 +111,17 @@ impl Ctx<'_> {
                 };
                 let indices = ConstValue::from_indices(spec.bits, &out_shape, &pal.indices)?;
                 let lut_c = ConstValue::from_f16(&lut_shape, &pal.lut)?;
-                self.quant.push(QuantEntry {
-                    part: self.part.clone(),
-                    tensor: if rows.len() == full_rows {
-                        name.to_string()
-                    } else {
-                        format!("{name}[{}..{}]", rows.start, rows.end)
-                    },
-                    rows: n,
-                    cols,
-                    bits: spec.bits,
-                    group_size: pal.group_size_used,
-                    snr_db: pal.snr_db,
-                    worst_group_snr_db: pal.worst_group_snr_db,
-                });
+                let label = if rows.len() == full_rows {
+                    format!("{}/{name}", self.part)
+                } else {
+                    format!("{}/{name}[{}..{}]", self.part, rows.start, rows.end)
+                };
+                let role = if conv && name == arch::names::embed_tokens() {
+                    "lm_head"
+                } else {
+                    QuantReport::role_of(name)
+                };
+                self.quant.push(label, role, &pal);
                 Stored::Lut {
                     indices: self.writer.store(indices)?,
                     lut: self.writer.store(lut_c)?,
@@ -170,10 +159,20 @@ fn use_weight(g: &mut G, p: &str, w: &Stored) -> R<T> {
     }
 }
 
+/// The function name of single-function parts (coremltools' default).
+pub const MAIN: &str = "main";
+
+fn single(f: Function) -> Model {
+    Model::new(Program {
+        functions: vec![(MAIN.to_string(), f)],
+        default_function: MAIN.to_string(),
+    })
+}
+
 // ---------------------------------------------------------------- embeddings
 
 /// The embeddings part: `input_ids` int32 `[1,1]`|`[1,B]` → `hidden_states` fp16 `[1,S,H]`.
-pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Function> {
+pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
     let cfg = ctx.cfg;
     let (v, h) = (cfg.vocab_size, cfg.hidden_size);
     let table = ctx.matrix(
@@ -196,13 +195,18 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Function> {
     let w = use_weight(&mut g, "embed_tokens", &table)?;
     let out = g.gather(&w, &ids, 0, vec![1, 1, h as u64], Some("hidden_states"))?;
     g.b.output(&out.var)?;
-    Ok(g.b.finish()?)
+    let (f, shapes) = g.b.finish_with_shapes()?;
+    let mut model = single(f);
+    for (input, s) in shapes {
+        model = model.with_enumerated_shapes(MAIN, &input, s);
+    }
+    Ok(model)
 }
 
 // ---------------------------------------------------------------- LM head
 
 /// The LM head: `hidden_states` `[1,1,H]` → `logits1..N` `[1,1,V_i]` (or argmax outputs).
-pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Function> {
+pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
     let cfg = ctx.cfg;
     let (v, h) = (cfg.vocab_size, cfg.hidden_size);
     let name = if cfg.tie_embeddings {
@@ -252,7 +256,7 @@ pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Function> {
             g.b.output(&l.var)?;
         }
     }
-    Ok(g.b.finish()?)
+    Ok(single(g.b.finish()?))
 }
 
 // ---------------------------------------------------------------- transformer chunk
@@ -321,7 +325,7 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
     let hv = [1, h as u64, 1, 1];
     let mut out = Vec::new();
     for i in layers {
-        let n = arch::names::layer(i);
+        use arch::names as n;
         let bias = |ctx: &mut Ctx<'_>, on: bool, name: String, len: usize| -> R<Option<ConstValue>> {
             if on {
                 ctx.vector(&name, len, &[len as u64]).map(Some)
@@ -331,32 +335,32 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
         };
         let lw = LayerWeights {
             index: i,
-            input_norm: ctx.vector(&n.input_layernorm(), h, &hv)?,
-            post_norm: ctx.vector(&n.post_attention_layernorm(), h, &hv)?,
-            q: ctx.conv_weight(&n.q_proj(), nh * d, h, lut)?,
-            k: ctx.conv_weight(&n.k_proj(), kvh * d, h, lut)?,
-            v: ctx.conv_weight(&n.v_proj(), kvh * d, h, lut)?,
-            o: ctx.conv_weight(&n.o_proj(), h, nh * d, lut)?,
-            q_bias: bias(ctx, cfg.qkv_bias, n.q_proj_bias(), nh * d)?,
-            k_bias: bias(ctx, cfg.qkv_bias, n.k_proj_bias(), kvh * d)?,
-            v_bias: bias(ctx, cfg.qkv_bias, n.v_proj_bias(), kvh * d)?,
-            o_bias: bias(ctx, cfg.o_bias, n.o_proj_bias(), h)?,
+            input_norm: ctx.vector(&n::input_layernorm(i).weight(), h, &hv)?,
+            post_norm: ctx.vector(&n::post_attention_layernorm(i).weight(), h, &hv)?,
+            q: ctx.conv_weight(&n::q_proj(i).weight(), nh * d, h, lut)?,
+            k: ctx.conv_weight(&n::k_proj(i).weight(), kvh * d, h, lut)?,
+            v: ctx.conv_weight(&n::v_proj(i).weight(), kvh * d, h, lut)?,
+            o: ctx.conv_weight(&n::o_proj(i).weight(), h, nh * d, lut)?,
+            q_bias: bias(ctx, cfg.qkv_bias, n::q_proj(i).bias(), nh * d)?,
+            k_bias: bias(ctx, cfg.qkv_bias, n::k_proj(i).bias(), kvh * d)?,
+            v_bias: bias(ctx, cfg.qkv_bias, n::v_proj(i).bias(), kvh * d)?,
+            o_bias: bias(ctx, cfg.o_bias, n::o_proj(i).bias(), h)?,
             q_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n.q_norm(), d, &[1, d as u64, 1])?)
+                Some(ctx.vector(&n::q_norm(i).weight(), d, &[1, d as u64, 1])?)
             } else {
                 None
             },
             k_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n.k_norm(), d, &[1, d as u64, 1])?)
+                Some(ctx.vector(&n::k_norm(i).weight(), d, &[1, d as u64, 1])?)
             } else {
                 None
             },
-            gate: ctx.conv_weight(&n.gate_proj(), inter, h, lut)?,
-            up: ctx.conv_weight(&n.up_proj(), inter, h, lut)?,
-            down: ctx.conv_weight(&n.down_proj(), h, inter, lut)?,
-            gate_bias: bias(ctx, cfg.mlp_bias, n.gate_proj_bias(), inter)?,
-            up_bias: bias(ctx, cfg.mlp_bias, n.up_proj_bias(), inter)?,
-            down_bias: bias(ctx, cfg.mlp_bias, n.down_proj_bias(), h)?,
+            gate: ctx.conv_weight(&n::gate_proj(i).weight(), inter, h, lut)?,
+            up: ctx.conv_weight(&n::up_proj(i).weight(), inter, h, lut)?,
+            down: ctx.conv_weight(&n::down_proj(i).weight(), h, inter, lut)?,
+            gate_bias: bias(ctx, cfg.mlp_bias, n::gate_proj(i).bias(), inter)?,
+            up_bias: bias(ctx, cfg.mlp_bias, n::up_proj(i).bias(), inter)?,
+            down_bias: bias(ctx, cfg.mlp_bias, n::down_proj(i).bias(), h)?,
         };
         out.push(lw);
     }
@@ -561,9 +565,12 @@ fn chunk_function(cfg: &DecoderConfig, opts: &PartOptions, w: &ChunkWeights, s: 
 }
 
 /// Chunk `layers` (the last chunk applies the final norm): functions `infer` and `prefill`.
-pub fn build_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<Vec<(String, Function)>> {
+pub fn build_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<Model> {
     let w = load_chunk(ctx, layers, last)?;
     let infer = chunk_function(ctx.cfg, ctx.opts, &w, 1)?;
     let prefill = chunk_function(ctx.cfg, ctx.opts, &w, ctx.opts.batch_size as u64)?;
-    Ok(vec![("infer".into(), infer), ("prefill".into(), prefill)])
+    Ok(Model::new(Program {
+        functions: vec![("infer".into(), infer), ("prefill".into(), prefill)],
+        default_function: "infer".into(),
+    }))
 }

@@ -1,1 +1,1034 @@
 //! `anec convert`: the pipeline from a model source to the output folder, with progress.
+//!
+//! [`ConvertPlan`] is the validated settings the CLI fills; [`plan_parts`] turns it and the
+//! model's config into the parts to write (the dry run prints exactly that); [`run`] writes them.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::ane::layout::{self, PartNames};
+use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
+use crate::arch::DecoderConfig;
+use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
+use crate::mil::{Metadata, PackageWriter};
+use crate::quant::{LutSpec, QuantReport};
+use crate::source::{ModelFiles, ModelSpec};
+use crate::weights::{WeightError, WeightStore};
+
+/// iOS refuses to load a model file larger than this.
+pub const IOS_FILE_LIMIT: u64 = 1 << 30;
+/// macOS's per-file limit.
+pub const MACOS_FILE_LIMIT: u64 = 2 << 30;
+const MB: u64 = 1 << 20;
+
+/// How many transformer chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Chunks {
+    /// Exactly this many.
+    Count(usize),
+    /// The smallest count whose largest chunk fits `max_chunk_mb` MiB (after quantization).
+    Auto { max_chunk_mb: u64 },
+}
+
+/// Whether to compile each package to `.mlmodelc` with `xcrun coremlcompiler`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+pub enum Compile {
+    /// When `xcrun` is on PATH.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Everything `anec convert` needs, resolved by the CLI before any work runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvertPlan {
+    pub model: ModelSpec,
+    pub output: PathBuf,
+    pub force: bool,
+    pub context_length: usize,
+    pub batch_size: usize,
+    pub chunks: Chunks,
+    /// Package name prefix (`P_` is prepended to every file name when non-empty).
+    pub prefix: String,
+    pub argmax: bool,
+    pub lut_ffn: Option<LutSpec>,
+    pub lut_lmhead: Option<LutSpec>,
+    pub lut_embed: Option<LutSpec>,
+    /// Convert only the first K layers (debugging).
+    pub num_layers: Option<usize>,
+    pub dry_run: bool,
+    pub quiet: bool,
+    pub compile: Compile,
+}
+
+impl ConvertPlan {
+    /// The defaults of the CLI for `model` into `output`: context 512, batch 64, 2 chunks,
+    /// fp16 everywhere, no prefix, compile when possible.
+    pub fn new(model: ModelSpec, output: impl Into<PathBuf>) -> Self {
+        ConvertPlan {
+            model,
+            output: output.into(),
+            force: false,
+            context_length: 512,
+            batch_size: 64,
+            chunks: Chunks::Count(2),
+            prefix: String::new(),
+            argmax: false,
+            lut_ffn: None,
+            lut_lmhead: None,
+            lut_embed: None,
+            num_layers: None,
+            dry_run: false,
+            quiet: false,
+            compile: Compile::Auto,
+        }
+    }
+
+    /// Checks that need no model: sizes, prefix characters, LUT bit widths.
+    pub fn validate(&self) -> Result<(), ConvertError> {
+        let bad = |flag: &'static str, value: String, reason: &str| {
+            Err(ConvertError::InvalidFlag {
+                flag,
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        if self.context_length == 0 {
+            return bad("--context-length", "0".into(), "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size", "0".into(), "must be at least 1");
+        }
+        if self.batch_size > self.context_length {
+            return bad(
+                "--batch-size",
+                self.batch_size.to_string(),
+                &format!("must not exceed --context-length ({})", self.context_length),
+            );
+        }
+        match self.chunks {
+            Chunks::Count(0) => return bad("--chunks", "0".into(), "must be at least 1"),
+            Chunks::Auto { max_chunk_mb: 0 } => {
+                return bad("--max-chunk-mb", "0".into(), "must be at least 1")
+            }
+            _ => {}
+        }
+        if self.num_layers == Some(0) {
+            return bad("--num-layers", "0".into(), "must be at least 1");
+        }
+        if !self.prefix.is_empty() {
+            let ok_chars = self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok_chars {
+                return bad(
+                    "--prefix",
+                    self.prefix.clone(),
+                    "may hold only ASCII letters, digits, '_' and '-'",
+                );
+            }
+        }
+        for (flag, lut) in [
+            ("--lut", self.lut_ffn),
+            ("--lut-lmhead", self.lut_lmhead),
+            ("--lut-embed", self.lut_embed),
+        ] {
+            if let Some(l) = lut {
+                if !matches!(l.bits, 1 | 2 | 3 | 4 | 6 | 8) {
+                    return bad(
+                        flag,
+                        l.bits.to_string(),
+                        "LUT bits must be 1, 2, 3, 4, 6 or 8",
+                    );
+                }
+                if l.group == Some(0) {
+                    return bad(
+                        flag,
+                        format!("{},0", l.bits),
+                        "the group size must be at least 1",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of layers converted: `--num-layers` when given (checked against the model).
+    pub fn layers_for(&self, cfg: &DecoderConfig) -> Result<usize, ConvertError> {
+        match self.num_layers {
+            None => Ok(cfg.num_layers),
+            Some(k) if k == 0 || k > cfg.num_layers => Err(ConvertError::InvalidFlag {
+                flag: "--num-layers",
+                value: k.to_string(),
+                reason: format!("the model has {} layers", cfg.num_layers),
+            }),
+            Some(k) => Ok(k),
+        }
+    }
+}
+
+/// Errors of the conversion pipeline; each names the flag, file or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{flag} {value}: {reason}")]
+    InvalidFlag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--max-chunk-mb {max_chunk_mb}: no chunk count fits; with one layer per chunk ({layers} chunks) the largest chunk is still {smallest_mb} MiB")]
+    NoChunkCountFits {
+        max_chunk_mb: u64,
+        layers: usize,
+        smallest_mb: u64,
+    },
+    #[error("the output {path} already exists (use --force to replace it)")]
+    OutputExists { path: PathBuf },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("xcrun coremlcompiler failed on {package} ({status}): {stderr}")]
+    Compile {
+        package: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Mil(#[from] crate::mil::MilError),
+    #[error("{part}: {source}")]
+    Part { part: String, source: AneError },
+}
+
+/// What one output file is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartKind {
+    Embeddings,
+    Chunk { index: usize, layers: Range<usize> },
+    LmHead,
+}
+
+/// One package of the output, with its estimated size after quantization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartPlan {
+    /// Base name (no extension).
+    pub name: String,
+    pub kind: PartKind,
+    pub estimated_bytes: u64,
+    pub fits_ios: bool,
+    pub fits_macos: bool,
+}
+
+/// The resolved layout of the output: what the dry run prints and what `run` writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartsPlan {
+    pub model_type: String,
+    pub layers: usize,
+    pub num_chunks: usize,
+    pub layer_ranges: Vec<Range<usize>>,
+    pub lm_head_chunk_sizes: Vec<usize>,
+    pub parts: Vec<PartPlan>,
+}
+
+impl PartsPlan {
+    pub fn names(&self) -> PartNames {
+        let mut embeddings = String::new();
+        let mut lm_head = String::new();
+        let mut chunks = Vec::new();
+        for p in &self.parts {
+            match p.kind {
+                PartKind::Embeddings => embeddings = p.name.clone(),
+                PartKind::LmHead => lm_head = p.name.clone(),
+                PartKind::Chunk { .. } => chunks.push(p.name.clone()),
+            }
+        }
+        PartNames {
+            embeddings,
+            lm_head,
+            chunks,
+        }
+    }
+}
+
+impl fmt::Display for PartsPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} layers in {} chunk(s); LM head in {} part(s) {:?}",
+            self.model_type,
+            self.layers,
+            self.num_chunks,
+            self.lm_head_chunk_sizes.len(),
+            self.lm_head_chunk_sizes
+        )?;
+        let width = self.parts.iter().map(|p| p.name.len()).max().unwrap_or(0) + 10;
+        for p in &self.parts {
+            let what = match &p.kind {
+                PartKind::Embeddings => "embeddings".to_string(),
+                PartKind::LmHead => "lm head".to_string(),
+                PartKind::Chunk { layers, .. } => {
+                    format!("layers {}..{}", layers.start, layers.end)
+                }
+            };
+            let limit = if p.fits_ios {
+                "ok (iOS 1 GB, macOS 2 GB)"
+            } else if p.fits_macos {
+                "OVER the iOS 1 GB limit (fits macOS 2 GB)"
+            } else {
+                "OVER the iOS 1 GB and macOS 2 GB limits"
+            };
+            writeln!(
+                f,
+                "  {:width$} {:>14}  {:>10}  {limit}",
+                format!("{}.mlpackage", p.name),
+                what,
+                human_bytes(p.estimated_bytes),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `12.3 MiB` style.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The largest divisor of `rows` not above `group` (what the quantizer uses when `group` does
+/// not divide the channel count).
+pub fn effective_group(rows: usize, group: usize) -> usize {
+    (1..=group.min(rows).max(1))
+        .rev()
+        .find(|g| rows % g == 0)
+        .unwrap_or(1)
+}
+
+/// Bytes a `[rows, cols]` weight takes in weight.bin: fp16, or packed indices plus fp16 LUTs.
+pub fn weight_bytes(rows: usize, cols: usize, lut: Option<LutSpec>) -> u64 {
+    const BLOB_OVERHEAD: u64 = 128; // metadata record + alignment, at most
+    let n = (rows * cols) as u64;
+    match lut {
+        None => n * 2 + BLOB_OVERHEAD,
+        Some(l) => {
+            let groups = match l.group {
+                Some(g) => (rows / effective_group(rows, g)) as u64,
+                None => 1,
+            };
+            (n * u64::from(l.bits)).div_ceil(8) + groups * (1u64 << l.bits) * 2 + 2 * BLOB_OVERHEAD
+        }
+    }
+}
+
+/// Estimated weight.bin bytes of a chunk holding `layers` layers.
+pub fn chunk_bytes(
+    cfg: &DecoderConfig,
+    plan: &ConvertPlan,
+    layers: Range<usize>,
+    last: bool,
+) -> u64 {
+    let h = cfg.hidden_size;
+    let q = cfg.num_heads * cfg.head_dim;
+    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let i = cfg.intermediate_size;
+    let lut = plan.lut_ffn;
+    let per_layer = weight_bytes(q, h, lut)
+        + 2 * weight_bytes(kv, h, lut)
+        + weight_bytes(h, q, lut)
+        + 2 * weight_bytes(i, h, lut)
+        + weight_bytes(h, i, lut)
+        + 2 * weight_bytes(h, 1, None)
+        + if cfg.qkv_bias {
+            weight_bytes(q + 2 * kv, 1, None)
+        } else {
+            0
+        }
+        + if cfg.qk_norm {
+            2 * weight_bytes(cfg.head_dim, 1, None)
+        } else {
+            0
+        };
+    let rope = 2 * weight_bytes(plan.context_length, cfg.head_dim, None);
+    let final_norm = if last { weight_bytes(h, 1, None) } else { 0 };
+    per_layer * layers.len() as u64 + rope + final_norm + 64
+}
+
+fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
+    PartPlan {
+        name,
+        kind,
+        estimated_bytes,
+        fits_ios: estimated_bytes <= IOS_FILE_LIMIT,
+        fits_macos: estimated_bytes <= MACOS_FILE_LIMIT,
+    }
+}
+
+/// Resolves the chunk count (`--chunks auto` included), layer ranges, LM head split, names and
+/// size estimates. Reads no weights.
+pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
+    plan.validate()?;
+    let layers = plan.layers_for(cfg)?;
+    let largest_chunk = |n: usize| -> u64 {
+        layout::layer_ranges(layers, n)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(k, r)| chunk_bytes(cfg, plan, r, k + 1 == n))
+            .max()
+            .unwrap_or(0)
+    };
+    let num_chunks = match plan.chunks {
+        Chunks::Count(n) if n > layers => {
+            return Err(ConvertError::InvalidFlag {
+                flag: "--chunks",
+                value: n.to_string(),
+                reason: format!("the model has only {layers} layers to split"),
+            })
+        }
+        Chunks::Count(n) => n,
+        Chunks::Auto { max_chunk_mb } => (1..=layers)
+            .find(|&n| largest_chunk(n) <= max_chunk_mb * MB)
+            .ok_or(ConvertError::NoChunkCountFits {
+                max_chunk_mb,
+                layers,
+                smallest_mb: largest_chunk(layers).div_ceil(MB),
+            })?,
+    };
+    let layer_ranges =
+        layout::layer_ranges(layers, num_chunks).ok_or_else(|| ConvertError::InvalidFlag {
+            flag: "--chunks",
+            value: num_chunks.to_string(),
+            reason: format!("the model has only {layers} layers to split"),
+        })?;
+    let bits = |l: Option<LutSpec>| l.map(|l| l.bits);
+    let names = PartNames::new(
+        &plan.prefix,
+        bits(plan.lut_embed),
+        bits(plan.lut_lmhead),
+        bits(plan.lut_ffn),
+        num_chunks,
+    );
+    let lm_head_chunk_sizes = layout::lm_head_split(cfg.vocab_size);
+    let mut parts = vec![part(
+        names.embeddings.clone(),
+        PartKind::Embeddings,
+        weight_bytes(cfg.vocab_size, cfg.hidden_size, plan.lut_embed) + 64,
+    )];
+    for (k, (name, r)) in names.chunks.iter().zip(&layer_ranges).enumerate() {
+        let bytes = chunk_bytes(cfg, plan, r.clone(), k + 1 == num_chunks);
+        parts.push(part(
+            name.clone(),
+            PartKind::Chunk {
+                index: k + 1,
+                layers: r.clone(),
+            },
+            bytes,
+        ));
+    }
+    let lm_bytes: u64 = lm_head_chunk_sizes
+        .iter()
+        .map(|&v| weight_bytes(v, cfg.hidden_size, plan.lut_lmhead))
+        .sum::<u64>()
+        + 64;
+    parts.push(part(names.lm_head.clone(), PartKind::LmHead, lm_bytes));
+    Ok(PartsPlan {
+        model_type: cfg.model_type.clone(),
+        layers,
+        num_chunks,
+        layer_ranges,
+        lm_head_chunk_sizes,
+        parts,
+    })
+}
+
+// ---------------------------------------------------------------- running the plan
+
+/// One written package.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileReport {
+    /// File name in the output folder (`.mlpackage`).
+    pub name: String,
+    /// Size of its weight.bin.
+    pub weight_bytes: u64,
+    /// The `.mlmodelc` beside it, when compiled.
+    pub compiled: Option<String>,
+}
+
+/// What `convert::run` did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    pub dry_run: bool,
+    pub plan: PartsPlan,
+    pub files: Vec<FileReport>,
+    /// Every palettized weight's SNR (build order), role medians and flagged tensors.
+    pub quant: QuantReport,
+    pub seconds: f64,
+    pub meta: Option<Meta>,
+}
+
+impl fmt::Display for ConvertReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            writeln!(f, "dry run: nothing written; {} would hold:", self.output.display())?;
+            return write!(f, "{}", self.plan);
+        }
+        writeln!(
+            f,
+            "wrote {} in {:.1} s",
+            self.output.display(),
+            self.seconds
+        )?;
+        for file in &self.files {
+            writeln!(
+                f,
+                "  {:40} {:>10}{}",
+                file.name,
+                human_bytes(file.weight_bytes),
+                file.compiled
+                    .as_ref()
+                    .map(|c| format!("  → {c}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if !self.quant.tensors.is_empty() {
+            write!(f, "{}", self.quant)?;
+        }
+        Ok(())
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConvertError {
+    let context = context.into();
+    move |source| ConvertError::Io { context, source }
+}
+
+/// Whether `name` belongs to a layer at or beyond `layers` (left out by `--num-layers`).
+fn skipped_layer(name: &str, layers: usize) -> bool {
+    name.strip_prefix("model.layers.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i >= layers)
+}
+
+/// The Core ML metadata of one part (shown by Xcode and `anec inspect`).
+fn package_metadata(cfg: &DecoderConfig, source: &str, plan: &ConvertPlan, kind: &PartKind) -> Metadata {
+    let what = match kind {
+        PartKind::Embeddings => "embeddings".to_string(),
+        PartKind::LmHead => "LM head".to_string(),
+        PartKind::Chunk { index, layers } => {
+            format!("transformer chunk {index} (layers {}..{})", layers.start, layers.end)
+        }
+    };
+    let mut user_defined = std::collections::BTreeMap::new();
+    user_defined.insert("com.anec.source".to_string(), source.to_string());
+    user_defined.insert("com.anec.architecture".to_string(), cfg.model_type.clone());
+    user_defined.insert("com.anec.context_length".to_string(), plan.context_length.to_string());
+    user_defined.insert("com.anec.batch_size".to_string(), plan.batch_size.to_string());
+    Metadata {
+        author: "anec".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        short_description: format!("{source} {what}, converted by anec for the Apple Neural Engine"),
+        license: String::new(),
+        user_defined,
+    }
+}
+
+/// Progress on stderr: one bar over the bytes of all weights, the message naming the part.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new(quiet: bool, total_bytes: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:56} [{bar:30}] {binary_bytes}/{binary_total_bytes} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        };
+        Progress { bar }
+    }
+}
+
+/// Source bytes (as fp16) of every weight the parts read, for the progress total.
+fn total_weight_bytes(cfg: &DecoderConfig, layers: usize) -> u64 {
+    let h = cfg.hidden_size as u64;
+    let q = (cfg.num_heads * cfg.head_dim) as u64;
+    let kv = (cfg.num_kv_heads * cfg.head_dim) as u64;
+    let i = cfg.intermediate_size as u64;
+    let per_layer = 2 * h * q + 2 * h * kv + 3 * h * i + 2 * h;
+    2 * (per_layer * layers as u64 + 2 * cfg.vocab_size as u64 * h + h)
+}
+
+/// Whether `xcrun` is an executable on PATH.
+fn xcrun_on_path() -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("xcrun").is_file()))
+        .unwrap_or(false)
+}
+
+/// `xcrun coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
+fn compile_package(pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
+    let out = std::process::Command::new("xcrun")
+        .arg("coremlcompiler")
+        .arg("compile")
+        .arg(pkg)
+        .arg(dir)
+        .output()
+        .map_err(io_err(format!("cannot run xcrun coremlcompiler on {}", pkg.display())))?;
+    let stem = pkg
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compiled = format!("{stem}.mlmodelc");
+    if !out.status.success() || !dir.join(&compiled).exists() {
+        return Err(ConvertError::Compile {
+            package: pkg.to_path_buf(),
+            status: out.status.to_string(),
+            stderr: if out.status.success() {
+                format!("{compiled} was not produced")
+            } else {
+                String::from_utf8_lossy(&out.stderr).trim().to_string()
+            },
+        });
+    }
+    Ok(compiled)
+}
+
+/// Moves the finished temp folder onto `out` (moving an old `out` aside first with `force`).
+fn replace_dir(tmp: tempfile::TempDir, out: &Path, parent: &Path) -> Result<(), ConvertError> {
+    let built = tmp.keep();
+    let mut old = None;
+    if out.exists() {
+        let aside = tempfile::Builder::new()
+            .prefix(".anec-old-")
+            .tempdir_in(parent)
+            .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?
+            .keep();
+        let target = aside.join("old");
+        std::fs::rename(out, &target).map_err(io_err(format!("cannot move {} aside", out.display())))?;
+        old = Some(aside);
+    }
+    std::fs::rename(&built, out).map_err(io_err(format!(
+        "cannot rename {} to {}",
+        built.display(),
+        out.display()
+    )))?;
+    if let Some(aside) = old {
+        std::fs::remove_dir_all(&aside)
+            .map_err(io_err(format!("cannot remove {}", aside.display())))?;
+    }
+    Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::metadata(path.join("Data/com.apple.CoreML/weights/weight.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Runs the plan: resolves the model, plans the parts, and (unless dry run) writes every
+/// package, the tokenizer files and meta into a temp folder beside `output`, then renames it.
+pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
+    let t0 = std::time::Instant::now();
+    plan.validate()?;
+    let files = crate::source::resolve(&plan.model)?;
+    let cfg = DecoderConfig::from_config_file(&files.config)?;
+    let parts = plan_parts(plan, &cfg)?;
+    let mut report = ConvertReport {
+        output: plan.output.clone(),
+        dry_run: plan.dry_run,
+        plan: parts.clone(),
+        files: Vec::new(),
+        quant: QuantReport::new(),
+        seconds: 0.0,
+        meta: None,
+    };
+    if plan.dry_run {
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    if plan.output.exists() && !plan.force {
+        return Err(ConvertError::OutputExists {
+            path: plan.output.clone(),
+        });
+    }
+    let parent = match plan.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(io_err(format!("cannot create {}", parent.display())))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".anec-convert-")
+        .tempdir_in(&parent)
+        .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?;
+
+    let weights = WeightStore::open(&files)?;
+    let opts = PartOptions {
+        context_length: plan.context_length,
+        batch_size: plan.batch_size,
+        layers: parts.layers,
+        lut_ffn: plan.lut_ffn,
+        lut_lmhead: plan.lut_lmhead,
+        lut_embed: plan.lut_embed,
+        argmax: plan.argmax,
+    };
+    let progress = Progress::new(plan.quiet, total_weight_bytes(&cfg, parts.layers));
+    let tensors_done = std::cell::Cell::new(0usize);
+    let on_tensor = |_: &str, bytes: u64| {
+        tensors_done.set(tensors_done.get() + 1);
+        progress.bar.inc(bytes);
+    };
+    let source_name = model_display_name(&files, &plan.model);
+    let compile = match plan.compile {
+        Compile::Always => true,
+        Compile::Never => false,
+        Compile::Auto => xcrun_on_path(),
+    };
+    for p in &parts.parts {
+        let file = format!("{}.mlpackage", p.name);
+        let path = tmp.path().join(&file);
+        progress.bar.set_message(format!("{file} ({} tensors done)", tensors_done.get()));
+        let mut writer = PackageWriter::create(&path, false)?;
+        let mut ctx = Ctx {
+            cfg: &cfg,
+            weights: &weights,
+            writer: &mut writer,
+            opts: &opts,
+            part: p.name.clone(),
+            quant: &mut report.quant,
+            progress: &on_tensor,
+        };
+        let built = match &p.kind {
+            PartKind::Embeddings => build_embeddings(&mut ctx),
+            PartKind::LmHead => build_lm_head(&mut ctx),
+            PartKind::Chunk { index, layers } => {
+                build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)
+            }
+        };
+        let model = built.map_err(|source| ConvertError::Part {
+            part: p.name.clone(),
+            source,
+        })?;
+        let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
+        writer.finish(&model)?;
+        let compiled = if compile {
+            progress.bar.set_message(format!("compiling {file}"));
+            Some(compile_package(&path, tmp.path())?)
+        } else {
+            None
+        };
+        report.files.push(FileReport {
+            name: file,
+            weight_bytes: dir_size(&path),
+            compiled,
+        });
+    }
+    // Tensors of layers left out by --num-layers are the only ones allowed to stay unread.
+    let unused: Vec<String> = weights
+        .unused(&crate::arch::names::allowed_extras(&cfg))
+        .into_iter()
+        .filter(|n| !skipped_layer(n, parts.layers))
+        .collect();
+    if !unused.is_empty() {
+        return Err(ConvertError::Weights(WeightError::Unused { tensors: unused }));
+    }
+    progress.bar.finish_and_clear();
+
+    for f in &files.tokenizer_files {
+        if let Some(name) = f.file_name() {
+            std::fs::copy(f, tmp.path().join(name))
+                .map_err(io_err(format!("cannot copy {}", f.display())))?;
+        }
+    }
+    let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
+    meta.write(tmp.path())?;
+    report.meta = Some(meta);
+    replace_dir(tmp, &plan.output, &parent)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The short model name: the hub id's last component, or the folder name.
+fn model_display_name(files: &ModelFiles, spec: &ModelSpec) -> String {
+    if let Some(id) = &files.repo_id {
+        return id.rsplit('/').next().unwrap_or(id).to_string();
+    }
+    files
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| spec.model.clone())
+}
+
+fn build_meta(
+    plan: &ConvertPlan,
+    cfg: &DecoderConfig,
+    parts: &PartsPlan,
+    files: &ModelFiles,
+    source_name: &str,
+    written: &[FileReport],
+) -> Meta {
+    let file_of = |base: &str| -> String {
+        written
+            .iter()
+            .find(|f| f.name == format!("{base}.mlpackage"))
+            .map(|f| f.compiled.clone().unwrap_or_else(|| f.name.clone()))
+            .unwrap_or_else(|| format!("{base}.mlpackage"))
+    };
+    let names = parts.names();
+    let chunk_files: Vec<String> = names.chunks.iter().map(|c| file_of(c)).collect();
+    let bits = |l: Option<LutSpec>| LutBits::from(l.map(|l| l.bits));
+    let group = |l: Option<LutSpec>| l.and_then(|l| l.group);
+    let source = Source {
+        repo_id: files.repo_id.clone(),
+        revision: files.revision.clone(),
+        path: std::fs::canonicalize(&files.dir)
+            .unwrap_or_else(|_| files.dir.clone())
+            .display()
+            .to_string(),
+    };
+    let described = files.repo_id.clone().unwrap_or_else(|| source.path.clone());
+    let window = cfg
+        .sliding_window
+        .iter()
+        .take(parts.layers)
+        .flatten()
+        .copied()
+        .max();
+    Meta {
+        model_info: ModelInfo {
+            name: format!("anec-{source_name}-ctx{}", plan.context_length),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: format!("{described} converted by anec for the Apple Neural Engine\n"),
+            license: "see source model".to_string(),
+            framework: "Core ML".to_string(),
+            architecture: cfg.model_type.clone(),
+            parameters: Parameters {
+                context_length: plan.context_length,
+                batch_size: plan.batch_size,
+                lut_embeddings: bits(plan.lut_embed),
+                lut_embeddings_per_channel: group(plan.lut_embed),
+                lut_ffn: bits(plan.lut_ffn),
+                lut_ffn_per_channel: group(plan.lut_ffn),
+                lut_lmhead: bits(plan.lut_lmhead),
+                lut_lmhead_per_channel: group(plan.lut_lmhead),
+                num_chunks: parts.num_chunks,
+                model_prefix: plan.prefix.clone(),
+                embeddings: file_of(&names.embeddings),
+                lm_head: file_of(&names.lm_head),
+                ffn: chunk_files.first().cloned().unwrap_or_default(),
+                split_lm_head: parts.lm_head_chunk_sizes.len(),
+                lm_head_chunk_sizes: parts.lm_head_chunk_sizes.clone(),
+                vocab_size: cfg.vocab_size,
+                argmax_in_model: plan.argmax,
+                sliding_window: window,
+                num_layers: parts.layers,
+                hidden_size: cfg.hidden_size,
+                state_name: layout::STATE_NAME.to_string(),
+                num_attention_heads: cfg.num_heads,
+                num_key_value_heads: cfg.num_kv_heads,
+                head_dim: cfg.head_dim,
+                chunk_files,
+                chunk_layers: parts
+                    .layer_ranges
+                    .iter()
+                    .map(|r| [r.start, r.end])
+                    .collect(),
+                source,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::RopeScaling;
+
+    fn llama_1b() -> DecoderConfig {
+        DecoderConfig {
+            model_type: "llama".into(),
+            vocab_size: 128256,
+            hidden_size: 2048,
+            intermediate_size: 8192,
+            num_layers: 16,
+            num_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 5e5,
+            rope_scaling: RopeScaling::None,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            tie_embeddings: true,
+            sliding_window: vec![None; 16],
+            torch_dtype: None,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    fn plan() -> ConvertPlan {
+        ConvertPlan::new(
+            ModelSpec {
+                model: "m".into(),
+                revision: None,
+                offline: true,
+            },
+            "/tmp/out",
+        )
+    }
+
+    fn flag_of(e: ConvertError) -> (&'static str, String) {
+        match e {
+            ConvertError::InvalidFlag { flag, value, .. } => (flag, value),
+            other => panic!("expected InvalidFlag, got {other}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_flag_and_value() {
+        let cfg = llama_1b();
+        let mut p = plan();
+        p.chunks = Chunks::Count(0);
+        assert_eq!(flag_of(p.validate().unwrap_err()), ("--chunks", "0".into()));
+        p.chunks = Chunks::Count(17);
+        let e = plan_parts(&p, &cfg).unwrap_err();
+        assert!(e.to_string().contains("16 layers"), "{e}");
+        assert_eq!(flag_of(e), ("--chunks", "17".into()));
+        let mut p = plan();
+        p.batch_size = 1024;
+        assert_eq!(
+            flag_of(p.validate().unwrap_err()),
+            ("--batch-size", "1024".into())
+        );
+        let mut p = plan();
+        p.lut_ffn = Some(LutSpec {
+            bits: 5,
+            group: Some(8),
+        });
+        assert_eq!(flag_of(p.validate().unwrap_err()), ("--lut", "5".into()));
+        let mut p = plan();
+        p.num_layers = Some(20);
+        assert_eq!(
+            flag_of(plan_parts(&p, &cfg).unwrap_err()),
+            ("--num-layers", "20".into())
+        );
+        let mut p = plan();
+        p.prefix = "a b".into();
+        assert_eq!(
+            flag_of(p.validate().unwrap_err()),
+            ("--prefix", "a b".into())
+        );
+    }
+
+    #[test]
+    fn lut_weight_bytes_count_indices_and_luts() {
+        // 64×64 at 4 bits, group 16: 2048 index bytes + 4 LUTs of 16 fp16.
+        let b = weight_bytes(
+            64,
+            64,
+            Some(LutSpec {
+                bits: 4,
+                group: Some(16),
+            }),
+        );
+        assert_eq!(b, 2048 + 4 * 16 * 2 + 256);
+        assert_eq!(weight_bytes(64, 64, None), 64 * 64 * 2 + 128);
+        assert_eq!(effective_group(172, 8), 4);
+        assert_eq!(effective_group(64, 8), 8);
+    }
+
+    #[test]
+    fn llama_1b_fp16_needs_chunks_and_auto_picks_the_smallest_count() {
+        let cfg = llama_1b();
+        let mut p = plan();
+        p.chunks = Chunks::Count(1);
+        let one = plan_parts(&p, &cfg).unwrap();
+        let chunk = &one.parts[1];
+        // 16 layers × ~60.8M params × 2 bytes ≈ 1.95 GB: over iOS, within macOS.
+        assert!(!chunk.fits_ios && chunk.fits_macos, "{one}");
+        p.chunks = Chunks::Auto { max_chunk_mb: 1024 };
+        let auto = plan_parts(&p, &cfg).unwrap();
+        assert_eq!(auto.num_chunks, 2, "{auto}");
+        assert!(auto.parts.iter().all(|p| p.fits_ios), "{auto}");
+        p.lut_ffn = Some(LutSpec {
+            bits: 4,
+            group: Some(8),
+        });
+        p.chunks = Chunks::Auto { max_chunk_mb: 1024 };
+        assert_eq!(plan_parts(&p, &cfg).unwrap().num_chunks, 1);
+        p.chunks = Chunks::Auto { max_chunk_mb: 1 };
+        assert!(matches!(
+            plan_parts(&p, &cfg).unwrap_err(),
+            ConvertError::NoChunkCountFits { .. }
+        ));
+    }
+
+    #[test]
+    fn parts_are_named_and_ranged() {
+        let cfg = llama_1b();
+        let mut p = plan();
+        p.chunks = Chunks::Count(3);
+        p.lut_ffn = Some(LutSpec {
+            bits: 6,
+            group: Some(8),
+        });
+        p.lut_lmhead = Some(LutSpec {
+            bits: 6,
+            group: Some(8),
+        });
+        let pp = plan_parts(&p, &cfg).unwrap();
+        assert_eq!(pp.layer_ranges, vec![0..6, 6..11, 11..16]);
+        assert_eq!(pp.lm_head_chunk_sizes, vec![16032; 8]);
+        let names: Vec<_> = pp.parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "embeddings",
+                "combined_lut6_chunk_01of03",
+                "combined_lut6_chunk_02of03",
+                "combined_lut6_chunk_03of03",
+                "lm_head_lut6"
+            ]
+        );
+        let text = pp.to_string();
+        assert!(text.contains("layers 6..11"), "{text}");
+    }
+}

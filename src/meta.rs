@@ -1,1 +1,284 @@
-//! meta.yaml / meta.json: one serde struct, written both ways.
+//! meta.yaml / meta.json: one serde struct, written both ways (ANE-CONTRACT.md "meta.yaml").
+//!
+//! The field order of [`Parameters`] is the key order ANEMLL's runners were written against;
+//! keys after `state_name` are anec's additions (the source, so `anec verify` finds the original
+//! weights, and the per-chunk layout).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or writing the meta files.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid anec meta.yaml: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot serialize meta: {0}")]
+    Serialize(String),
+}
+
+/// The whole file: a single `model_info` map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub model_info: ModelInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// `anec-<source name>-ctx<C>`.
+    pub name: String,
+    /// anec's version.
+    pub version: String,
+    pub description: String,
+    pub license: String,
+    pub framework: String,
+    /// config.json `model_type`.
+    pub architecture: String,
+    pub parameters: Parameters,
+}
+
+/// A LUT setting as the runners read it: the bit width, or the string `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LutBits {
+    None,
+    Bits(u32),
+}
+
+impl From<Option<u32>> for LutBits {
+    fn from(b: Option<u32>) -> Self {
+        b.map_or(LutBits::None, LutBits::Bits)
+    }
+}
+
+impl Serialize for LutBits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LutBits::None => s.serialize_str("none"),
+            LutBits::Bits(b) => s.serialize_u32(*b),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LutBits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bits(u32),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bits(b) => Ok(LutBits::Bits(b)),
+            Raw::Word(w) if w == "none" => Ok(LutBits::None),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "LUT bits must be a number or \"none\", got {w:?}"
+            ))),
+        }
+    }
+}
+
+/// `model_info.parameters`, in the contract's key order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Parameters {
+    pub context_length: usize,
+    pub batch_size: usize,
+    pub lut_embeddings: LutBits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lut_embeddings_per_channel: Option<usize>,
+    pub lut_ffn: LutBits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lut_ffn_per_channel: Option<usize>,
+    pub lut_lmhead: LutBits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lut_lmhead_per_channel: Option<usize>,
+    pub num_chunks: usize,
+    pub model_prefix: String,
+    /// File name of the embeddings part (`.mlpackage`, or `.mlmodelc` when compiled).
+    pub embeddings: String,
+    pub lm_head: String,
+    /// Chunk 01's file name; runners substitute `01ofNN`.
+    pub ffn: String,
+    pub split_lm_head: usize,
+    pub lm_head_chunk_sizes: Vec<usize>,
+    pub vocab_size: usize,
+    pub argmax_in_model: bool,
+    /// Only for sliding-window models: the (largest) window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub state_name: String,
+    // ---- anec's additions ----
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    /// Every chunk's file name, in order.
+    pub chunk_files: Vec<String>,
+    /// `[start, end)` layer range of every chunk.
+    pub chunk_layers: Vec<[usize; 2]>,
+    /// Where the original weights are (for `anec verify`).
+    pub source: Source,
+}
+
+/// The model the output came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// The hub id, when the model came from the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The absolute folder the weights were read from.
+    pub path: String,
+}
+
+impl Meta {
+    /// The YAML text (key order as the struct).
+    pub fn to_yaml(&self) -> Result<String, MetaError> {
+        serde_saphyr::to_string(self).map_err(|e| MetaError::Serialize(e.to_string()))
+    }
+
+    /// The JSON text (same content, pretty-printed, trailing newline).
+    pub fn to_json(&self) -> Result<String, MetaError> {
+        let mut s =
+            serde_json::to_string_pretty(self).map_err(|e| MetaError::Serialize(e.to_string()))?;
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// Writes `meta.yaml` and `meta.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), MetaError> {
+        for (name, text) in [
+            ("meta.yaml", self.to_yaml()?),
+            ("meta.json", self.to_json()?),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| MetaError::Write { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Reads `<dir>/meta.yaml`.
+    pub fn read(dir: &Path) -> Result<Meta, MetaError> {
+        let path = dir.join("meta.yaml");
+        let text = std::fs::read_to_string(&path).map_err(|source| MetaError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_saphyr::from_str(&text).map_err(|e| MetaError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Meta {
+        Meta {
+            model_info: ModelInfo {
+                name: "anec-tiny-llama-ctx512".into(),
+                version: "0.1.0".into(),
+                description: "tiny-llama converted by anec for the Apple Neural Engine\n".into(),
+                license: "see source model".into(),
+                framework: "Core ML".into(),
+                architecture: "llama".into(),
+                parameters: Parameters {
+                    context_length: 512,
+                    batch_size: 64,
+                    lut_embeddings: LutBits::None,
+                    lut_embeddings_per_channel: None,
+                    lut_ffn: LutBits::Bits(6),
+                    lut_ffn_per_channel: Some(8),
+                    lut_lmhead: LutBits::Bits(6),
+                    lut_lmhead_per_channel: Some(8),
+                    num_chunks: 2,
+                    model_prefix: String::new(),
+                    embeddings: "embeddings.mlpackage".into(),
+                    lm_head: "lm_head_lut6.mlpackage".into(),
+                    ffn: "combined_lut6_chunk_01of02.mlpackage".into(),
+                    split_lm_head: 1,
+                    lm_head_chunk_sizes: vec![512],
+                    vocab_size: 512,
+                    argmax_in_model: false,
+                    sliding_window: None,
+                    num_layers: 4,
+                    hidden_size: 64,
+                    state_name: "model_model_kv_cache_0".into(),
+                    num_attention_heads: 4,
+                    num_key_value_heads: 2,
+                    head_dim: 16,
+                    chunk_files: vec![
+                        "combined_lut6_chunk_01of02.mlpackage".into(),
+                        "combined_lut6_chunk_02of02.mlpackage".into(),
+                    ],
+                    chunk_layers: vec![[0, 2], [2, 4]],
+                    source: Source {
+                        repo_id: None,
+                        revision: None,
+                        path: "/models/tiny-llama".into(),
+                    },
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn yaml_keys_come_in_contract_order_and_round_trip() {
+        let m = sample();
+        let yaml = m.to_yaml().unwrap();
+        let order = [
+            "model_info:",
+            "  name:",
+            "  version:",
+            "  description:",
+            "  license:",
+            "  framework:",
+            "  architecture:",
+            "  parameters:",
+            "    context_length: 512",
+            "    batch_size: 64",
+            "    lut_embeddings: none",
+            "    lut_ffn: 6",
+            "    lut_ffn_per_channel: 8",
+            "    lut_lmhead: 6",
+            "    lut_lmhead_per_channel: 8",
+            "    num_chunks: 2",
+            "    model_prefix:",
+            "    embeddings: embeddings.mlpackage",
+            "    lm_head: lm_head_lut6.mlpackage",
+            "    ffn: combined_lut6_chunk_01of02.mlpackage",
+            "    split_lm_head: 1",
+            "    lm_head_chunk_sizes:",
+            "    vocab_size: 512",
+            "    argmax_in_model: false",
+            "    num_layers: 4",
+            "    hidden_size: 64",
+            "    state_name: model_model_kv_cache_0",
+        ];
+        let mut at = 0;
+        for key in order {
+            let found = yaml[at..]
+                .find(key)
+                .unwrap_or_else(|| panic!("{key:?} missing or out of order in:\n{yaml}"));
+            at += found + key.len();
+        }
+        assert!(!yaml.contains("sliding_window"), "{yaml}");
+        let back: Meta = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back, m);
+        let json: Meta = serde_json::from_str(&m.to_json().unwrap()).unwrap();
+        assert_eq!(json, m);
+    }
+}

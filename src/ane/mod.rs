@@ -1,2 +1,21 @@
 //! The LLM parts as MIL programs built for the Apple Neural Engine: embeddings, chunked
 //! multi-function transformer (infer + prefill sharing weights and the KV state), LM head.
+
+pub mod graph;
+pub mod layout;
+pub mod parts;
+
+pub use parts::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, MAIN};
+
+/// Errors building a part; the underlying error names the tensor or op.
+#[derive(Debug, thiserror::Error)]
+pub enum AneError {
+    #[error(transparent)]
+    Mil(#[from] crate::mil::MilError),
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    #[error("op {op}: {message}")]
+    Graph { op: String, message: String },
+}

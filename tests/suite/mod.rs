@@ -2,4 +2,5 @@
 
 pub mod reference;
 pub mod util;
+pub mod convert;
 pub mod mil;

@@ -1,0 +1,576 @@
+//! The three kinds of part (embeddings, transformer chunk, LM head) built from a
+//! `DecoderConfig` and a `WeightStore` into a `PackageWriter`.
+//!
+//! Layout inside a chunk (Apple's "Deploying Transformers on the ANE", ANEMLL): activations are
+//! `(1, C, 1, S)`, every projection is a 1×1 conv, RMSNorm is `layer_norm` over `[x, −x]`, heads
+//! are `[heads, D, S]`, RoPE comes from `[C, D]` cos/sin tables gathered by position, and the KV
+//! write is read_state → slice_update → write_state → read_state.
+
+use std::ops::Range;
+
+use half::f16;
+
+use crate::arch::{self, DecoderConfig};
+use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
+use crate::quant::{self, LutSpec, QuantReport};
+use crate::weights::{Dtype, RawTensor, WeightStore};
+
+use super::graph::{G, T};
+use super::layout::{lm_head_split, STATE_NAME};
+use super::AneError;
+
+type R<T> = Result<T, AneError>;
+
+/// The settings every part builder needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartOptions {
+    pub context_length: usize,
+    pub batch_size: usize,
+    /// Layers converted (L of the state): `--num-layers` or the model's count.
+    pub layers: usize,
+    pub lut_ffn: Option<LutSpec>,
+    pub lut_lmhead: Option<LutSpec>,
+    pub lut_embed: Option<LutSpec>,
+    pub argmax: bool,
+}
+
+/// A weight written into the package: fp16, or LUT indices + LUT.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    Dense(ConstValue),
+    Lut {
+        indices: ConstValue,
+        lut: ConstValue,
+    },
+}
+
+/// What a part builder works with; progress is told each tensor's name and stored bytes.
+pub struct Ctx<'a> {
+    pub cfg: &'a DecoderConfig,
+    pub weights: &'a WeightStore,
+    pub writer: &'a mut PackageWriter,
+    pub opts: &'a PartOptions,
+    pub part: String,
+    pub quant: &'a mut QuantReport,
+    pub progress: &'a dyn Fn(&str, u64),
+}
+
+impl Ctx<'_> {
+    /// Rows `rows` of the `[full_rows, cols]` tensor `name`, stored as `out_shape`
+    /// (`[r, cols, 1, 1]` for a conv, `[r, cols]` for a table), fp16 or palettized.
+    fn matrix(
+        &mut self,
+        name: &str,
+        full_rows: usize,
+        cols: usize,
+        rows: Range<usize>,
+        conv: bool,
+        lut: Option<LutSpec>,
+    ) -> R<Stored> {
+        let raw = self.weights.get(name, &[full_rows, cols])?;
+        let n = rows.len();
+        let es = raw.dtype.size();
+        // Only these rows, still borrowed from the mmap.
+        let part = RawTensor {
+            name: raw.name.clone(),
+            dtype: raw.dtype,
+            shape: vec![n, cols],
+            bytes: &raw.bytes[rows.start * cols * es..rows.end * cols * es],
+            file: raw.file,
+        };
+        let out_shape: Vec<u64> = if conv {
+            vec![n as u64, cols as u64, 1, 1]
+        } else {
+            vec![n as u64, cols as u64]
+        };
+        let stored = match lut {
+            None => {
+                let vals = part.to_f16()?;
+                let c = ConstValue::from_f16(&out_shape, &vals)?;
+                Stored::Dense(self.writer.store(c)?)
+            }
+            Some(spec) => {
+                let pal = match (part.dtype, part.codes16()) {
+                    (Dtype::BF16, Some(codes)) => {
+                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)?
+                    }
+                    (Dtype::F16, Some(codes)) => {
+                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)?
+                    }
+                    _ => {
+                        let vals = part.to_f32();
+                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)?
+                    }
+                };
+                let groups = pal.groups as u64;
+                let levels = 1u64 << spec.bits;
+                let lut_shape: Vec<u64> = if conv {
+                    vec![groups, 1, 1, 1, levels, 1]
+                } else {
+                    vec![groups, 1, levels, 1]
+                };
+                let indices = ConstValue::from_indices(spec.bits, &out_shape, &pal.indices)?;
+                let lut_c = ConstValue::from_f16(&lut_shape, &pal.lut)?;
+                let label = if rows.len() == full_rows {
+                    format!("{}/{name}", self.part)
+                } else {
+                    format!("{}/{name}[{}..{}]", self.part, rows.start, rows.end)
+                };
+                let role = if conv && name == arch::names::embed_tokens() {
+                    "lm_head"
+                } else {
+                    QuantReport::role_of(name)
+                };
+                self.quant.push(label, role, &pal);
+                Stored::Lut {
+                    indices: self.writer.store(indices)?,
+                    lut: self.writer.store(lut_c)?,
+                }
+            }
+        };
+        (self.progress)(name, (n * cols * 2) as u64);
+        Ok(stored)
+    }
+
+    /// A whole `[rows, cols]` projection as a 1×1 conv weight.
+    fn conv_weight(&mut self, name: &str, rows: usize, cols: usize, lut: Option<LutSpec>) -> R<Stored> {
+        self.matrix(name, rows, cols, 0..rows, true, lut)
+    }
+
+    /// A 1-D fp16 tensor (norm weight, bias) stored with `shape`.
+    fn vector(&mut self, name: &str, len: usize, shape: &[u64]) -> R<ConstValue> {
+        let raw = self.weights.get(name, &[len])?;
+        let vals = raw.to_f16()?;
+        let c = ConstValue::from_f16(shape, &vals)?;
+        (self.progress)(name, (len * 2) as u64);
+        Ok(self.writer.store(c)?)
+    }
+
+    fn fp16_table(&mut self, shape: &[u64], vals: &[f16]) -> R<ConstValue> {
+        Ok(self.writer.store(ConstValue::from_f16(shape, vals)?)?)
+    }
+}
+
+/// A stored weight as a value in `g`: a `const`, or a `constexpr_lut_to_dense`.
+fn use_weight(g: &mut G, p: &str, w: &Stored) -> R<T> {
+    match w {
+        Stored::Dense(c) => g.konst(p, c.clone()),
+        Stored::Lut { indices, lut } => g.lut_to_dense(p, indices.clone(), lut.clone()),
+    }
+}
+
+/// The function name of single-function parts (coremltools' default).
+pub const MAIN: &str = "main";
+
+fn single(f: Function) -> Model {
+    Model::new(Program {
+        functions: vec![(MAIN.to_string(), f)],
+        default_function: MAIN.to_string(),
+    })
+}
+
+// ---------------------------------------------------------------- embeddings
+
+/// The embeddings part: `input_ids` int32 `[1,1]`|`[1,B]` → `hidden_states` fp16 `[1,S,H]`.
+pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
+    let cfg = ctx.cfg;
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let table = ctx.matrix(
+        &arch::names::embed_tokens(),
+        v,
+        h,
+        0..v,
+        false,
+        ctx.opts.lut_embed,
+    )?;
+    let b = ctx.opts.batch_size as u64;
+    let mut g = G::new();
+    let ids = g
+        .b
+        .input_enumerated("input_ids", DType::I32, &[vec![1, 1], vec![1, b]])?;
+    let ids = T {
+        var: ids,
+        shape: vec![1, 1],
+    };
+    let w = use_weight(&mut g, "embed_tokens", &table)?;
+    let out = g.gather(&w, &ids, 0, vec![1, 1, h as u64], Some("hidden_states"))?;
+    g.b.output(&out.var)?;
+    let (f, shapes) = g.b.finish_with_shapes()?;
+    let mut model = single(f);
+    for (input, s) in shapes {
+        model = model.with_enumerated_shapes(MAIN, &input, s);
+    }
+    Ok(model)
+}
+
+// ---------------------------------------------------------------- LM head
+
+/// The LM head: `hidden_states` `[1,1,H]` → `logits1..N` `[1,1,V_i]` (or argmax outputs).
+pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
+    let cfg = ctx.cfg;
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let name = if cfg.tie_embeddings {
+        arch::names::embed_tokens()
+    } else {
+        arch::names::lm_head()
+    };
+    let sizes = lm_head_split(v);
+    let mut parts = Vec::with_capacity(sizes.len());
+    let mut start = 0;
+    for &s in &sizes {
+        parts.push(ctx.matrix(&name, v, h, start..start + s, true, ctx.opts.lut_lmhead)?);
+        start += s;
+    }
+    let mut g = G::new();
+    let x = g.input("hidden_states", DType::F16, &[1, 1, h as u64])?;
+    let x4 = g.reshape(&x, &[1, h as u64, 1, 1])?;
+    let mut logits = Vec::new();
+    for (i, (w, &s)) in parts.iter().zip(&sizes).enumerate() {
+        let w = use_weight(&mut g, &format!("lm_head{}", i + 1), w)?;
+        let y = g.conv("lm_head_conv", &x4, &w, None)?;
+        let name = format!("logits{}", i + 1);
+        let out = if ctx.opts.argmax {
+            g.reshape(&y, &[1, 1, s as u64])?
+        } else {
+            g.reshape_named(&y, &[1, 1, s as u64], Some(&name))?
+        };
+        logits.push(out);
+    }
+    if ctx.opts.argmax {
+        let mut idx = Vec::new();
+        let mut val = Vec::new();
+        for l in &logits {
+            let a = g.reduce_argmax(l, -1)?; // [1,1]
+            idx.push(g.reshape(&a, &[1])?);
+            let m = g.reduce_max(l, -1)?;
+            val.push(g.reshape(&m, &[1])?);
+        }
+        let idx_refs: Vec<&T> = idx.iter().collect();
+        let val_refs: Vec<&T> = val.iter().collect();
+        let ai = g.concat_named(&idx_refs, 0, Some("argmax_idx"))?;
+        let av = g.concat_named(&val_refs, 0, Some("argmax_val"))?;
+        g.b.output(&ai.var)?;
+        g.b.output(&av.var)?;
+    } else {
+        for l in &logits {
+            g.b.output(&l.var)?;
+        }
+    }
+    Ok(single(g.b.finish()?))
+}
+
+// ---------------------------------------------------------------- transformer chunk
+
+/// One layer's stored weights.
+struct LayerWeights {
+    index: usize,
+    input_norm: ConstValue,
+    post_norm: ConstValue,
+    q: Stored,
+    k: Stored,
+    v: Stored,
+    o: Stored,
+    q_bias: Option<ConstValue>,
+    k_bias: Option<ConstValue>,
+    v_bias: Option<ConstValue>,
+    o_bias: Option<ConstValue>,
+    q_norm: Option<ConstValue>,
+    k_norm: Option<ConstValue>,
+    gate: Stored,
+    up: Stored,
+    down: Stored,
+    gate_bias: Option<ConstValue>,
+    up_bias: Option<ConstValue>,
+    down_bias: Option<ConstValue>,
+}
+
+/// Everything a chunk's two functions share (all stored once).
+struct ChunkWeights {
+    layers: Vec<LayerWeights>,
+    final_norm: Option<ConstValue>,
+    cos: ConstValue,
+    sin: ConstValue,
+}
+
+/// RoPE tables `[C, D]`: cos(p·f) and the sign-folded sin, `-sin` on the first half and `+sin`
+/// on the second, so that `rope(x) = x·cos + concat(x2, x1)·sin_signed`.
+pub fn rope_tables(cfg: &DecoderConfig, context: usize) -> (Vec<f16>, Vec<f16>) {
+    let inv = arch::rope_inv_freq(cfg);
+    let d = cfg.head_dim;
+    let half = d / 2;
+    let mut cos = Vec::with_capacity(context * d);
+    let mut sin = Vec::with_capacity(context * d);
+    for p in 0..context {
+        for j in 0..d {
+            // transformers computes the angle in f32.
+            let angle = f64::from((p as f32) * (inv[j % half] as f32));
+            cos.push(f16::from_f64(angle.cos()));
+            let s = angle.sin();
+            sin.push(f16::from_f64(if j < half { -s } else { s }));
+        }
+    }
+    (cos, sin)
+}
+
+fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWeights> {
+    let cfg = ctx.cfg;
+    let h = cfg.hidden_size;
+    let (nh, kvh, d, inter) = (
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let lut = ctx.opts.lut_ffn;
+    let hv = [1, h as u64, 1, 1];
+    let mut out = Vec::new();
+    for i in layers {
+        use arch::names as n;
+        let bias = |ctx: &mut Ctx<'_>, on: bool, name: String, len: usize| -> R<Option<ConstValue>> {
+            if on {
+                ctx.vector(&name, len, &[len as u64]).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let lw = LayerWeights {
+            index: i,
+            input_norm: ctx.vector(&n::input_layernorm(i).weight(), h, &hv)?,
+            post_norm: ctx.vector(&n::post_attention_layernorm(i).weight(), h, &hv)?,
+            q: ctx.conv_weight(&n::q_proj(i).weight(), nh * d, h, lut)?,
+            k: ctx.conv_weight(&n::k_proj(i).weight(), kvh * d, h, lut)?,
+            v: ctx.conv_weight(&n::v_proj(i).weight(), kvh * d, h, lut)?,
+            o: ctx.conv_weight(&n::o_proj(i).weight(), h, nh * d, lut)?,
+            q_bias: bias(ctx, cfg.qkv_bias, n::q_proj(i).bias(), nh * d)?,
+            k_bias: bias(ctx, cfg.qkv_bias, n::k_proj(i).bias(), kvh * d)?,
+            v_bias: bias(ctx, cfg.qkv_bias, n::v_proj(i).bias(), kvh * d)?,
+            o_bias: bias(ctx, cfg.o_bias, n::o_proj(i).bias(), h)?,
+            q_norm: if cfg.qk_norm {
+                Some(ctx.vector(&n::q_norm(i).weight(), d, &[1, d as u64, 1])?)
+            } else {
+                None
+            },
+            k_norm: if cfg.qk_norm {
+                Some(ctx.vector(&n::k_norm(i).weight(), d, &[1, d as u64, 1])?)
+            } else {
+                None
+            },
+            gate: ctx.conv_weight(&n::gate_proj(i).weight(), inter, h, lut)?,
+            up: ctx.conv_weight(&n::up_proj(i).weight(), inter, h, lut)?,
+            down: ctx.conv_weight(&n::down_proj(i).weight(), h, inter, lut)?,
+            gate_bias: bias(ctx, cfg.mlp_bias, n::gate_proj(i).bias(), inter)?,
+            up_bias: bias(ctx, cfg.mlp_bias, n::up_proj(i).bias(), inter)?,
+            down_bias: bias(ctx, cfg.mlp_bias, n::down_proj(i).bias(), h)?,
+        };
+        out.push(lw);
+    }
+    let final_norm = if last {
+        Some(ctx.vector(&arch::names::final_norm(), h, &hv)?)
+    } else {
+        None
+    };
+    let c = ctx.opts.context_length;
+    let (cos, sin) = rope_tables(cfg, c);
+    let shape = [c as u64, d as u64];
+    Ok(ChunkWeights {
+        layers: out,
+        final_norm,
+        cos: ctx.fp16_table(&shape, &cos)?,
+        sin: ctx.fp16_table(&shape, &sin)?,
+    })
+}
+
+/// RMSNorm over `axis` of `x` as layer_norm over `concat([x, −x])`, first half, times `w`.
+fn rms_norm(g: &mut G, x: &T, axis: usize, eps: f64, w: &ConstValue) -> R<T> {
+    let minus = g.scalar_f16(-1.0)?;
+    let neg = g.mul(x, &minus)?;
+    let both = g.concat(&[x, &neg], axis)?;
+    let normed = g.layer_norm(&both, axis as i32, eps)?;
+    let mut begin = vec![0; x.shape.len()];
+    let end = x.shape.clone();
+    begin[axis] = 0;
+    let first = g.slice(&normed, &begin, &end)?;
+    let wt = g.konst("norm_w", w.clone())?;
+    g.mul(&first, &wt)
+}
+
+/// `x[heads, D, S]` rotated by the gathered tables `cos`, `sin` (`[1, D, S]`).
+fn rope(g: &mut G, x: &T, cos: &T, sin: &T) -> R<T> {
+    let (hh, d, s) = (x.shape[0], x.shape[1], x.shape[2]);
+    let x1 = g.slice(x, &[0, 0, 0], &[hh, d / 2, s])?;
+    let x2 = g.slice(x, &[0, d / 2, 0], &[hh, d, s])?;
+    let rot = g.concat(&[&x2, &x1], 1)?;
+    let a = g.mul(x, cos)?;
+    let b = g.mul(&rot, sin)?;
+    g.add(&a, &b)
+}
+
+fn stored_const(g: &mut G, p: &str, c: &Option<ConstValue>) -> R<Option<T>> {
+    c.as_ref().map(|c| g.konst(p, c.clone())).transpose()
+}
+
+/// One function (`infer` with S = 1 or `prefill` with S = B) of a chunk.
+fn chunk_function(cfg: &DecoderConfig, opts: &PartOptions, w: &ChunkWeights, s: u64) -> R<Function> {
+    let h = cfg.hidden_size as u64;
+    let (nh, kvh, d) = (
+        cfg.num_heads as u64,
+        cfg.num_kv_heads as u64,
+        cfg.head_dim as u64,
+    );
+    let groups = nh / kvh;
+    let c = opts.context_length as u64;
+    let l_total = opts.layers as u64;
+    let eps = cfg.rms_norm_eps;
+
+    let mut g = G::new();
+    let hidden = g.input("hidden_states", DType::F16, &[1, s, h])?;
+    let pos_ids = g.input("position_ids", DType::I32, &[s])?;
+    let mask = g.input("causal_mask", DType::F16, &[1, 1, s, c])?;
+    let cur = g.input("current_pos", DType::I32, &[1])?;
+    let state_ty = crate::mil::TensorType::new(DType::F16, &[2 * l_total, kvh, c, d]);
+    let state = T {
+        var: g.b.state(STATE_NAME, state_ty)?,
+        shape: vec![2 * l_total, kvh, c, d],
+    };
+
+    // (1, S, H) → (1, H, 1, S)
+    let xt = g.transpose(&hidden, &[0, 2, 1])?;
+    let mut x = g.reshape(&xt, &[1, h, 1, s])?;
+
+    // RoPE rows for these positions: [S, D] → [1, D, S].
+    let cos_t = g.konst("rope_cos", w.cos.clone())?;
+    let sin_t = g.konst("rope_sin", w.sin.clone())?;
+    let cos_g = g.gather(&cos_t, &pos_ids, 0, vec![s, d], None)?;
+    let sin_g = g.gather(&sin_t, &pos_ids, 0, vec![s, d], None)?;
+    let cos_ds = g.transpose(&cos_g, &[1, 0])?;
+    let sin_ds = g.transpose(&sin_g, &[1, 0])?;
+    let cos = g.reshape(&cos_ds, &[1, d, s])?;
+    let sin = g.reshape(&sin_ds, &[1, d, s])?;
+
+    // Sliding-window masks, one per distinct window smaller than the context.
+    let mut window_masks: Vec<(usize, T)> = Vec::new();
+    for lw in &w.layers {
+        if let Some(win) = cfg.sliding_window.get(lw.index).copied().flatten() {
+            if (win as u64) < c && !window_masks.iter().any(|(w2, _)| *w2 == win) {
+                let kv_idx: Vec<i32> = (0..c as i32).collect();
+                let kv_idx = g.konst("kv_positions", ConstValue::from_i32(&[1, c], &kv_idx)?)?;
+                let q_pos = g.reshape(&pos_ids, &[s, 1])?;
+                let diff = g.sub(&q_pos, &kv_idx)?;
+                let win_c = g.konst("window", ConstValue::scalar_i32(win as i32))?;
+                let inside = g.less(&diff, &win_c)?;
+                let m2 = g.reshape(&mask, &[s, c])?;
+                let neg = g.scalar_f16(f32::from(f16::MIN))?;
+                let sel = g.select(&inside, &m2, &neg)?;
+                let m4 = g.reshape(&sel, &[1, 1, s, c])?;
+                window_masks.push((win, m4));
+            }
+        }
+    }
+
+    let scale = g.scalar_f16((1.0 / (d as f64).sqrt()) as f32)?;
+    let zero = g.ints_const(&[0])?;
+
+    for lw in &w.layers {
+        let li = lw.index as i64;
+        // ---- attention
+        let xn = rms_norm(&mut g, &x, 1, eps, &lw.input_norm)?;
+        let wq = use_weight(&mut g, "q_proj", &lw.q)?;
+        let wk = use_weight(&mut g, "k_proj", &lw.k)?;
+        let wv = use_weight(&mut g, "v_proj", &lw.v)?;
+        let bq = stored_const(&mut g, "q_bias", &lw.q_bias)?;
+        let bk = stored_const(&mut g, "k_bias", &lw.k_bias)?;
+        let bv = stored_const(&mut g, "v_bias", &lw.v_bias)?;
+        let q = g.conv("q", &xn, &wq, bq.as_ref())?;
+        let k = g.conv("k", &xn, &wk, bk.as_ref())?;
+        let v = g.conv("v", &xn, &wv, bv.as_ref())?;
+        let mut q = g.reshape(&q, &[nh, d, s])?;
+        let mut k = g.reshape(&k, &[kvh, d, s])?;
+        let v = g.reshape(&v, &[kvh, d, s])?;
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            q = rms_norm(&mut g, &q, 1, eps, qn)?;
+            k = rms_norm(&mut g, &k, 1, eps, kn)?;
+        }
+        let q = rope(&mut g, &q, &cos, &sin)?;
+        let k = rope(&mut g, &k, &cos, &sin)?;
+        let q = g.mul(&q, &scale)?;
+
+        // KV write at current_pos: [KV, D, S] → [1, KV, S, D] into rows li and L + li.
+        let k_t = g.transpose(&k, &[0, 2, 1])?;
+        let k_u = g.reshape(&k_t, &[1, kvh, s, d])?;
+        let v_t = g.transpose(&v, &[0, 2, 1])?;
+        let v_u = g.reshape(&v_t, &[1, kvh, s, d])?;
+        let row_k = g.ints_const(&[li as i32])?;
+        let row_v = g.ints_const(&[(l_total as i64 + li) as i32])?;
+        let begin_k = g.concat(&[&row_k, &zero, &cur, &zero], 0)?;
+        let begin_v = g.concat(&[&row_v, &zero, &cur, &zero], 0)?;
+        let kv0 = g.read_state(&state)?;
+        let kv1 = g.slice_update(&kv0, &k_u, &begin_k)?;
+        let kv2 = g.slice_update(&kv1, &v_u, &begin_v)?;
+        g.write_state(&state, &kv2)?;
+        let kv = g.read_state(&state)?;
+        let lu = li as u64;
+        let k_all = g.slice(&kv, &[lu, 0, 0, 0], &[lu + 1, kvh, c, d])?;
+        let v_all = g.slice(&kv, &[l_total + lu, 0, 0, 0], &[l_total + lu + 1, kvh, c, d])?;
+        let k_all = g.reshape(&k_all, &[kvh, c, d])?;
+        let v_all = g.reshape(&v_all, &[kvh, c, d])?;
+
+        // Scores per KV head: q [KV, g·S, D] × K [KV, C, D]ᵀ.
+        let q4 = g.reshape(&q, &[kvh, groups, d, s])?;
+        let q4 = g.transpose(&q4, &[0, 1, 3, 2])?;
+        let q3 = g.reshape(&q4, &[kvh, groups * s, d])?;
+        let scores = g.matmul(&q3, &k_all, true)?;
+        let scores = g.reshape(&scores, &[kvh, groups, s, c])?;
+        let layer_mask = match cfg.sliding_window.get(lw.index).copied().flatten() {
+            Some(win) => window_masks
+                .iter()
+                .find(|(w2, _)| *w2 == win)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| mask.clone()),
+            None => mask.clone(),
+        };
+        let scores = g.add(&scores, &layer_mask)?;
+        let probs = g.softmax(&scores, -1)?;
+        let probs = g.reshape(&probs, &[kvh, groups * s, c])?;
+        let attn = g.matmul(&probs, &v_all, false)?; // [KV, g·S, D]
+        let attn = g.reshape(&attn, &[kvh, groups, s, d])?;
+        let attn = g.transpose(&attn, &[0, 1, 3, 2])?;
+        let attn = g.reshape(&attn, &[1, nh * d, 1, s])?;
+        let wo = use_weight(&mut g, "o_proj", &lw.o)?;
+        let bo = stored_const(&mut g, "o_bias", &lw.o_bias)?;
+        let o = g.conv("o", &attn, &wo, bo.as_ref())?;
+        x = g.add(&x, &o)?;
+
+        // ---- MLP
+        let xn = rms_norm(&mut g, &x, 1, eps, &lw.post_norm)?;
+        let wg = use_weight(&mut g, "gate_proj", &lw.gate)?;
+        let wu = use_weight(&mut g, "up_proj", &lw.up)?;
+        let wd = use_weight(&mut g, "down_proj", &lw.down)?;
+        let bg = stored_const(&mut g, "gate_bias", &lw.gate_bias)?;
+        let bu = stored_const(&mut g, "up_bias", &lw.up_bias)?;
+        let bd = stored_const(&mut g, "down_bias", &lw.down_bias)?;
+        let gt = g.conv("gate", &xn, &wg, bg.as_ref())?;
+        let up = g.conv("up", &xn, &wu, bu.as_ref())?;
+        let act = g.silu(&gt)?;
+        let m = g.mul(&act, &up)?;
+        let down = g.conv("down", &m, &wd, bd.as_ref())?;
+        x = g.add(&x, &down)?;
+    }
+    if let Some(fnorm) = &w.final_norm {
+        x = rms_norm(&mut g, &x, 1, eps, fnorm)?;
+    }
+    let x3 = g.reshape(&x, &[1, h, s])?;
+    let out = g.transpose_named(&x3, &[0, 2, 1], Some("output_hidden_states"))?;
+    g.b.output(&out.var)?;
+    Ok(g.b.finish()?)
+}
+
+/// Chunk `layers` (the last chunk applies the final norm): functions `infer` and `prefill`.
+pub fn build_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<Model> {
+    let w = load_chunk(ctx, layers, last)?;
+    let infer = chunk_function(ctx.cfg, ctx.opts, &w, 1)?;
+    let prefill = chunk_function(ctx.cfg, ctx.opts, &w, ctx.opts.batch_size as u64)?;
+    Ok(Model::new(Program {
+        functions: vec![("infer".into(), infer), ("prefill".into(), prefill)],
+        default_function: "infer".into(),
+    }))
+}

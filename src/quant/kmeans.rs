@@ -1,0 +1,303 @@
+//! Exact weighted 1-D k-means on sorted points (LUT.md §2.3–2.4): Wu's DP over contiguous
+//! segments, each layer's row minima found by divide and conquer (the squared-error segment cost
+//! is concave Monge, so the leftmost argmin is monotone in the segment end).
+
+/// Reusable buffers for [`optimal_bounds`]; one per worker thread, never shrunk.
+#[derive(Debug, Default)]
+pub(crate) struct Dp {
+    /// Prefix sums `[Σw, Σw·d, Σw·d²]` over the first `j` points, `d = x − μ`; `n + 1` entries.
+    pre: Vec<[f64; 3]>,
+    prev: Vec<f64>,
+    cur: Vec<f64>,
+    /// `opt[(m − 1)·(n + 1) + j]`: start of the last segment in the best `m`-segment split of
+    /// points `0..j`. At most 65,536 points (one per 16-bit code), so a split index fits `u16`.
+    opt: Vec<u16>,
+}
+
+/// Squared error of points `i..j` around their weighted mean, from the prefix sums.
+/// All weights are positive, so the segment weight is too; round-off is clamped at zero.
+#[inline(always)]
+fn cost(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let w = b[0] - a[0];
+    let s = b[1] - a[1];
+    let c = (b[2] - a[2]) - s * s / w;
+    if c > 0.0 {
+        c
+    } else {
+        0.0
+    }
+}
+
+/// Splits the sorted points `x` (strictly increasing or equal-valued neighbours, weights `w > 0`)
+/// into `k` non-empty contiguous segments with the least total weighted squared error around the
+/// segment means. Writes the `k + 1` boundaries `0 = b₀ < b₁ < … < b_k = n` into `bounds` and
+/// returns that error. Requires `1 ≤ k ≤ n`. Ties keep the leftmost split (deterministic).
+pub(crate) fn optimal_bounds(
+    x: &[f64],
+    w: &[f64],
+    k: usize,
+    dp: &mut Dp,
+    bounds: &mut Vec<usize>,
+) -> f64 {
+    let n = x.len();
+    debug_assert!(k >= 1 && k <= n && n <= 1 << 16 && w.len() == n);
+    // Centre on the weighted mean to limit cancellation in the prefix sums.
+    let (sw, swx) = x
+        .iter()
+        .zip(w)
+        .fold((0.0f64, 0.0f64), |(a, b), (&x, &w)| (a + w, b + w * x));
+    let mu = swx / sw;
+    dp.pre.clear();
+    dp.pre.push([0.0; 3]);
+    let mut acc = [0.0f64; 3];
+    for (&x, &w) in x.iter().zip(w) {
+        let d = x - mu;
+        acc[0] += w;
+        acc[1] += w * d;
+        acc[2] += w * d * d;
+        dp.pre.push(acc);
+    }
+    dp.prev.clear();
+    dp.prev.resize(n + 1, f64::INFINITY);
+    dp.cur.clear();
+    dp.cur.resize(n + 1, f64::INFINITY);
+    dp.opt.clear();
+    dp.opt.resize(k * (n + 1), 0);
+
+    let pre = &dp.pre[..];
+    for j in 1..=n {
+        dp.prev[j] = cost(pre[0], pre[j]);
+    }
+    for m in 2..=k {
+        let opt = &mut dp.opt[(m - 1) * (n + 1)..m * (n + 1)];
+        if m == k {
+            // Only D[k][n] is needed on the last layer: one row, scanned directly.
+            let (best, arg) = row_min(pre, &dp.prev, n, m - 1, n - 1);
+            dp.cur[n] = best;
+            opt[n] = arg as u16;
+        } else {
+            // Segment ends that still leave one point for each later segment.
+            let (jlo, jhi) = (m, n - (k - m));
+            solve(pre, &dp.prev, &mut dp.cur, opt, jlo, jhi, m - 1, jhi - 1);
+        }
+        std::mem::swap(&mut dp.prev, &mut dp.cur);
+    }
+    bounds.clear();
+    bounds.resize(k + 1, 0);
+    bounds[k] = n;
+    for m in (2..=k).rev() {
+        bounds[m - 1] = dp.opt[(m - 1) * (n + 1) + bounds[m]] as usize;
+    }
+    dp.prev[n]
+}
+
+/// `min over i in ilo..=ihi of prev[i] + cost(i, j)`, leftmost on ties.
+#[inline(always)]
+fn row_min(pre: &[[f64; 3]], prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
+    let pj = pre[j];
+    let mut best = f64::INFINITY;
+    let mut arg = ilo;
+    for (off, (&p, &d)) in pre[ilo..=ihi].iter().zip(&prev[ilo..=ihi]).enumerate() {
+        let v = d + cost(p, pj);
+        if v < best {
+            best = v;
+            arg = ilo + off;
+        }
+    }
+    (best, arg)
+}
+
+/// Divide and conquer over the segment ends `jlo..=jhi`, whose best split lies in `ilo..=ihi`.
+#[allow(clippy::too_many_arguments)]
+fn solve(
+    pre: &[[f64; 3]],
+    prev: &[f64],
+    cur: &mut [f64],
+    opt: &mut [u16],
+    jlo: usize,
+    jhi: usize,
+    ilo: usize,
+    ihi: usize,
+) {
+    if jlo > jhi {
+        return;
+    }
+    let mid = (jlo + jhi) / 2;
+    let (best, arg) = row_min(pre, prev, mid, ilo, ihi.min(mid - 1));
+    cur[mid] = best;
+    opt[mid] = arg as u16;
+    if mid > jlo {
+        solve(pre, prev, cur, opt, jlo, mid - 1, ilo, arg);
+    }
+    solve(pre, prev, cur, opt, mid + 1, jhi, arg, ihi);
+}
+
+/// Weighted mean of each segment `bounds[m]..bounds[m + 1]`, into `out`.
+pub(crate) fn segment_means(x: &[f64], w: &[f64], bounds: &[usize], out: &mut Vec<f64>) {
+    out.clear();
+    for s in bounds.windows(2) {
+        let (sw, swx) =
+            (s[0]..s[1]).fold((0.0f64, 0.0f64), |(a, b), t| (a + w[t], b + w[t] * x[t]));
+        out.push(swx / sw);
+    }
+}
+
+/// Lloyd iterations on the sorted points from the centroids `c` (ascending): assign each point to
+/// its nearest centroid (ties to the lower), move each non-empty centroid to its points' mean.
+/// Stops when the assignment no longer changes or after `max_iter` rounds. Never raises the error.
+pub(crate) fn lloyd_polish(
+    x: &[f64],
+    w: &[f64],
+    c: &mut [f64],
+    bounds: &mut Vec<usize>,
+    scratch: &mut Vec<usize>,
+    max_iter: usize,
+) {
+    let k = c.len();
+    let n = x.len();
+    for _ in 0..max_iter {
+        scratch.clear();
+        scratch.push(0);
+        for m in 0..k - 1 {
+            let mid = 0.5 * (c[m] + c[m + 1]);
+            let lo = *scratch.last().unwrap_or(&0);
+            // Points at or below the midpoint stay with the lower centroid.
+            let b = lo + x[lo..].partition_point(|&v| v <= mid);
+            scratch.push(b);
+        }
+        scratch.push(n);
+        if scratch == bounds {
+            return;
+        }
+        std::mem::swap(bounds, scratch);
+        for m in 0..k {
+            let (a, b) = (bounds[m], bounds[m + 1]);
+            if b > a {
+                let (sw, swx) =
+                    (a..b).fold((0.0f64, 0.0f64), |(s, t), i| (s + w[i], t + w[i] * x[i]));
+                c[m] = swx / sw;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Textbook O(k·n²) DP on the raw sums (no centring, no monotonicity).
+    pub(crate) fn brute_force(x: &[f64], w: &[f64], k: usize) -> f64 {
+        let n = x.len();
+        let seg = |i: usize, j: usize| {
+            let (sw, swx) = (i..j).fold((0.0, 0.0), |(a, b), t| (a + w[t], b + w[t] * x[t]));
+            let mean = swx / sw;
+            (i..j).map(|t| w[t] * (x[t] - mean).powi(2)).sum::<f64>()
+        };
+        let mut d = vec![vec![f64::INFINITY; n + 1]; k + 1];
+        d[0][0] = 0.0;
+        for m in 1..=k {
+            for j in m..=n {
+                for i in (m - 1)..j {
+                    let v = d[m - 1][i] + seg(i, j);
+                    if v < d[m][j] {
+                        d[m][j] = v;
+                    }
+                }
+            }
+        }
+        d[k][n]
+    }
+
+    fn lcg(seed: u64) -> impl FnMut() -> f64 {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64) / ((1u64 << 53) as f64)
+        }
+    }
+
+    fn sorted_points(seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut r = lcg(seed);
+        let mut x: Vec<f64> = (0..n)
+            .map(|_| (r() - 0.5) * (1.0 + 10.0 * r().powi(4)))
+            .collect();
+        x.sort_by(f64::total_cmp);
+        x.dedup();
+        let w = x.iter().map(|_| 1.0 + (r() * 50.0).floor()).collect();
+        (x, w)
+    }
+
+    #[test]
+    fn dp_matches_brute_force_on_random_inputs() {
+        let mut dp = Dp::default();
+        let mut b = Vec::new();
+        for seed in 0..60u64 {
+            let n = 2 + (seed as usize * 37) % 199;
+            let (x, w) = sorted_points(seed, n);
+            for k in [1usize, 2, 3, 4, 8, 16, 64] {
+                if k > x.len() {
+                    continue;
+                }
+                let ours = optimal_bounds(&x, &w, k, &mut dp, &mut b);
+                let want = brute_force(&x, &w, k);
+                // The DP's error comes from prefix-sum differences: exact to round-off of the
+                // total variance.
+                let total = brute_force(&x, &w, 1);
+                assert!(
+                    (ours - want).abs() <= 1e-12 * total + 1e-9 * want,
+                    "seed {seed} n {} k {k}: dp {ours} vs brute force {want}",
+                    x.len()
+                );
+                // The boundaries realise the reported error.
+                let mut means = Vec::new();
+                segment_means(&x, &w, &b, &mut means);
+                let sse: f64 = b
+                    .windows(2)
+                    .zip(&means)
+                    .map(|(s, &c)| (s[0]..s[1]).map(|t| w[t] * (x[t] - c).powi(2)).sum::<f64>())
+                    .sum();
+                assert!(
+                    (sse - want).abs() <= 1e-12 * total + 1e-9 * want,
+                    "seed {seed} k {k}: partition error {sse} vs {want}"
+                );
+                assert!(b.windows(2).all(|s| s[0] < s[1]), "empty segment: {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn k_equal_n_is_exact() {
+        let (x, w) = sorted_points(7, 50);
+        let mut dp = Dp::default();
+        let mut b = Vec::new();
+        let e = optimal_bounds(&x, &w, x.len(), &mut dp, &mut b);
+        assert!(e <= 1e-12 * brute_force(&x, &w, 1), "{e}");
+        assert_eq!(b, (0..=x.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn lloyd_never_raises_the_error() {
+        let (x, w) = sorted_points(3, 180);
+        let k = 8;
+        // A poor start: equal-count segments.
+        let mut b: Vec<usize> = (0..=k).map(|m| m * x.len() / k).collect();
+        let mut c = Vec::new();
+        segment_means(&x, &w, &b, &mut c);
+        let sse = |b: &[usize], c: &[f64]| -> f64 {
+            b.windows(2)
+                .zip(c)
+                .map(|(s, &m)| (s[0]..s[1]).map(|t| w[t] * (x[t] - m).powi(2)).sum::<f64>())
+                .sum()
+        };
+        let before = sse(&b, &c);
+        let mut s = Vec::new();
+        lloyd_polish(&x, &w, &mut c, &mut b, &mut s, 50);
+        let after = sse(&b, &c);
+        assert!(after < before, "{after} !< {before}");
+        assert!(after >= brute_force(&x, &w, k) * (1.0 - 1e-12));
+    }
+}

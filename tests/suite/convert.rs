@@ -1,0 +1,587 @@
+//! `anec convert` end to end on the tiny fixtures: the output contract (ANE-CONTRACT.md) read
+//! back with `mil::read_package`, blob sharing between `infer` and `prefill`, meta, determinism.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anec::convert::{self, Chunks, Compile, ConvertError, ConvertPlan};
+use anec::meta::{LutBits, Meta};
+use anec::mil::{self, Arg, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
+use anec::quant::LutSpec;
+use anec::source::ModelSpec;
+
+use super::util::{fixture, MODELS};
+
+const C: u64 = 64;
+const B: u64 = 16;
+
+fn plan(model: &str, out: &Path) -> ConvertPlan {
+    let mut p = ConvertPlan::new(
+        ModelSpec {
+            model: fixture(model).display().to_string(),
+            revision: None,
+            offline: true,
+        },
+        out,
+    );
+    p.context_length = C as usize;
+    p.batch_size = B as usize;
+    p.chunks = Chunks::Count(2);
+    p.quiet = true;
+    p.compile = Compile::Never;
+    p
+}
+
+fn lut(bits: u32, group: usize) -> Option<LutSpec> {
+    Some(LutSpec {
+        bits,
+        group: Some(group),
+    })
+}
+
+struct Dims {
+    h: u64,
+    v: u64,
+    l: u64,
+    kv: u64,
+    d: u64,
+}
+
+fn dims(model: &str) -> Dims {
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(model).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let g = |k: &str| cfg[k].as_u64().unwrap();
+    let h = g("hidden_size");
+    let heads = g("num_attention_heads");
+    Dims {
+        h,
+        v: g("vocab_size"),
+        l: g("num_hidden_layers"),
+        kv: g("num_key_value_heads"),
+        d: cfg["head_dim"].as_u64().unwrap_or(h / heads),
+    }
+}
+
+fn tensor(dtype: DType, shape: &[u64]) -> ValueType {
+    ValueType::Tensor(TensorType::new(dtype, shape))
+}
+
+fn input<'a>(f: &'a Function, name: &str) -> &'a ValueType {
+    &f.inputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no input {name} in {:?}", f.inputs))
+        .1
+}
+
+fn output_types(f: &Function) -> Vec<(String, ValueType)> {
+    f.outputs
+        .iter()
+        .map(|o| {
+            let ty = f
+                .operations
+                .iter()
+                .flat_map(|op| op.outputs.iter())
+                .find(|(n, _)| n == o)
+                .unwrap_or_else(|| panic!("output {o} is produced by no op"))
+                .1
+                .clone();
+            (o.clone(), ty)
+        })
+        .collect()
+}
+
+/// (offset, size) of every stored blob a function references.
+fn blobs(f: &Function) -> BTreeSet<(u64, u64)> {
+    let mut s = BTreeSet::new();
+    let mut add = |c: &mil::ConstValue| {
+        if let ConstData::Stored(b) = &c.data {
+            s.insert((b.offset, b.size_in_bytes));
+        }
+    };
+    for op in &f.operations {
+        if let Some(v) = &op.val {
+            add(v);
+        }
+        for args in op.inputs.values() {
+            for a in args {
+                if let Arg::Value(v) = a {
+                    add(v);
+                }
+            }
+        }
+    }
+    s
+}
+
+fn weight_bin(pkg: &Path) -> PathBuf {
+    pkg.join("Data/com.apple.CoreML/weights/weight.bin")
+}
+
+fn check_chunk(pkg: &Path, d: &Dims, expect_lut: bool) {
+    let model = mil::read_package(pkg).unwrap();
+    let prog = &model.program;
+    let names: Vec<&str> = prog.functions.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["infer", "prefill"], "{}", pkg.display());
+    assert_eq!(prog.default_function, "infer");
+    let state = ValueType::State(TensorType::new(DType::F16, &[2 * d.l, d.kv, C, d.d]));
+    for (name, f) in &prog.functions {
+        let s = if name == "infer" { 1 } else { B };
+        assert_eq!(input(f, "model_model_kv_cache_0"), &state, "{name}");
+        assert_eq!(input(f, "hidden_states"), &tensor(DType::F16, &[1, s, d.h]));
+        assert_eq!(input(f, "position_ids"), &tensor(DType::I32, &[s]));
+        assert_eq!(input(f, "causal_mask"), &tensor(DType::F16, &[1, 1, s, C]));
+        assert_eq!(input(f, "current_pos"), &tensor(DType::I32, &[1]));
+        assert_eq!(f.inputs.len(), 5);
+        assert_eq!(
+            output_types(f),
+            [(
+                "output_hidden_states".to_string(),
+                tensor(DType::F16, &[1, s, d.h])
+            )]
+        );
+        let kinds: BTreeSet<OpKind> = f.operations.iter().map(|o| o.kind).collect();
+        assert!(kinds.contains(&OpKind::WriteState) && kinds.contains(&OpKind::ReadState));
+        assert_eq!(kinds.contains(&OpKind::ConstexprLutToDense), expect_lut, "{name}");
+        assert!(kinds.contains(&OpKind::Conv));
+        assert!(!kinds.contains(&OpKind::Linear));
+    }
+    let infer = blobs(&prog.functions[0].1);
+    let prefill = blobs(&prog.functions[1].1);
+    assert!(!infer.is_empty());
+    assert_eq!(infer, prefill, "infer and prefill reference the same blobs");
+    // The file holds nothing but one function's blobs.
+    let bound: u64 = 64 + infer.iter().map(|(_, size)| 64 + size.div_ceil(64) * 64).sum::<u64>();
+    let len = std::fs::metadata(weight_bin(pkg)).unwrap().len();
+    assert!(len <= bound, "weight.bin {len} bytes > one function's blobs {bound}");
+}
+
+fn check_embeddings(pkg: &Path, d: &Dims) {
+    let model = mil::read_package(pkg).unwrap();
+    let (_, f) = &model.program.functions[0];
+    assert_eq!(model.program.functions.len(), 1);
+    match input(f, "input_ids") {
+        ValueType::Tensor(t) => {
+            assert_eq!(t.dtype, DType::I32);
+            assert_eq!(t.shape[0], Dim::Fixed(1));
+            assert_eq!(t.rank(), 2);
+        }
+        other => panic!("input_ids is {other:?}"),
+    }
+    let out = output_types(f);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "hidden_states");
+    match &out[0].1 {
+        ValueType::Tensor(t) => {
+            assert_eq!(t.dtype, DType::F16);
+            assert_eq!(t.rank(), 3);
+            assert_eq!(t.shape[2], Dim::Fixed(d.h));
+        }
+        other => panic!("hidden_states is {other:?}"),
+    }
+}
+
+fn check_lm_head(pkg: &Path, d: &Dims, argmax: bool) {
+    let model = mil::read_package(pkg).unwrap();
+    let (_, f) = &model.program.functions[0];
+    assert_eq!(input(f, "hidden_states"), &tensor(DType::F16, &[1, 1, d.h]));
+    let out = output_types(f);
+    if argmax {
+        assert_eq!(
+            out,
+            [
+                ("argmax_idx".to_string(), tensor(DType::I32, &[1])),
+                ("argmax_val".to_string(), tensor(DType::F16, &[1])),
+            ]
+        );
+    } else {
+        assert_eq!(out, [("logits1".to_string(), tensor(DType::F16, &[1, 1, d.v]))]);
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fp16_two_chunks_follow_the_contract_for_every_fixture() {
+    for model in MODELS {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let report = convert::run(&plan(model, &out)).unwrap();
+        let d = dims(model);
+        let files = files_in(&out);
+        for f in [
+            "combined_chunk_01of02.mlpackage",
+            "combined_chunk_02of02.mlpackage",
+            "embeddings.mlpackage",
+            "lm_head.mlpackage",
+            "meta.json",
+            "meta.yaml",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ] {
+            assert!(files.contains(&f.to_string()), "{model}: {f} missing in {files:?}");
+        }
+        assert!(report.quant.is_empty());
+        check_embeddings(&out.join("embeddings.mlpackage"), &d);
+        check_lm_head(&out.join("lm_head.mlpackage"), &d, false);
+        for k in 1..=2 {
+            check_chunk(&out.join(format!("combined_chunk_0{k}of02.mlpackage")), &d, false);
+        }
+        let meta = Meta::read(&out).unwrap();
+        let p = &meta.model_info.parameters;
+        assert_eq!(p.num_chunks, 2);
+        assert_eq!(p.context_length, C as usize);
+        assert_eq!(p.batch_size, B as usize);
+        assert_eq!(p.lut_ffn, LutBits::None);
+        assert_eq!(p.ffn, "combined_chunk_01of02.mlpackage");
+        assert_eq!(p.lm_head, "lm_head.mlpackage");
+        assert_eq!(p.embeddings, "embeddings.mlpackage");
+        assert_eq!(p.lm_head_chunk_sizes, vec![d.v as usize]);
+        assert_eq!(p.num_layers, d.l as usize);
+        assert_eq!(p.hidden_size, d.h as usize);
+        assert_eq!(p.state_name, "model_model_kv_cache_0");
+        assert_eq!(p.sliding_window, (model == "tiny-mistral").then_some(16));
+        assert_eq!(
+            Path::new(&p.source.path),
+            std::fs::canonicalize(fixture(model)).unwrap()
+        );
+        let yaml = std::fs::read_to_string(out.join("meta.yaml")).unwrap();
+        let keys = ["context_length:", "batch_size:", "lut_embeddings:", "lut_ffn:", "lut_lmhead:",
+            "num_chunks:", "model_prefix:", "embeddings:", "lm_head:", "ffn:", "split_lm_head:",
+            "lm_head_chunk_sizes:", "vocab_size:", "argmax_in_model:", "num_layers:",
+            "hidden_size:", "state_name:"];
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| yaml.find(&format!("\n    {k}")).unwrap_or_else(|| panic!("{k} in {yaml}")))
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "key order in {yaml}");
+        let json: Meta =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        assert_eq!(json, meta);
+        // Nothing left beside the output.
+        assert_eq!(files_in(tmp.path()), ["out"]);
+    }
+}
+
+#[test]
+fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
+    for model in MODELS {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let mut p = plan(model, &out);
+        p.lut_ffn = lut(4, 8);
+        p.lut_lmhead = lut(6, 8);
+        p.lut_embed = lut(6, 8);
+        p.prefix = "tiny".into();
+        p.argmax = true;
+        let report = convert::run(&p).unwrap();
+        let d = dims(model);
+        assert!(report.quant.iter().all(|q| q.snr_db.is_finite()), "{model}");
+        assert!(report.quant.iter().any(|q| q.bits == 4) && report.quant.iter().any(|q| q.bits == 6));
+        for k in 1..=2 {
+            check_chunk(&out.join(format!("tiny_combined_lut4_chunk_0{k}of02.mlpackage")), &d, true);
+        }
+        check_embeddings(&out.join("tiny_embeddings_lut6.mlpackage"), &d);
+        check_lm_head(&out.join("tiny_lm_head_lut6.mlpackage"), &d, true);
+        let meta = Meta::read(&out).unwrap();
+        let m = &meta.model_info.parameters;
+        assert_eq!(m.lut_ffn, LutBits::Bits(4));
+        assert_eq!(m.lut_ffn_per_channel, Some(8));
+        assert_eq!(m.lut_lmhead, LutBits::Bits(6));
+        assert_eq!(m.lut_embeddings, LutBits::Bits(6));
+        assert_eq!(m.model_prefix, "tiny");
+        assert!(m.argmax_in_model);
+        assert_eq!(m.ffn, "tiny_combined_lut4_chunk_01of02.mlpackage");
+    }
+}
+
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn two_conversions_write_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    for out in [&a, &b] {
+        let mut p = plan("tiny-qwen3", out);
+        p.lut_ffn = lut(6, 8);
+        convert::run(&p).unwrap();
+    }
+    let (fa, fb) = (all_bytes(&a), all_bytes(&b));
+    assert_eq!(fa.len(), fb.len());
+    for ((pa, ba), (pb, bb)) in fa.iter().zip(&fb) {
+        assert_eq!(pa, pb);
+        assert!(ba == bb, "{} differs", pa.display());
+    }
+}
+
+#[test]
+fn existing_output_needs_force_and_bad_chunks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep"), b"x").unwrap();
+    let err = convert::run(&plan("tiny-llama", &out)).unwrap_err();
+    assert!(matches!(err, ConvertError::OutputExists { .. }), "{err}");
+    assert!(err.to_string().contains(&out.display().to_string()));
+    assert!(out.join("keep").exists());
+
+    let mut p = plan("tiny-llama", &tmp.path().join("o2"));
+    p.chunks = Chunks::Count(5);
+    let err = convert::run(&p).unwrap_err();
+    assert!(err.to_string().contains("--chunks 5"), "{err}");
+    assert!(!tmp.path().join("o2").exists());
+
+    let mut p = plan("tiny-llama", &out);
+    p.force = true;
+    p.num_layers = Some(2);
+    p.chunks = Chunks::Count(1);
+    convert::run(&p).unwrap();
+    assert!(!out.join("keep").exists());
+    let meta = Meta::read(&out).unwrap();
+    assert_eq!(meta.model_info.parameters.num_layers, 2);
+    assert_eq!(files_in(tmp.path()), ["out"]);
+}
+
+#[test]
+fn dry_run_plans_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut p = plan("tiny-llama", &out);
+    p.dry_run = true;
+    p.chunks = Chunks::Auto { max_chunk_mb: 1 };
+    let report = convert::run(&p).unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.plan.num_chunks, 1);
+    assert_eq!(report.plan.parts.len(), 3);
+    assert!(!out.exists());
+    assert!(report.to_string().contains("layers 0..4"), "{report}");
+}
+
+// ---------------------------------------------------------------- end to end through exec
+
+mod e2e {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use anec::exec::{Interpreter, Precision, Tensor};
+    use anec::mil;
+    use half::f16;
+
+    use super::*;
+
+    struct Runner {
+        emb: Interpreter,
+        chunks: Vec<Interpreter>,
+        head: Interpreter,
+        states: BTreeMap<String, Tensor>,
+        c: usize,
+        b: usize,
+        h: usize,
+    }
+
+    fn mask_rows(c: usize, start: usize, n: usize) -> Tensor {
+        let mut v = Vec::with_capacity(n * c);
+        for i in start..start + n {
+            for j in 0..c {
+                v.push(if j <= i { f16::ZERO } else { f16::NEG_INFINITY });
+            }
+        }
+        Tensor::f16(vec![1, 1, n, c], &v).unwrap()
+    }
+
+    impl Runner {
+        fn open(out: &Path, precision: Precision) -> Runner {
+            let meta = Meta::read(out).unwrap();
+            let p = &meta.model_info.parameters;
+            let load = |f: &str| Interpreter::new(&mil::read_package(out.join(f)).unwrap(), precision);
+            let chunks: Vec<Interpreter> = p.chunk_files.iter().map(|f| load(f)).collect();
+            let states = chunks[0].zero_states("infer").unwrap();
+            Runner {
+                emb: load(&p.embeddings),
+                head: load(&p.lm_head),
+                chunks,
+                states,
+                c: p.context_length,
+                b: p.batch_size,
+                h: p.hidden_size,
+            }
+        }
+
+        /// The host protocol over `ids` from position 0: full batches through `prefill`
+        /// (when `use_prefill`), the rest one at a time; logits after every `infer` step.
+        fn run(&mut self, ids: &[i32], use_prefill: bool) -> Vec<(usize, Vec<f32>)> {
+            let mut logits = Vec::new();
+            let mut pos = 0;
+            if use_prefill {
+                while pos + self.b <= ids.len() {
+                    let mut ins = BTreeMap::new();
+                    ins.insert(
+                        "input_ids".to_string(),
+                        Tensor::i32(vec![1, self.b], ids[pos..pos + self.b].to_vec()).unwrap(),
+                    );
+                    let mut hidden = self.emb.run("main", &ins, &mut BTreeMap::new()).unwrap()
+                        ["hidden_states"]
+                        .clone();
+                    for ch in &self.chunks {
+                        let mut ins = BTreeMap::new();
+                        ins.insert("hidden_states".to_string(), hidden.clone());
+                        ins.insert(
+                            "position_ids".to_string(),
+                            Tensor::i32(vec![self.b], (pos as i32..(pos + self.b) as i32).collect())
+                                .unwrap(),
+                        );
+                        ins.insert("causal_mask".to_string(), mask_rows(self.c, pos, self.b));
+                        ins.insert(
+                            "current_pos".to_string(),
+                            Tensor::i32(vec![1], vec![pos as i32]).unwrap(),
+                        );
+                        hidden = ch.run("prefill", &ins, &mut self.states).unwrap()
+                            ["output_hidden_states"]
+                            .clone();
+                    }
+                    pos += self.b;
+                }
+            }
+            while pos < ids.len() {
+                let mut ins = BTreeMap::new();
+                ins.insert(
+                    "input_ids".to_string(),
+                    Tensor::i32(vec![1, 1], vec![ids[pos]]).unwrap(),
+                );
+                let mut hidden =
+                    self.emb.run("main", &ins, &mut BTreeMap::new()).unwrap()["hidden_states"].clone();
+                assert_eq!(hidden.shape(), [1, 1, self.h]);
+                for ch in &self.chunks {
+                    let mut ins = BTreeMap::new();
+                    ins.insert("hidden_states".to_string(), hidden.clone());
+                    ins.insert(
+                        "position_ids".to_string(),
+                        Tensor::i32(vec![1], vec![pos as i32]).unwrap(),
+                    );
+                    ins.insert("causal_mask".to_string(), mask_rows(self.c, pos, 1));
+                    ins.insert(
+                        "current_pos".to_string(),
+                        Tensor::i32(vec![1], vec![pos as i32]).unwrap(),
+                    );
+                    hidden = ch.run("infer", &ins, &mut self.states).unwrap()["output_hidden_states"]
+                        .clone();
+                }
+                let mut ins = BTreeMap::new();
+                ins.insert("hidden_states".to_string(), hidden);
+                let outs = self.head.run("main", &ins, &mut BTreeMap::new()).unwrap();
+                let mut row = Vec::new();
+                for k in 1..=outs.len() {
+                    row.extend(outs[&format!("logits{k}")].to_f32_vec());
+                }
+                logits.push((pos, row));
+                pos += 1;
+            }
+            logits
+        }
+    }
+
+    fn reference(model: &str, seq: usize) -> (Vec<i32>, Vec<Vec<f32>>) {
+        let bytes = std::fs::read(fixture(model).join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ids_t = st.tensor(&format!("ids_{seq}")).unwrap();
+        let ids: Vec<i32> = ids_t
+            .data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let lt = st.tensor(&format!("logits_{seq}")).unwrap();
+        let v = lt.shape()[1];
+        let flat: Vec<f32> = lt
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (ids, flat.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |a, (i, &x)| if x > a.1 { (i, x) } else { a })
+            .0
+    }
+
+    fn margin(v: &[f32]) -> f32 {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| b.total_cmp(a));
+        s[0] - s[1]
+    }
+
+    /// Compares the converted model run through `exec` with transformers' logits; returns
+    /// (max |Δlogit|, top-1 agreement over positions with margin > 0.05, positions compared).
+    fn compare(model: &str, lut: bool) -> (f32, f64, usize) {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let mut p = plan(model, &out);
+        p.context_length = 128;
+        p.batch_size = 32;
+        if lut {
+            p.lut_ffn = super::lut(6, 8);
+        }
+        convert::run(&p).unwrap();
+        let mut max_err = 0f32;
+        let (mut agree, mut total) = (0usize, 0usize);
+        let mut compared = 0;
+        for seq in 0..3 {
+            let (ids, want) = reference(model, seq);
+            for use_prefill in [false, true] {
+                let mut r = Runner::open(&out, Precision::F16);
+                for (pos, got) in r.run(&ids, use_prefill) {
+                    let w = &want[pos];
+                    let err = got
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    max_err = max_err.max(err);
+                    compared += 1;
+                    if margin(w) > 0.05 {
+                        total += 1;
+                        agree += usize::from(argmax(&got) == argmax(w));
+                    }
+                }
+            }
+        }
+        (max_err, agree as f64 / total.max(1) as f64, compared)
+    }
+
+    #[test]
+    fn converted_models_match_transformers_through_the_host_protocol() {
+        for model in MODELS {
+            let (max_err, top1, n) = compare(model, false);
+            eprintln!("{model} fp16: max |Δlogit| {max_err:.4}, top-1 agreement {:.1}% over {n} positions", top1 * 100.0);
+            assert!(top1 >= 0.99, "{model}: top-1 agreement {top1}");
+            assert!(max_err < 0.25, "{model}: max |Δlogit| {max_err}");
+        }
+    }
+}

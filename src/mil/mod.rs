@@ -2,9 +2,15 @@
 //! and .mlpackage writing and reading. Knows nothing about LLMs.
 
 pub mod bits;
+pub mod builder;
 pub mod error;
+pub mod infer;
 pub mod ir;
 pub mod value;
 
+pub use builder::{check_identifier, ConvParams, FunctionBuilder, SliceParams, Var};
 pub use error::{MilError, Result};
+pub use infer::{
+    check_function, check_program, op_kind_from_name, op_type_name, type_string, types_compatible,
+};
 pub use ir::*;

@@ -99,6 +99,8 @@ pub enum SourceError {
     },
     #[error("{repo_id} (revision {revision}) has no safetensors weights (neither model.safetensors nor model.safetensors.index.json)")]
     NoHubWeights { repo_id: String, revision: String },
+    #[error("the hub answered commit \"{sha}\" for {repo_id}, which is not a 40-hex commit hash")]
+    BadCommit { repo_id: String, sha: String },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -416,9 +418,27 @@ fn download(cache: &Path, repo_id: &str, revision: &str, env: &HubEnv) -> Result
         revision.to_string(),
     ));
     let info = repo.info().map_err(|e| fail("(repository listing)", e))?;
+    if !is_commit_hash(&info.sha) {
+        return Err(SourceError::BadCommit {
+            repo_id: repo_id.to_string(),
+            sha: info.sha,
+        });
+    }
     let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let config = repo
-        .get("config.json")
+    // Pin the revision to the commit just listed, so files already cached under that commit are
+    // reused and every new one lands in the same snapshot.
+    Cache::new(cache.to_path_buf())
+        .repo(Repo::with_revision(
+            repo_id.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+        .create_ref(&info.sha)
+        .map_err(|source| SourceError::Io {
+            path: repo_cache_dir(cache, repo_id).join("refs").join(revision),
+            source,
+        })?;
+    repo.get("config.json")
         .map_err(|e| fail("config.json", e))?;
     if listed.contains(WEIGHTS_INDEX) {
         let index = repo
@@ -441,10 +461,9 @@ fn download(cache: &Path, repo_id: &str, revision: &str, env: &HubEnv) -> Result
             repo.get(f).map_err(|e| fail(f, e))?;
         }
     }
-    let dir = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| cache.to_path_buf());
+    let dir = repo_cache_dir(cache, repo_id)
+        .join("snapshots")
+        .join(&info.sha);
     Ok(ModelFiles {
         repo_id: Some(repo_id.to_string()),
         revision: Some(info.sha),

@@ -916,3 +916,48 @@ fn config_problems_through_the_folder() {
         )
     );
 }
+
+#[test]
+fn hf_defaults_and_legacy_spellings() {
+    // Minimal configs take each architecture's HF defaults.
+    let llama = DecoderConfig::from_json_str(r#"{"model_type": "llama"}"#).unwrap();
+    assert_eq!(
+        (llama.vocab_size, llama.hidden_size, llama.intermediate_size),
+        (32000, 4096, 11008)
+    );
+    assert_eq!(
+        (llama.num_kv_heads, llama.head_dim, llama.rope_theta),
+        (32, 128, 1e4)
+    );
+    assert_eq!(
+        (llama.bos_token_id, llama.eos_token_ids.clone()),
+        (Some(1), vec![2])
+    );
+    let mistral = DecoderConfig::from_json_str(r#"{"model_type": "mistral"}"#).unwrap();
+    assert_eq!(mistral.num_kv_heads, 8);
+    assert_eq!(mistral.sliding_window, vec![Some(4096); 32]);
+    let qwen3 = DecoderConfig::from_json_str(r#"{"model_type": "qwen3"}"#).unwrap();
+    assert_eq!((qwen3.head_dim, qwen3.num_kv_heads), (128, 32));
+    assert_eq!(qwen3.sliding_window, vec![None; 32]);
+    // null means "derive it", as transformers does.
+    let c = DecoderConfig::from_json_str(
+        r#"{"model_type": "qwen3", "hidden_size": 64, "num_attention_heads": 4, "head_dim": null, "num_key_value_heads": null}"#,
+    )
+    .unwrap();
+    assert_eq!((c.head_dim, c.num_kv_heads), (16, 4));
+    // Legacy rope_scaling {"type": ...}; eos as a list (Llama 3 instruct).
+    let c = DecoderConfig::from_json_str(
+        r#"{"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}, "eos_token_id": [128001, 128009]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    assert_eq!(c.eos_token_ids, vec![128001, 128009]);
+    let msg =
+        DecoderConfig::from_json_str(r#"{"model_type": "llama", "partial_rotary_factor": 0.5}"#)
+            .unwrap_err()
+            .to_string();
+    assert_eq!(
+        msg,
+        "<string>: partial_rotary_factor = 0.5: partial rotary embeddings are not supported (only 1.0)"
+    );
+}

@@ -79,6 +79,8 @@ pub enum SourceError {
     },
     #[error("--revision {revision} is given for the local folder {}; revisions apply to hub ids only", path.display())]
     RevisionForFolder { path: PathBuf, revision: String },
+    #[error("--revision \"{revision}\" is not a branch, tag or commit name")]
+    BadRevision { revision: String },
     #[error("cannot locate the Hugging Face cache: none of HF_HUB_CACHE, HF_HOME, HOME is set")]
     NoCacheDir,
     #[error("{repo_id} (revision {revision}) is not in the Hugging Face cache and offline mode is on (HF_HUB_OFFLINE or --offline): looked in {}, {missing}", looked.display())]
@@ -203,6 +205,14 @@ pub fn resolve_with(spec: &ModelSpec, env: &HubEnv) -> Result<ModelFiles> {
         });
     }
     let revision = spec.revision.clone().unwrap_or_else(|| "main".to_string());
+    let revision_ok = !revision.is_empty()
+        && !revision.starts_with('/')
+        && revision
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if !revision_ok {
+        return Err(SourceError::BadRevision { revision });
+    }
     let cache = env.cache_dir()?;
     match from_cache(&cache, &spec.model, &revision) {
         Ok(files) => Ok(files),

@@ -264,3 +264,729 @@ fn coremltools_flexible_package_runs_every_length() {
         }
     }
 }
+
+// ------------------------------------------------------------------ one-op programs
+
+use anec::exec::ExecError;
+use anec::mil::{
+    Arg, ConstValue, DType, Function, OpKind, Operation, Program, TensorType, ValueType,
+};
+
+/// Builds MIL functions by hand (independently of mil's builder), declaring output types.
+#[derive(Default)]
+struct G {
+    inputs: Vec<(String, ValueType)>,
+    ops: Vec<Operation>,
+    n: usize,
+}
+
+enum A {
+    V(String),
+    Vs(Vec<String>),
+    C(ConstValue),
+}
+
+fn v(name: &str) -> A {
+    A::V(name.to_string())
+}
+
+fn c(cv: ConstValue) -> A {
+    A::C(cv)
+}
+
+fn ci(vals: &[i32]) -> A {
+    A::C(ConstValue::vec_i32(vals))
+}
+
+fn cs(vals: i32) -> A {
+    A::C(ConstValue::scalar_i32(vals))
+}
+
+fn cb(b: bool) -> A {
+    A::C(ConstValue::scalar_bool(b))
+}
+
+fn tt(dtype: DType, shape: &[usize]) -> TensorType {
+    TensorType::new(dtype, &shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
+}
+
+impl G {
+    fn input(&mut self, name: &str, dtype: DType, shape: &[usize]) -> String {
+        self.inputs
+            .push((name.into(), ValueType::Tensor(tt(dtype, shape))));
+        name.into()
+    }
+
+    fn state(&mut self, name: &str, shape: &[usize]) -> String {
+        self.inputs
+            .push((name.into(), ValueType::State(tt(DType::F16, shape))));
+        name.into()
+    }
+
+    /// A const op (as coremltools materializes parameters); returns its output name.
+    fn cst(&mut self, cv: ConstValue) -> String {
+        self.n += 1;
+        let name = format!("c{}", self.n);
+        let ty = ValueType::Tensor(cv.ty.clone());
+        self.ops.push(Operation {
+            kind: OpKind::Const,
+            name: name.clone(),
+            inputs: BTreeMap::new(),
+            outputs: vec![(name.clone(), ty)],
+            val: Some(cv),
+        });
+        name
+    }
+
+    fn op_n(
+        &mut self,
+        kind: OpKind,
+        params: Vec<(&str, A)>,
+        outs: &[(DType, &[usize])],
+    ) -> Vec<String> {
+        self.n += 1;
+        let name = format!("op{}", self.n);
+        let mut inputs = BTreeMap::new();
+        for (p, a) in params {
+            let args = match a {
+                A::V(s) => vec![Arg::Var(s)],
+                A::Vs(vs) => vs.into_iter().map(Arg::Var).collect(),
+                // constexprs take their constants by value; other ops get a const op
+                A::C(cv)
+                    if matches!(
+                        kind,
+                        OpKind::ConstexprLutToDense | OpKind::ConstexprBlockwiseShiftScale
+                    ) =>
+                {
+                    vec![Arg::Value(cv)]
+                }
+                A::C(cv) => vec![Arg::Var(self.cst(cv))],
+            };
+            inputs.insert(p.to_string(), args);
+        }
+        let outputs: Vec<(String, ValueType)> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, (d, s))| (format!("{name}_{i}"), ValueType::Tensor(tt(*d, s))))
+            .collect();
+        let names = outputs.iter().map(|o| o.0.clone()).collect();
+        self.ops.push(Operation {
+            kind,
+            name,
+            inputs,
+            outputs,
+            val: None,
+        });
+        names
+    }
+
+    fn op(
+        &mut self,
+        kind: OpKind,
+        params: Vec<(&str, A)>,
+        dtype: DType,
+        shape: &[usize],
+    ) -> String {
+        self.op_n(kind, params, &[(dtype, shape)]).remove(0)
+    }
+
+    fn write_state(&mut self, state: &str, data: &str) {
+        self.n += 1;
+        let mut inputs = BTreeMap::new();
+        inputs.insert("input".to_string(), vec![Arg::Var(state.into())]);
+        inputs.insert("data".to_string(), vec![Arg::Var(data.into())]);
+        self.ops.push(Operation {
+            kind: OpKind::WriteState,
+            name: format!("ws{}", self.n),
+            inputs,
+            outputs: vec![],
+            val: None,
+        });
+    }
+
+    fn function(self, outputs: &[&str]) -> Function {
+        Function {
+            inputs: self.inputs,
+            operations: self.ops,
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn program(self, outputs: &[&str]) -> Program {
+        Program {
+            functions: vec![("main".into(), self.function(outputs))],
+            default_function: "main".into(),
+        }
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn rand(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn f32t(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::f32(shape.to_vec(), rand(shape.iter().product(), seed)).unwrap()
+}
+
+fn run_main(
+    p: &Program,
+    precision: Precision,
+    ins: &[(&str, Tensor)],
+) -> Result<BTreeMap<String, Tensor>, ExecError> {
+    Interpreter::new(p, precision).run("main", &inputs(ins), &mut BTreeMap::new())
+}
+
+/// Row-major flat index of `coord` in `shape`.
+fn at(shape: &[usize], coord: &[usize]) -> usize {
+    coord.iter().zip(shape).fold(0, |acc, (&c, &d)| acc * d + c)
+}
+
+/// Every coordinate of `shape` in row-major order.
+fn coords(shape: &[usize]) -> Vec<Vec<usize>> {
+    let n: usize = shape.iter().product();
+    (0..n)
+        .map(|mut i| {
+            let mut c = vec![0; shape.len()];
+            for d in (0..shape.len()).rev() {
+                c[d] = i % shape[d];
+                i /= shape[d];
+            }
+            c
+        })
+        .collect()
+}
+
+/// f32 math vs naive f32 loops: only summation order differs.
+const TOL_F32: f32 = 1e-5;
+
+fn assert_close(got: &Tensor, want: &[f32], tol: f32, what: &str) {
+    let g = got.to_f32_vec();
+    assert_eq!(g.len(), want.len(), "{what}: element count");
+    for (i, (a, b)) in g.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * b.abs().max(1.0),
+            "{what}: element {i}: got {a}, want {b}"
+        );
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    let (xs, ys, os) = ([2usize, 1, 3], [4usize, 1], [2usize, 4, 3]);
+    let x = f32t(&xs, 1);
+    let y = Tensor::f32(ys.to_vec(), vec![0.5, -2.0, 3.0, 0.25]).unwrap();
+    let cases: [(OpKind, fn(f32, f32) -> f32); 6] = [
+        (OpKind::Add, |a, b| a + b),
+        (OpKind::Sub, |a, b| a - b),
+        (OpKind::Mul, |a, b| a * b),
+        (OpKind::RealDiv, |a, b| a / b),
+        (OpKind::Maximum, |a, b| a.max(b)),
+        (OpKind::Minimum, |a, b| a.min(b)),
+    ];
+    for (kind, f) in cases {
+        let mut g = G::default();
+        g.input("x", DType::F32, &xs);
+        g.input("y", DType::F32, &ys);
+        let o = g.op(kind, vec![("x", v("x")), ("y", v("y"))], DType::F32, &os);
+        let out = run_main(
+            &g.program(&[&o]),
+            Precision::F32,
+            &[("x", x.clone()), ("y", y.clone())],
+        )
+        .unwrap();
+        let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
+        let want: Vec<f32> = coords(&os)
+            .iter()
+            .map(|c| f(xv[at(&xs, &[c[0], 0, c[2]])], yv[at(&ys, &[c[1], 0])]))
+            .collect();
+        assert_close(&out[&o], &want, 0.0, &format!("{kind:?}"));
+    }
+    let cmps: [(OpKind, fn(f32, f32) -> bool); 5] = [
+        (OpKind::Equal, |a, b| a == b),
+        (OpKind::Less, |a, b| a < b),
+        (OpKind::LessEqual, |a, b| a <= b),
+        (OpKind::Greater, |a, b| a > b),
+        (OpKind::GreaterEqual, |a, b| a >= b),
+    ];
+    let x = Tensor::f32(vec![2, 1, 3], vec![0.5, 1.0, -2.0, 3.0, 0.25, 9.0]).unwrap();
+    for (kind, f) in cmps {
+        let mut g = G::default();
+        g.input("x", DType::F32, &xs);
+        g.input("y", DType::F32, &ys);
+        let o = g.op(kind, vec![("x", v("x")), ("y", v("y"))], DType::Bool, &os);
+        let out = run_main(
+            &g.program(&[&o]),
+            Precision::F32,
+            &[("x", x.clone()), ("y", y.clone())],
+        )
+        .unwrap();
+        let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
+        let want: Vec<bool> = coords(&os)
+            .iter()
+            .map(|c| f(xv[at(&xs, &[c[0], 0, c[2]])], yv[at(&ys, &[c[1], 0])]))
+            .collect();
+        assert_eq!(out[&o].as_bool().unwrap(), want.as_slice(), "{kind:?}");
+    }
+    // shapes that do not broadcast: an error naming the op
+    let mut g = G::default();
+    g.input("x", DType::F32, &[3]);
+    g.input("y", DType::F32, &[4]);
+    let o = g.op(
+        OpKind::Add,
+        vec![("x", v("x")), ("y", v("y"))],
+        DType::F32,
+        &[4],
+    );
+    let err = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("x", f32t(&[3], 1)), ("y", f32t(&[4], 2))],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("add op `op1`") && msg.contains("do not broadcast"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unary_ops_and_rsqrt_epsilon() {
+    let x = Tensor::f32(vec![5], vec![0.0, 0.25, 1.0, 4.0, 2.5]).unwrap();
+    let xn = Tensor::f32(vec![5], vec![-3.0, -0.5, 0.0, 0.5, 3.0]).unwrap();
+    let cases: Vec<(OpKind, Vec<(&str, A)>, &Tensor, Box<dyn Fn(f32) -> f32>)> = vec![
+        (
+            OpKind::Rsqrt,
+            vec![("epsilon", c(ConstValue::scalar_f32(0.5)))],
+            &x,
+            Box::new(|a: f32| 1.0 / (a + 0.5).sqrt()),
+        ),
+        (OpKind::Sqrt, vec![], &x, Box::new(|a: f32| a.sqrt())),
+        (OpKind::Exp, vec![], &xn, Box::new(|a: f32| a.exp())),
+        (OpKind::Relu, vec![], &xn, Box::new(|a: f32| a.max(0.0))),
+        (
+            OpKind::Silu,
+            vec![],
+            &xn,
+            Box::new(|a: f32| a / (1.0 + (-a).exp())),
+        ),
+    ];
+    for (kind, extra, input, f) in cases {
+        let mut g = G::default();
+        g.input("x", DType::F32, &[5]);
+        let mut params = vec![("x", v("x"))];
+        params.extend(extra);
+        let o = g.op(kind, params, DType::F32, &[5]);
+        let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", input.clone())]).unwrap();
+        let want: Vec<f32> = input.to_f32_vec().into_iter().map(f).collect();
+        assert_close(&out[&o], &want, TOL_F32, &format!("{kind:?}"));
+    }
+}
+
+fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut o = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for l in 0..k {
+                o[i * n + j] += a[i * k + l] * b[l * n + j];
+            }
+        }
+    }
+    o
+}
+
+#[test]
+fn matmul_transposes_and_broadcasts_batches() {
+    // x [2,1,3,4] (transpose_x → [.., 4, 3]); y [5,4] with transpose_y → [4,5]... use x·yᵀ
+    let x = f32t(&[2, 1, 3, 4], 3);
+    let y = f32t(&[2, 5, 4], 4);
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 1, 3, 4]);
+    g.input("y", DType::F32, &[2, 5, 4]);
+    let o = g.op(
+        OpKind::Matmul,
+        vec![
+            ("x", v("x")),
+            ("y", v("y")),
+            ("transpose_x", cb(false)),
+            ("transpose_y", cb(true)),
+        ],
+        DType::F32,
+        &[2, 2, 3, 5],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("x", x.clone()), ("y", y.clone())],
+    )
+    .unwrap();
+    let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
+    let mut want = Vec::new();
+    for bx in 0..2 {
+        for by in 0..2 {
+            let a = &xv[bx * 12..(bx + 1) * 12];
+            // yᵀ of batch by: [4,5]
+            let yt: Vec<f32> = (0..4)
+                .flat_map(|k| (0..5).map(move |j| (k, j)))
+                .map(|(k, j)| yv[by * 20 + j * 4 + k])
+                .collect();
+            want.extend(naive_matmul(a, &yt, 3, 4, 5));
+        }
+    }
+    assert_close(&out[&o], &want, TOL_F32, "matmul");
+
+    // transpose_x, rank-2
+    let mut g = G::default();
+    g.input("x", DType::F32, &[4, 3]);
+    g.input("y", DType::F32, &[4, 2]);
+    let o = g.op(
+        OpKind::Matmul,
+        vec![
+            ("x", v("x")),
+            ("y", v("y")),
+            ("transpose_x", cb(true)),
+            ("transpose_y", cb(false)),
+        ],
+        DType::F32,
+        &[3, 2],
+    );
+    let (x, y) = (f32t(&[4, 3], 5), f32t(&[4, 2], 6));
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("x", x.clone()), ("y", y.clone())],
+    )
+    .unwrap();
+    let xv = x.to_f32_vec();
+    let xt: Vec<f32> = (0..3)
+        .flat_map(|i| (0..4).map(move |k| (i, k)))
+        .map(|(i, k)| xv[k * 3 + i])
+        .collect();
+    assert_close(
+        &out[&o],
+        &naive_matmul(&xt, &y.to_f32_vec(), 3, 4, 2),
+        TOL_F32,
+        "matmul tx",
+    );
+}
+
+#[test]
+fn linear_is_x_wt_plus_b() {
+    let (x, w, b) = (f32t(&[2, 3, 6], 7), rand(5 * 6, 8), rand(5, 9));
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3, 6]);
+    let o = g.op(
+        OpKind::Linear,
+        vec![
+            ("x", v("x")),
+            ("weight", c(ConstValue::from_f32(&[5, 6], &w).unwrap())),
+            ("bias", c(ConstValue::from_f32(&[5], &b).unwrap())),
+        ],
+        DType::F32,
+        &[2, 3, 5],
+    );
+    let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+    let xv = x.to_f32_vec();
+    let want: Vec<f32> = (0..6)
+        .flat_map(|r| (0..5).map(move |o| (r, o)))
+        .map(|(r, o)| b[o] + (0..6).map(|k| xv[r * 6 + k] * w[o * 6 + k]).sum::<f32>())
+        .collect();
+    assert_close(&out[&o], &want, TOL_F32, "linear");
+}
+
+/// Naive NCHW conv with explicit padding before each spatial dim.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    ws: [usize; 4],
+    bias: &[f32],
+    st: [usize; 2],
+    dl: [usize; 2],
+    pb: [usize; 2],
+    os: [usize; 2],
+    groups: usize,
+) -> Vec<f32> {
+    let [n, cin, h, wi] = xs;
+    let [cout, cg, kh, kw] = ws;
+    let cog = cout / groups;
+    let mut out = Vec::new();
+    for b in 0..n {
+        for co in 0..cout {
+            let g = co / cog;
+            for oy in 0..os[0] {
+                for ox in 0..os[1] {
+                    let mut s = bias[co];
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * st[0] + ky * dl[0]) as isize - pb[0] as isize;
+                                let ix = (ox * st[1] + kx * dl[1]) as isize - pb[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wi as isize {
+                                    continue;
+                                }
+                                s += w[((co * cg + ci) * kh + ky) * kw + kx]
+                                    * x[((b * cin + g * cg + ci) * h + iy as usize) * wi
+                                        + ix as usize];
+                            }
+                        }
+                    }
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conv_groups_strides_padding_dilation_and_pointwise() {
+    struct Case {
+        xs: [usize; 4],
+        ws: [usize; 4],
+        groups: usize,
+        st: [usize; 2],
+        dl: [usize; 2],
+        pad_type: &'static str,
+        pad: [usize; 4],
+        // expected pad-before and output size
+        pb: [usize; 2],
+        os: [usize; 2],
+    }
+    let cases = [
+        // 1×1 pointwise (the fast path), as the ANE graphs use it: [1, C, 1, S]
+        Case {
+            xs: [1, 8, 1, 5],
+            ws: [6, 8, 1, 1],
+            groups: 1,
+            st: [1, 1],
+            dl: [1, 1],
+            pad_type: "valid",
+            pad: [0; 4],
+            pb: [0, 0],
+            os: [1, 5],
+        },
+        // grouped 3×3, stride 2, same: out = ceil(7/2) = 4, total pad = 3·2+3−7 = 2 → 1 before
+        Case {
+            xs: [2, 4, 7, 7],
+            ws: [6, 2, 3, 3],
+            groups: 2,
+            st: [2, 2],
+            dl: [1, 1],
+            pad_type: "same",
+            pad: [0; 4],
+            pb: [1, 1],
+            os: [4, 4],
+        },
+        // dilated 3×2, custom pad
+        Case {
+            xs: [1, 3, 6, 5],
+            ws: [2, 3, 3, 2],
+            groups: 1,
+            st: [1, 2],
+            dl: [2, 1],
+            pad_type: "custom",
+            pad: [1, 0, 2, 1],
+            pb: [1, 2],
+            os: [3, 4],
+        },
+        // valid, no padding
+        Case {
+            xs: [1, 2, 5, 5],
+            ws: [3, 2, 2, 3],
+            groups: 1,
+            st: [1, 1],
+            dl: [1, 1],
+            pad_type: "valid",
+            pad: [0; 4],
+            pb: [0, 0],
+            os: [4, 3],
+        },
+    ];
+    for (i, cs_) in cases.iter().enumerate() {
+        let x = f32t(&cs_.xs, 10 + i as u64);
+        let w = rand(cs_.ws.iter().product(), 20 + i as u64);
+        let b = rand(cs_.ws[0], 30 + i as u64);
+        let mut g = G::default();
+        g.input("x", DType::F32, &cs_.xs);
+        let os = [cs_.xs[0], cs_.ws[0], cs_.os[0], cs_.os[1]];
+        let o = g.op(
+            OpKind::Conv,
+            vec![
+                ("x", v("x")),
+                (
+                    "weight",
+                    c(ConstValue::from_f32(&cs_.ws.map(|d| d as u64), &w).unwrap()),
+                ),
+                (
+                    "bias",
+                    c(ConstValue::from_f32(&[cs_.ws[0] as u64], &b).unwrap()),
+                ),
+                ("strides", ci(&cs_.st.map(|d| d as i32))),
+                ("dilations", ci(&cs_.dl.map(|d| d as i32))),
+                ("pad_type", c(ConstValue::string(cs_.pad_type))),
+                ("pad", ci(&cs_.pad.map(|d| d as i32))),
+                ("groups", cs(cs_.groups as i32)),
+            ],
+            DType::F32,
+            &os,
+        );
+        let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+        let want = naive_conv(
+            &x.to_f32_vec(),
+            cs_.xs,
+            &w,
+            cs_.ws,
+            &b,
+            cs_.st,
+            cs_.dl,
+            cs_.pb,
+            cs_.os,
+            cs_.groups,
+        );
+        assert_close(&out[&o], &want, TOL_F32, &format!("conv case {i}"));
+    }
+}
+
+#[test]
+fn layer_norm_softmax_and_reductions() {
+    let xs = [2usize, 3, 4];
+    let x = f32t(&xs, 40);
+    let xv = x.to_f32_vec();
+    // layer_norm over the last axis with gamma/beta
+    let (gm, bt) = (rand(4, 41), rand(4, 42));
+    let mut g = G::default();
+    g.input("x", DType::F32, &xs);
+    let o = g.op(
+        OpKind::LayerNorm,
+        vec![
+            ("x", v("x")),
+            ("axes", ci(&[-1])),
+            ("gamma", c(ConstValue::from_f32(&[4], &gm).unwrap())),
+            ("beta", c(ConstValue::from_f32(&[4], &bt).unwrap())),
+            ("epsilon", c(ConstValue::scalar_f32(1e-3))),
+        ],
+        DType::F32,
+        &xs,
+    );
+    let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+    let mut want = Vec::new();
+    for r in 0..6 {
+        let row = &xv[r * 4..r * 4 + 4];
+        let m = row.iter().sum::<f32>() / 4.0;
+        let var = row.iter().map(|a| (a - m) * (a - m)).sum::<f32>() / 4.0;
+        for k in 0..4 {
+            want.push((row[k] - m) / (var + 1e-3).sqrt() * gm[k] + bt[k]);
+        }
+    }
+    assert_close(&out[&o], &want, 1e-4, "layer_norm last axis");
+
+    // layer_norm over axes [0, 2] (non-contiguous), no gamma/beta
+    let mut g = G::default();
+    g.input("x", DType::F32, &xs);
+    let o = g.op(
+        OpKind::LayerNorm,
+        vec![
+            ("x", v("x")),
+            ("axes", ci(&[0, 2])),
+            ("epsilon", c(ConstValue::scalar_f32(1e-5))),
+        ],
+        DType::F32,
+        &xs,
+    );
+    let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+    let mut want = vec![0.0; 24];
+    for j in 0..3 {
+        let idx: Vec<usize> = (0..2)
+            .flat_map(|i| (0..4).map(move |k| at(&xs, &[i, j, k])))
+            .collect();
+        let m = idx.iter().map(|&i| xv[i]).sum::<f32>() / 8.0;
+        let var = idx.iter().map(|&i| (xv[i] - m).powi(2)).sum::<f32>() / 8.0;
+        for &i in &idx {
+            want[i] = (xv[i] - m) / (var + 1e-5).sqrt();
+        }
+    }
+    assert_close(&out[&o], &want, 1e-4, "layer_norm axes [0,2]");
+
+    // softmax over axis 1
+    let mut g = G::default();
+    g.input("x", DType::F32, &xs);
+    let o = g.op(
+        OpKind::Softmax,
+        vec![("x", v("x")), ("axis", cs(1))],
+        DType::F32,
+        &xs,
+    );
+    let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+    let want: Vec<f32> = coords(&xs)
+        .iter()
+        .map(|cd| {
+            let den: f32 = (0..3).map(|j| xv[at(&xs, &[cd[0], j, cd[2]])].exp()).sum();
+            xv[at(&xs, cd)].exp() / den
+        })
+        .collect();
+    assert_close(&out[&o], &want, 1e-5, "softmax");
+
+    // reductions over axes [0, 2], keep_dims both ways; argmax along 2
+    for (kind, keep) in [
+        (OpKind::ReduceSum, true),
+        (OpKind::ReduceMean, false),
+        (OpKind::ReduceMax, false),
+    ] {
+        let mut g = G::default();
+        g.input("x", DType::F32, &xs);
+        let shape: &[usize] = if keep { &[1, 3, 1] } else { &[3] };
+        let o = g.op(
+            kind,
+            vec![
+                ("x", v("x")),
+                ("axes", ci(&[0, -1])),
+                ("keep_dims", cb(keep)),
+            ],
+            DType::F32,
+            shape,
+        );
+        let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", x.clone())]).unwrap();
+        let want: Vec<f32> = (0..3)
+            .map(|j| {
+                let vals: Vec<f32> = (0..2)
+                    .flat_map(|i| (0..4).map(move |k| (i, k)))
+                    .map(|(i, k)| xv[at(&xs, &[i, j, k])])
+                    .collect();
+                match kind {
+                    OpKind::ReduceSum => vals.iter().sum(),
+                    OpKind::ReduceMean => vals.iter().sum::<f32>() / 8.0,
+                    _ => vals.iter().cloned().fold(f32::MIN, f32::max),
+                }
+            })
+            .collect();
+        assert_close(&out[&o], &want, TOL_F32, &format!("{kind:?}"));
+    }
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 4]);
+    let o = g.op(
+        OpKind::ReduceArgmax,
+        vec![("x", v("x")), ("axis", cs(-1)), ("keep_dims", cb(false))],
+        DType::I32,
+        &[2],
+    );
+    let t = Tensor::f32(vec![2, 4], vec![1.0, 5.0, 5.0, 2.0, -1.0, -3.0, -0.5, -9.0]).unwrap();
+    let out = run_main(&g.program(&[&o]), Precision::F32, &[("x", t)]).unwrap();
+    assert_eq!(
+        out[&o].as_i32().unwrap(),
+        [1, 2],
+        "argmax takes the first maximum"
+    );
+}

@@ -173,6 +173,12 @@ pub trait HasProgram {
     fn program(&self) -> &Program;
 }
 
+impl HasProgram for crate::mil::Model {
+    fn program(&self) -> &Program {
+        &self.program
+    }
+}
+
 impl HasProgram for Program {
     fn program(&self) -> &Program {
         self

@@ -1,7 +1,8 @@
 //! One module per area; `util` is the shared harness.
 
+pub mod convert;
+pub mod exec;
+pub mod mil;
 pub mod reference;
 pub mod source;
 pub mod util;
-pub mod convert;
-pub mod mil;

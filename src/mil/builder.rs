@@ -1511,10 +1511,13 @@ mod tests {
             vec![2, 3, 4, 5]
         );
         let v = b.input("v", t16(&[16])).unwrap();
+        let c2 = b.input("c2", t16(&[16, 5])).unwrap();
         assert_eq!(
-            fixed(&b.matmul("vm", &v, &c, false, false).unwrap()),
-            vec![3, 5]
+            fixed(&b.matmul("vm", &v, &c2, false, false).unwrap()),
+            vec![5]
         );
+        // rank-1 x with a batched y: coremltools and numpy disagree, so it is refused
+        assert!(is_shape_err(b.matmul("vb", &v, &c, false, false)));
         assert!(is_shape_err(b.matmul("e1", &q, &k, false, false)));
         let k32 = b
             .input("k32", TensorType::new(DType::F32, &[1, 8, 32, 16]))
@@ -2471,5 +2474,228 @@ mod tests {
         bad.functions[1].1.outputs.clear();
         let e = infer::check_program(&bad).unwrap_err();
         assert!(e.to_string().contains("prefill"), "{e}");
+    }
+
+    /// Small functions that pin shape rules coremltools is the authority on (see
+    /// `dump_for_coremltools`).
+    fn diff_cases() -> Vec<(String, Function)> {
+        let mut out = vec![("every_op".to_string(), every_op_function())];
+        let none = SliceParams::default();
+        let mut b = FunctionBuilder::new();
+        let img = b.input("img", t16(&[1, 4, 9, 9])).unwrap();
+        let k = zeros16(&mut b, "k", &[8, 4, 3, 3]);
+        let mut outs = vec![];
+        for (i, (st, pt, pad, dil)) in [
+            (vec![2, 2], "same", vec![0, 0, 0, 0], vec![1, 1]),
+            (vec![2, 2], "valid", vec![0, 0, 0, 0], vec![1, 1]),
+            (vec![1, 3], "custom", vec![1, 2, 0, 1], vec![1, 1]),
+            (vec![1, 1], "same", vec![0, 0, 0, 0], vec![2, 2]),
+            (vec![3, 2], "same_lower", vec![0, 0, 0, 0], vec![1, 2]),
+            (vec![1, 1], "valid", vec![0, 0, 0, 0], vec![3, 1]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = ConvParams {
+                strides: Some(st),
+                pad_type: Some(pt.into()),
+                pad: Some(pad),
+                dilations: Some(dil),
+                groups: None,
+            };
+            outs.push(b.conv_with(&format!("c{i}"), &img, &k, None, &p).unwrap());
+        }
+        let x = b.input("x", t16(&[2, 64, 3, 8])).unwrap();
+        let dyn_b = b.input("bg", TensorType::new(DType::I32, &[4])).unwrap();
+        let dyn_e = b.input("en", TensorType::new(DType::I32, &[4])).unwrap();
+        let sl: Vec<(Vec<i32>, Vec<i32>, SliceParams)> = vec![
+            (vec![0, 16, 0, 0], vec![1, 48, 3, 8], none.clone()),
+            (vec![0, 0, -2, -5], vec![2, 64, 3, 8], none.clone()),
+            (
+                vec![1, -1, 0, 7],
+                vec![2, 0, 3, 0],
+                SliceParams {
+                    end_mask: Some(vec![false, true, false, true]),
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![0, 0, 0, 0],
+                vec![2, 64, 3, 8],
+                SliceParams {
+                    stride: Some(vec![1, 3, 2, 1]),
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![1, 0, 1, 0],
+                vec![2, 64, 2, 8],
+                SliceParams {
+                    squeeze_mask: Some(vec![true, false, true, false]),
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![0, 40, 0, 0],
+                vec![0, 70, 0, 0],
+                SliceParams {
+                    begin_mask: Some(vec![true, false, true, true]),
+                    end_mask: Some(vec![true, false, true, true]),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (i, (bg, en, p)) in sl.into_iter().enumerate() {
+            outs.push(b.slice_const(&format!("s{i}"), &x, &bg, &en, &p).unwrap());
+        }
+        outs.push(b.slice_by_index("sd0", &x, &dyn_b, &dyn_e, &none).unwrap());
+        let p = SliceParams {
+            begin_mask: Some(vec![true, true, false, false]),
+            end_mask: Some(vec![true, true, false, true]),
+            ..Default::default()
+        };
+        outs.push(b.slice_by_index("sd1", &x, &dyn_b, &dyn_e, &p).unwrap());
+        let a = b.input("a", t16(&[2, 1, 4, 16])).unwrap();
+        let c = b.input("c", t16(&[3, 16, 5])).unwrap();
+        let v = b.input("v", t16(&[16])).unwrap();
+        outs.push(b.matmul("mm0", &a, &c, false, false).unwrap());
+        let cm = b.input("cm", t16(&[16, 5])).unwrap();
+        outs.push(b.matmul("mm1", &v, &cm, false, false).unwrap());
+        let ct = b.input("ct", t16(&[3, 5, 16])).unwrap();
+        outs.push(b.matmul("mm2", &a, &ct, false, true).unwrap());
+        let at = b.input("at", t16(&[2, 1, 16, 4])).unwrap();
+        outs.push(b.matmul("mm3", &at, &c, true, false).unwrap());
+        let gx = b.input("gx", t16(&[2, 5, 3])).unwrap();
+        let gi = b.input("gi", TensorType::new(DType::I32, &[2, 4])).unwrap();
+        outs.push(b.gather("g0", &gx, &gi, 1, 1).unwrap());
+        outs.push(b.gather("g1", &gx, &gi, -1, 0).unwrap());
+        outs.push(b.reshape("r0", &x, &[0, -1, 3, 8]).unwrap());
+        outs.push(b.reshape("r1", &x, &[-1]).unwrap());
+        let s0v = b.var("s0").unwrap();
+        outs.push(b.squeeze("q0", &s0v, None).unwrap());
+        outs.push(b.expand_dims("e0", &v, &[0, -1, 1]).unwrap());
+        outs.extend(b.split_sizes("sp", &x, &[10, 50, 4], 1).unwrap());
+        outs.extend(b.split("sq", &x, 3, -2).unwrap());
+        outs.push(b.concat_with("il", &[&x, &x, &x], 3, true).unwrap());
+        let s0 = b.constant("sc", ConstValue::scalar_f16(f16::ONE)).unwrap();
+        outs.push(b.concat("cs", &[&s0, &s0], 0).unwrap());
+        outs.push(
+            b.op(OpKind::ReduceMean, "rm", &[("x", vec![x.arg()])])
+                .unwrap()
+                .remove(0),
+        );
+        outs.push(b.reduce_sum("rs", &x, &[0, -1], false).unwrap());
+        outs.push(b.reduce_argmax("ra", &x, 1, true, DType::U16).unwrap());
+        outs.push(b.tile("t", &x, &[1, 2, 3, 1]).unwrap());
+        outs.push(b.fill("f", &[3, 1, 2], ConstValue::scalar_i32(7)).unwrap());
+        let cond = b
+            .input("cond", TensorType::new(DType::Bool, &[1, 1]))
+            .unwrap();
+        let sa = b.input("sa", t16(&[1, 5])).unwrap();
+        outs.push(b.select("se", &cond, &sa, &s0).unwrap());
+        outs.push(b.band_part("bp", &x, 2, 0).unwrap());
+        let idx = ConstValue::from_indices(6, &[32, 8, 1, 1], &[9u8; 256]).unwrap();
+        let lut = ConstValue::from_f16(&[2, 1, 1, 1, 64, 1], &[f16::ONE; 128]).unwrap();
+        outs.push(b.lut_to_dense("lut6", idx, lut).unwrap());
+        let idx = ConstValue::from_indices(2, &[8, 4], &[1u8; 32]).unwrap();
+        let lut = ConstValue::from_f32(&[1, 4, 4, 1], &[0.5; 16]).unwrap();
+        outs.push(b.lut_to_dense("lut2", idx, lut).unwrap());
+        let data = ConstValue::from_bytes(DType::U4, &[4, 8], vec![0x21u8; 16]).unwrap();
+        let scale = ConstValue::from_f32(&[2, 2], &[1.0; 4]).unwrap();
+        let off = ConstValue::from_bytes(DType::U4, &[2, 2], vec![0x11u8; 2]).unwrap();
+        outs.push(
+            b.blockwise_shift_scale("bss", data, scale, Some(off))
+                .unwrap(),
+        );
+        let xi = b.input("xi", TensorType::new(DType::I32, &[2, 3])).unwrap();
+        let w = b
+            .constant("lw", ConstValue::from_i32(&[4, 3], &[1; 12]).unwrap())
+            .unwrap();
+        outs.push(b.linear("li", &xi, &w, None).unwrap());
+        let wf = b
+            .constant("mwf", ConstValue::from_f32(&[3, 2], &[1.0; 6]).unwrap())
+            .unwrap();
+        let xh = b.input("xh", t16(&[4, 3])).unwrap();
+        outs.push(b.matmul("mconst", &xh, &wf, false, false).unwrap());
+        for o in &outs {
+            b.output(o).unwrap();
+        }
+        out.push(("shapes".to_string(), b.finish().unwrap()));
+        out
+    }
+
+    fn json_value(v: &ConstValue) -> serde_json::Value {
+        let values = match v.ty.dtype {
+            DType::Str => serde_json::json!(v.as_strings().unwrap()),
+            DType::Bool => serde_json::json!(v.to_bool_vec().unwrap()),
+            DType::F16 | DType::F32 => serde_json::json!(v.to_f32_vec().unwrap()),
+            DType::U1 | DType::U2 | DType::U3 | DType::U4 | DType::U6 => {
+                serde_json::json!(v.to_u8_indices().unwrap())
+            }
+            _ => serde_json::json!(v.to_i32_vec().unwrap()),
+        };
+        serde_json::json!({"dtype": v.ty.dtype.mil_name(), "shape": v.shape(), "values": values})
+    }
+
+    fn json_type(t: &ValueType) -> serde_json::Value {
+        let (kind, t) = match t {
+            ValueType::Tensor(t) => ("tensor", t),
+            ValueType::State(t) => ("state", t),
+        };
+        let shape: Vec<Option<u64>> = t
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Some(*n),
+                Dim::Unknown => None,
+            })
+            .collect();
+        serde_json::json!({"kind": kind, "dtype": t.dtype.mil_name(), "shape": shape})
+    }
+
+    /// Writes the diff cases as JSON for a differential check against coremltools' own type
+    /// inference: `ANEC_MIL_DUMP=/tmp/cases.json cargo test --lib dump_for_coremltools -- --ignored`
+    /// then replay them with pymil (each op rebuilt with `mb.<op>`, types compared).
+    #[test]
+    #[ignore]
+    fn dump_for_coremltools() {
+        let path = std::env::var("ANEC_MIL_DUMP").expect("ANEC_MIL_DUMP");
+        let mut fns = vec![];
+        for (name, f) in diff_cases() {
+            let ops: Vec<_> = f
+                .operations
+                .iter()
+                .map(|op| {
+                    let inputs: serde_json::Map<String, serde_json::Value> = op
+                        .inputs
+                        .iter()
+                        .map(|(k, args)| {
+                            let a: Vec<_> = args
+                                .iter()
+                                .map(|a| match a {
+                                    Arg::Var(n) => serde_json::json!({"var": n}),
+                                    Arg::Value(v) => serde_json::json!({"value": json_value(v)}),
+                                })
+                                .collect();
+                            (k.clone(), serde_json::json!(a))
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "type": infer::op_type_name(op.kind),
+                        "name": op.name,
+                        "inputs": inputs,
+                        "val": op.val.as_ref().map(json_value),
+                        "outputs": op.outputs.iter().map(|(n, t)| serde_json::json!({"name": n, "type": json_type(t)})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let inputs: Vec<_> = f
+                .inputs
+                .iter()
+                .map(|(n, t)| serde_json::json!({"name": n, "type": json_type(t)}))
+                .collect();
+            fns.push(serde_json::json!({"name": name, "inputs": inputs, "ops": ops, "outputs": f.outputs}));
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&fns).unwrap()).unwrap();
     }
 }

@@ -1375,9 +1375,11 @@ fn infer_matmul(cx: &Cx) -> Result<Vec<ValueType>> {
     } else {
         x.dtype
     };
-    if x.rank() < 1 || y.rank() < 2 || (x.rank() == 1 && tx) {
+    // A rank-1 x with a batched y: coremltools infers [..batch, 1, N][1:], numpy [..batch, N];
+    // refuse rather than pick one.
+    if x.rank() < 1 || y.rank() < 2 || (x.rank() == 1 && (tx || y.rank() > 2)) {
         return Err(cx.shape_err(format!(
-            "matmul needs x of rank >= 1 (>= 2 when transposed) and y of rank >= 2, got x {} and y {}",
+            "matmul needs x of rank >= 1 (>= 2 when transposed or when y is batched) and y of rank >= 2, got x {} and y {}",
             tensor_string(x),
             tensor_string(y)
         )));

@@ -6,3 +6,4 @@ pub mod mil;
 pub mod reference;
 pub mod source;
 pub mod util;
+pub mod verify;

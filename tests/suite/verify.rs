@@ -1,0 +1,374 @@
+//! `anec verify` / `anec generate` on converted fixtures: passes on faithful packages, agrees
+//! with transformers' own logits, and fails on corrupted ones (packages edited through mil's
+//! reader and writer).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anec::convert::{self, Chunks, Compile, ConvertPlan};
+use anec::exec::Precision;
+use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
+use anec::source::ModelSpec;
+use anec::verify::{self, Converted, Tok, VerifyError, VerifyOptions, VerifyReport};
+use candle_core::Device;
+use half::f16;
+
+use super::util::{fixture, MODELS};
+
+const C: usize = 512;
+const B: usize = 64;
+
+fn convert_fixture(model: &str, out: &Path) {
+    let mut p = ConvertPlan::new(
+        ModelSpec {
+            model: fixture(model).display().to_string(),
+            revision: None,
+            offline: true,
+        },
+        out,
+    );
+    p.context_length = C;
+    p.batch_size = B;
+    p.chunks = Chunks::Count(2);
+    p.quiet = true;
+    p.compile = Compile::Never;
+    convert::run(&p).expect("fixture converts");
+}
+
+fn verify(out: &Path, model: &str, precision: Precision) -> VerifyReport {
+    let mut o = VerifyOptions::new(out);
+    o.model = Some(fixture(model));
+    o.precision = precision;
+    verify::run(&o).expect("verify runs")
+}
+
+/// The fixture's prompts (reference.json) and transformers' ids/logits.
+struct Fixture {
+    prompts: Vec<String>,
+    tensors: HashMap<String, candle_core::Tensor>,
+}
+
+impl Fixture {
+    fn open(model: &str) -> Fixture {
+        let dir = fixture(model);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+        )
+        .expect("json");
+        let prompts = json["sequences"]
+            .as_array()
+            .expect("sequences")
+            .iter()
+            .map(|s| s["prompt"].as_str().expect("prompt").to_string())
+            .collect();
+        let tensors =
+            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+                .expect("reference.safetensors");
+        Fixture { prompts, tensors }
+    }
+
+    fn ids(&self, key: &str) -> Vec<u32> {
+        self.tensors[key]
+            .to_vec1::<i32>()
+            .expect("ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    }
+
+    fn logits(&self, key: &str) -> Vec<Vec<f32>> {
+        self.tensors[key].to_vec2::<f32>().expect("logits")
+    }
+}
+
+fn margin(v: &[f32]) -> f32 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s[0] - s[1]
+}
+
+#[test]
+fn tokenizer_adds_special_tokens_as_transformers_does() {
+    for model in MODELS {
+        let fx = Fixture::open(model);
+        let tok = Tok::open(&fixture(model)).expect("tokenizer.json");
+        for (i, prompt) in fx.prompts.iter().enumerate() {
+            let ids = tok.encode(prompt).expect("encode");
+            assert_eq!(ids, fx.ids(&format!("ids_{i}")), "{model} prompt {i}");
+        }
+    }
+}
+
+#[test]
+fn verify_passes_on_every_fixture_at_fp16() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for model in MODELS {
+        let out = tmp.path().join(model);
+        convert_fixture(model, &out);
+        for precision in [Precision::F32, Precision::F16] {
+            let r = verify(&out, model, precision);
+            println!("{r}");
+            assert!(r.passed(), "{model} {precision:?}: {:?}", r.failures);
+            let o = &r.overall;
+            assert!(
+                o.tokens > 300,
+                "{model}: the default text gives {} tokens",
+                o.tokens
+            );
+            assert!(o.prefilled >= 4 * B, "{model}: prefill batches used");
+            assert!(o.top1_agreement >= 0.99, "{model}: {}", o.top1_agreement);
+            assert!(o.kl_mean.expect("logits") < 1e-3, "{model}");
+            assert_eq!(o.chunk_cosine_min.len(), 2);
+            assert!(
+                o.chunk_cosine_min.iter().all(|&c| c > 0.999),
+                "{model}: {o:?}"
+            );
+            let ratio = o.perplexity_converted.expect("ppl") / o.perplexity_reference;
+            assert!(
+                (ratio - 1.0).abs() < 0.01,
+                "{model}: perplexity ratio {ratio}"
+            );
+            // the JSON form carries the same numbers
+            let j = serde_json::to_value(&r).expect("serialize");
+            assert_eq!(j["overall"]["tokens"], o.tokens);
+            assert_eq!(j["failures"].as_array().map(Vec::len), Some(0));
+        }
+    }
+}
+
+/// The packages, driven by the host protocol, against transformers' logits directly (not
+/// through `reference`): top-1 equal wherever transformers' margin exceeds fp16 noise.
+#[test]
+fn converted_packages_agree_with_transformers_logits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for model in MODELS {
+        let out = tmp.path().join(model);
+        convert_fixture(model, &out);
+        let fx = Fixture::open(model);
+        let mut conv = Converted::open(&out, Precision::F16).expect("open");
+        let (mut worst, mut agree, mut total) = (0f32, 0, 0);
+        for s in 0..fx.prompts.len() {
+            let ids = fx.ids(&format!("ids_{s}"));
+            let want = fx.logits(&format!("logits_{s}"));
+            let run = conv.prompt(&ids).expect("prompt");
+            if ids.len() >= B {
+                assert_eq!(run.prefilled, B, "{model} seq {s}: one prefill batch");
+            }
+            let got = run.logits.expect("logits");
+            for (i, w) in want.iter().enumerate() {
+                let g = got.row(i);
+                worst = g
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(worst, f32::max);
+                if margin(w) > 0.05 {
+                    total += 1;
+                    agree += usize::from(run.argmax[i] as usize == anec::reference::argmax(w));
+                }
+            }
+        }
+        println!("{model}: max |Δlogit| vs transformers {worst:.4}, top-1 {agree}/{total}");
+        assert_eq!(agree, total, "{model}");
+        assert!(worst < 0.1, "{model}: max |Δlogit| {worst}");
+    }
+}
+
+/// `generate` streams the greedy continuation; it is transformers' greedy continuation.
+#[test]
+fn generate_streams_the_greedy_continuation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for model in MODELS {
+        let out = tmp.path().join(model);
+        convert_fixture(model, &out);
+        let fx = Fixture::open(model);
+        let want = fx.ids("gen_ids_0");
+        let mut pieces = Vec::new();
+        let g = verify::generate(
+            &out,
+            &fx.prompts[0],
+            want.len(),
+            &[],
+            Precision::F32,
+            &mut |s| pieces.push(s.to_string()),
+        )
+        .expect("generate");
+        assert_eq!(g.ids, want, "{model}");
+        assert_eq!(g.prompt_tokens, fx.ids("ids_0").len());
+        assert_eq!(
+            pieces.concat(),
+            g.text,
+            "{model}: the streamed pieces make the text"
+        );
+        assert!(pieces.len() > 1, "{model}: streamed in pieces");
+        assert!(g.tokens_per_second > 0.0);
+        println!(
+            "{model}: {:?} → {:?} ({:.1} tokens/s)",
+            fx.prompts[0], g.text, g.tokens_per_second
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ corruption
+
+/// Rewrites a package through mil's reader and writer after `edit` has changed every function.
+fn rewrite(pkg: &Path, edit: impl Fn(&str, &mut Function)) {
+    let mut model = mil::read_package(pkg).expect("read package");
+    for (name, f) in model.program.functions.iter_mut() {
+        for op in f.operations.iter_mut() {
+            if let Some(v) = &mut op.val {
+                materialize(v);
+            }
+            for args in op.inputs.values_mut() {
+                for a in args.iter_mut() {
+                    if let Arg::Value(v) = a {
+                        materialize(v);
+                    }
+                }
+            }
+        }
+        edit(name, f);
+    }
+    let mut w = mil::PackageWriter::create(pkg, true).expect("writer");
+    // keep the writer's blob file in use so stored constants are re-stored
+    for (_, f) in model.program.functions.iter_mut() {
+        for op in f.operations.iter_mut() {
+            if let Some(v) = op.val.take() {
+                op.val = Some(if v.num_elements() >= 10 {
+                    w.store(v).expect("store")
+                } else {
+                    v
+                });
+            }
+        }
+    }
+    w.finish(&model).expect("write package");
+}
+
+/// A blob-backed constant → the same constant held in memory.
+fn materialize(v: &mut ConstValue) {
+    if let ConstData::Stored(_) = v.data {
+        let bytes = v.bytes().expect("loaded blob").to_vec();
+        *v = ConstValue::from_bytes(v.ty.dtype, &v.shape(), bytes).expect("bytes");
+    }
+}
+
+fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
+    f.operations
+        .iter_mut()
+        .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == name)
+        .and_then(|o| o.val.as_mut())
+        .unwrap_or_else(|| panic!("const {name}"))
+}
+
+fn map_f16(v: &mut ConstValue, g: impl Fn(usize, f32) -> f32) {
+    let vals: Vec<f16> = v
+        .to_f32_vec()
+        .expect("numeric")
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| f16::from_f32(g(i, x)))
+        .collect();
+    *v = ConstValue::from_f16(&v.shape(), &vals).expect("f16");
+}
+
+/// The weight consts of every conv in op order.
+fn conv_weights(f: &Function) -> Vec<String> {
+    f.operations
+        .iter()
+        .filter(|o| o.kind == OpKind::Conv)
+        .filter_map(|o| match o.inputs.get("weight").and_then(|a| a.first()) {
+            Some(Arg::Var(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chunk1(out: &Path) -> PathBuf {
+    let meta = verify::read_meta(out).expect("meta");
+    out.join(&meta.model_info.parameters.chunk_files[0])
+}
+
+fn corrupted(model: &str, tmp: &Path, edit: impl Fn(&str, &mut Function)) -> VerifyReport {
+    let out = tmp.join(model);
+    convert_fixture(model, &out);
+    let before = verify(&out, model, Precision::F32);
+    assert!(
+        before.passed(),
+        "{model} before corruption: {:?}",
+        before.failures
+    );
+    rewrite(&chunk1(&out), edit);
+    let r = verify(&out, model, Precision::F32);
+    println!("{r}");
+    r
+}
+
+#[test]
+fn verify_fails_when_two_layers_are_swapped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for model in ["tiny-llama", "tiny-mistral"] {
+        let r = corrupted(model, tmp.path(), |_, f| {
+            let names = conv_weights(f);
+            let per_layer = names.len() / 2; // chunk 1 holds two layers
+            assert_eq!(per_layer, 7, "q k v o gate up down");
+            for i in 0..per_layer {
+                let a = const_mut(f, &names[i]).clone();
+                let b = std::mem::replace(const_mut(f, &names[i + per_layer]), a);
+                *const_mut(f, &names[i]) = b;
+            }
+        });
+        assert!(!r.passed(), "{model}: swapped layers must fail");
+        assert!(
+            r.failures.iter().any(|f| f.contains("chunk 1")),
+            "{:?}",
+            r.failures
+        );
+    }
+}
+
+#[test]
+fn verify_fails_when_the_rope_table_is_broken() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for model in ["tiny-llama", "tiny-qwen3"] {
+        // the sign of rotate-half flipped: every rotation goes the other way
+        let r = corrupted(model, tmp.path(), |_, f| {
+            let name = f
+                .operations
+                .iter()
+                .find(|o| o.kind == OpKind::Const && o.outputs[0].0.starts_with("rope_sin"))
+                .map(|o| o.outputs[0].0.clone())
+                .expect("rope_sin table");
+            map_f16(const_mut(f, &name), |_, x| -x);
+        });
+        assert!(!r.passed(), "{model}: a broken rope table must fail");
+    }
+}
+
+#[test]
+fn verify_fails_when_a_bias_is_dropped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = corrupted("tiny-qwen2", tmp.path(), |_, f| {
+        let names: Vec<String> = f
+            .operations
+            .iter()
+            .filter(|o| o.kind == OpKind::Const && o.outputs[0].0.starts_with("k_bias"))
+            .map(|o| o.outputs[0].0.clone())
+            .collect();
+        assert!(!names.is_empty(), "qwen2 has k biases");
+        // layer 0's k bias becomes zero
+        map_f16(const_mut(f, &names[0]), |_, _| 0.0);
+    });
+    assert!(!r.passed(), "a dropped k bias must fail");
+}
+
+#[test]
+fn verify_refuses_a_folder_without_meta() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err = verify::run(&VerifyOptions::new(tmp.path())).expect_err("no meta.json");
+    assert!(
+        matches!(&err, VerifyError::Meta { path, .. } if path.ends_with("meta.json")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("meta.json"));
+}

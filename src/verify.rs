@@ -23,6 +23,7 @@ use crate::exec::{Data, ExecError, Interpreter, Precision, Tensor, TensorError};
 use crate::meta::{LutBits, Meta, Parameters};
 use crate::mil::{self, MilError};
 use crate::reference::{self, Matrix, Reference, ReferenceError};
+use crate::source::{self, ModelFiles, ModelSpec};
 
 /// The built-in text `verify` reads when no prompt is given (written for anec; public domain).
 pub const DEFAULT_TEXT: &str =
@@ -820,8 +821,8 @@ impl fmt::Display for VerifyReport {
 pub struct VerifyOptions {
     /// The conversion folder (meta.json, packages, tokenizer.json).
     pub output: PathBuf,
-    /// The original model (a folder); `None` = meta's `source.path`.
-    pub model: Option<PathBuf>,
+    /// The original model (`--model`); `None` = meta's source.
+    pub model: Option<ModelSpec>,
     /// Texts to run; empty = [`DEFAULT_TEXT`].
     pub prompts: Vec<String>,
     /// Greedy tokens generated after each prompt by both models.
@@ -844,35 +845,52 @@ impl VerifyOptions {
     }
 }
 
-/// The original model's config and safetensors files in a local folder.
-pub fn load_reference(dir: &Path) -> Result<Reference> {
-    let config = dir.join("config.json");
-    let cfg = DecoderConfig::from_config_file(&config)
-        .map_err(|e| VerifyError::Source(format!("{}: {e}", config.display())))?;
-    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| VerifyError::Source(format!("{}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    weights.sort();
-    if weights.is_empty() {
-        return Err(VerifyError::Source(format!(
-            "no .safetensors files in {}",
-            dir.display()
+/// Where the original weights are: `model` when given, else meta's source (the folder the
+/// conversion read, or, when that is gone, its hub id and revision through the cache).
+pub fn original_files(meta: &Meta, model: Option<&ModelSpec>) -> Result<ModelFiles> {
+    let spec = match model {
+        Some(m) => m.clone(),
+        None => {
+            let src = &meta.model_info.parameters.source;
+            match &src.repo_id {
+                Some(id) if !Path::new(&src.path).is_dir() => ModelSpec {
+                    model: id.clone(),
+                    revision: src.revision.clone(),
+                    offline: false,
+                },
+                _ => ModelSpec {
+                    model: src.path.clone(),
+                    revision: None,
+                    offline: true,
+                },
+            }
+        }
+    };
+    source::resolve(&spec).map_err(|e| VerifyError::Source(format!("{}: {e}", spec.model)))
+}
+
+/// The reference on the original weights, cut to the first `layers` decoder layers when the
+/// conversion kept only those (`--num-layers`).
+pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
+    let mut cfg = DecoderConfig::from_config_file(&files.config)
+        .map_err(|e| VerifyError::Source(format!("{}: {e}", files.config.display())))?;
+    if layers > cfg.num_layers {
+        return Err(VerifyError::Mismatch(format!(
+            "the packages have {layers} layers, the original {}",
+            cfg.num_layers
         )));
     }
-    Ok(Reference::load_weights(&cfg, &weights)?)
+    cfg.num_layers = layers;
+    cfg.sliding_window.truncate(layers);
+    Ok(Reference::load(&cfg, files)?)
 }
 
 /// `anec verify`: runs the conversion in `opts.output` and the original model on the same
 /// tokens and judges the differences.
 pub fn run(opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut conv = Converted::open(&opts.output, opts.precision)?;
-    let model_dir = match &opts.model {
-        Some(m) => m.clone(),
-        None => PathBuf::from(&conv.params().source.path),
-    };
-    let reference = load_reference(&model_dir)?;
+    let files = original_files(conv.meta(), opts.model.as_ref())?;
+    let reference = load_reference(&files, conv.params().num_layers)?;
     let tok = Tok::open(&opts.output)?;
     verify_with(&mut conv, &reference, &tok, opts)
 }
@@ -893,10 +911,10 @@ pub fn verify_with(
         )));
     }
     let last = p.chunk_layers.last().map_or(0, |r| r[1]);
-    if last > cfg.num_layers {
+    if last != cfg.num_layers || p.num_layers != cfg.num_layers {
         return Err(VerifyError::Mismatch(format!(
-            "the chunks end at layer {last}, the original has {}",
-            cfg.num_layers
+            "the chunks end at layer {last} of {}, the reference has {} layers",
+            p.num_layers, cfg.num_layers
         )));
     }
     let texts: Vec<String> = if opts.prompts.is_empty() {

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::exec::Precision;
 use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
+use anec::quant::LutSpec;
 use anec::source::ModelSpec;
-use anec::verify::{self, Converted, Tok, VerifyError, VerifyOptions, VerifyReport};
+use anec::verify::{self, Converted, Thresholds, Tok, VerifyError, VerifyOptions, VerifyReport};
 use candle_core::Device;
 use half::f16;
 
@@ -18,26 +19,32 @@ use super::util::{fixture, MODELS};
 const C: usize = 512;
 const B: usize = 64;
 
+fn spec(model: &str) -> ModelSpec {
+    ModelSpec {
+        model: fixture(model).display().to_string(),
+        revision: None,
+        offline: true,
+    }
+}
+
 fn convert_fixture(model: &str, out: &Path) {
-    let mut p = ConvertPlan::new(
-        ModelSpec {
-            model: fixture(model).display().to_string(),
-            revision: None,
-            offline: true,
-        },
-        out,
-    );
+    convert_with(model, out, |_| {});
+}
+
+fn convert_with(model: &str, out: &Path, tweak: impl Fn(&mut ConvertPlan)) {
+    let mut p = ConvertPlan::new(spec(model), out);
     p.context_length = C;
     p.batch_size = B;
     p.chunks = Chunks::Count(2);
     p.quiet = true;
     p.compile = Compile::Never;
+    tweak(&mut p);
     convert::run(&p).expect("fixture converts");
 }
 
 fn verify(out: &Path, model: &str, precision: Precision) -> VerifyReport {
     let mut o = VerifyOptions::new(out);
-    o.model = Some(fixture(model));
+    o.model = Some(spec(model));
     o.precision = precision;
     verify::run(&o).expect("verify runs")
 }
@@ -371,4 +378,103 @@ fn verify_refuses_a_folder_without_meta() {
         "{err}"
     );
     assert!(err.to_string().contains("meta.json"));
+}
+
+/// LUT conversions are judged by LUT.md §5 for their bit width (overridable); quality falls
+/// with the bits. (Random-weight tiny models are harsh on LUT4: it fails its thresholds here.)
+#[test]
+fn verify_judges_lut_conversions_by_their_bits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut kl = vec![];
+    for bits in [None, Some(6u32), Some(4)] {
+        let out = tmp.path().join(format!("{bits:?}"));
+        convert_with("tiny-llama", &out, |p| {
+            let spec = bits.map(|bits| LutSpec {
+                bits,
+                group: Some(8),
+            });
+            p.lut_ffn = spec;
+            p.lut_lmhead = spec;
+        });
+        // the original from meta's source (no --model)
+        let r = verify::run(&VerifyOptions::new(&out)).expect("verify");
+        println!("{r}");
+        assert_eq!(r.thresholds, Thresholds::for_lut_bits(bits));
+        let o = &r.overall;
+        assert!(!o.non_finite);
+        kl.push(o.kl_mean.expect("logits"));
+        if bits == Some(6) {
+            assert!(r.passed(), "LUT6: {:?}", r.failures);
+            let mut strict = VerifyOptions::new(&out);
+            strict.thresholds = Some(Thresholds::FP16);
+            let r = verify::run(&strict).expect("verify");
+            assert!(!r.passed(), "LUT6 against the fp16 thresholds");
+            assert!(
+                r.failures.iter().any(|f| f.contains("mean KL")),
+                "{:?}",
+                r.failures
+            );
+        }
+    }
+    assert!(
+        kl[0] < kl[1] && kl[1] < kl[2],
+        "KL fp16 < LUT6 < LUT4: {kl:?}"
+    );
+}
+
+/// `--argmax` packages give no logits (top-1 and greedy only); `--num-layers K` packages are
+/// compared with the first K layers of the original.
+#[test]
+fn verify_handles_in_model_argmax_and_cut_layers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("argmax");
+    convert_with("tiny-qwen2", &out, |p| p.argmax = true);
+    let r = verify::run(&VerifyOptions::new(&out)).expect("verify");
+    println!("{r}");
+    assert!(r.passed(), "{:?}", r.failures);
+    assert!(r.overall.kl_mean.is_none() && r.overall.perplexity_converted.is_none());
+    assert!(r.overall.top1_agreement >= 0.99);
+    assert_eq!(r.overall.greedy_agree, r.overall.greedy_total);
+
+    let out = tmp.path().join("k2");
+    convert_with("tiny-llama", &out, |p| p.num_layers = Some(2));
+    let r = verify::run(&VerifyOptions::new(&out)).expect("verify");
+    assert!(r.passed(), "{:?}", r.failures);
+    // against the full 4-layer model it would be far off: the cut is what made it pass
+    let mut conv = Converted::open(&out, Precision::F32).expect("open");
+    let files = verify::original_files(conv.meta(), None).expect("files");
+    let full = verify::load_reference(&files, 4).expect("4 layers");
+    let tok = Tok::open(&out).expect("tok");
+    let err = verify::verify_with(&mut conv, &full, &tok, &VerifyOptions::new(&out))
+        .expect_err("layer count mismatch");
+    assert!(matches!(err, VerifyError::Mismatch(_)), "{err}");
+}
+
+/// Given prompts: one row each, plus the pooled row.
+#[test]
+fn verify_reports_each_prompt_and_the_pool() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("m");
+    convert_fixture("tiny-mistral", &out);
+    let fx = Fixture::open("tiny-mistral");
+    let mut o = VerifyOptions::new(&out);
+    o.prompts = fx.prompts.clone();
+    o.tokens = 8;
+    let r = verify::run(&o).expect("verify");
+    println!("{r}");
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.prompts.len(), 3);
+    for (i, p) in r.prompts.iter().enumerate() {
+        assert_eq!(p.tokens, fx.ids(&format!("ids_{i}")).len());
+        assert_eq!(p.name, fx.prompts[i]);
+        assert_eq!(p.greedy_total, 8);
+    }
+    let total: usize = r.prompts.iter().map(|p| p.tokens).sum();
+    assert_eq!(r.overall.tokens, total);
+    assert_eq!(r.overall.greedy_total, 24);
+    let text = r.to_string();
+    assert!(
+        text.contains("overall") && text.contains("PASSED"),
+        "{text}"
+    );
 }

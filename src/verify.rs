@@ -540,6 +540,25 @@ impl Tok {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The id of tokenizer_config.json's `eos_token` (a string or `{"content": ...}`) beside
+    /// tokenizer.json; empty when there is none.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let Some(dir) = self.path.parent() else {
+            return vec![];
+        };
+        let Ok(text) = std::fs::read_to_string(dir.join("tokenizer_config.json")) else {
+            return vec![];
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return vec![];
+        };
+        let eos = &json["eos_token"];
+        let name = eos.as_str().or_else(|| eos["content"].as_str());
+        name.and_then(|n| self.inner.token_to_id(n))
+            .into_iter()
+            .collect()
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
@@ -703,6 +722,8 @@ pub struct VerifyReport {
     pub overall: PromptReport,
     /// Why the verification failed (empty when it passed).
     pub failures: Vec<String>,
+    /// `failures.is_empty()` when the report was made (for `--json` readers).
+    pub passed: bool,
 }
 
 impl VerifyReport {
@@ -971,6 +992,7 @@ pub fn verify_with(
         thresholds,
         prompts,
         overall,
+        passed: failures.is_empty(),
         failures,
     })
 }
@@ -1121,11 +1143,19 @@ fn compare_prompt(
             next = conv.step(next)?.argmax[0];
         }
     }
-    let ref_gen = reference.greedy(ids, gen, &[])?;
+    // the reference continues from its cache of the prompt
+    let mut ref_ids = Vec::with_capacity(gen);
+    let mut next = want.logits.argmax(n - 1) as u32;
+    for j in 0..gen {
+        ref_ids.push(next);
+        if j + 1 < gen {
+            next = reference.forward(&[next], &mut cache)?.argmax(0) as u32;
+        }
+    }
     pool.greedy_total = gen;
     pool.greedy_agree = conv_ids
         .iter()
-        .zip(&ref_gen.ids)
+        .zip(&ref_ids)
         .take_while(|(a, b)| a == b)
         .count();
     Ok(())
@@ -1149,24 +1179,46 @@ pub struct Generation {
     pub stopped_at_eos: bool,
 }
 
-/// `anec generate`: greedy generation from the packages, calling `on_text` with each new piece
-/// of decoded text as soon as it is complete. Stops after `max_tokens` or an EOS token of
-/// `eos` (pass the config's `eos_token_ids`).
-pub fn generate(
-    dir: &Path,
-    prompt: &str,
-    max_tokens: usize,
-    eos: &[u32],
-    precision: Precision,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<Generation> {
-    let mut conv = Converted::open(dir, precision)?;
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// The conversion folder.
+    pub output: PathBuf,
+    pub prompt: String,
+    pub max_tokens: usize,
+    /// Stop tokens; `None` = the tokenizer's `eos_token` (tokenizer_config.json in the folder).
+    pub eos: Option<Vec<u32>>,
+    pub precision: Precision,
+}
+
+impl GenerateOptions {
+    pub fn new(output: impl Into<PathBuf>, prompt: impl Into<String>) -> GenerateOptions {
+        GenerateOptions {
+            output: output.into(),
+            prompt: prompt.into(),
+            max_tokens: 64,
+            eos: None,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// `anec generate`: greedy generation from the packages as the runner drives them, calling
+/// `on_text` with each new piece of decoded text as soon as it is complete (streaming). Stops
+/// after `max_tokens`, at an EOS token, or when the context is full.
+pub fn generate(opts: &GenerateOptions, on_text: &mut dyn FnMut(&str)) -> Result<Generation> {
+    let (dir, prompt, max_tokens) = (&opts.output, &opts.prompt, opts.max_tokens);
+    let mut conv = Converted::open(dir, opts.precision)?;
     let tok = Tok::open(dir)?;
+    let eos = match &opts.eos {
+        Some(e) => e.clone(),
+        None => tok.eos_ids(),
+    };
     let ids = tok.encode(prompt)?;
     if ids.is_empty() {
         return Err(VerifyError::EmptyPrompt {
             index: 0,
-            prompt: prompt.to_string(),
+            prompt: prompt.clone(),
         });
     }
     let c = conv.params().context_length;

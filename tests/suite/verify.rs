@@ -10,7 +10,9 @@ use anec::exec::Precision;
 use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
-use anec::verify::{self, Converted, Thresholds, Tok, VerifyError, VerifyOptions, VerifyReport};
+use anec::verify::{
+    self, Converted, GenerateOptions, Thresholds, Tok, VerifyError, VerifyOptions, VerifyReport,
+};
 use candle_core::Device;
 use half::f16;
 
@@ -139,6 +141,7 @@ fn verify_passes_on_every_fixture_at_fp16() {
             let j = serde_json::to_value(&r).expect("serialize");
             assert_eq!(j["overall"]["tokens"], o.tokens);
             assert_eq!(j["failures"].as_array().map(Vec::len), Some(0));
+            assert_eq!(j["passed"], true);
         }
     }
 }
@@ -191,15 +194,10 @@ fn generate_streams_the_greedy_continuation() {
         let fx = Fixture::open(model);
         let want = fx.ids("gen_ids_0");
         let mut pieces = Vec::new();
-        let g = verify::generate(
-            &out,
-            &fx.prompts[0],
-            want.len(),
-            &[],
-            Precision::F32,
-            &mut |s| pieces.push(s.to_string()),
-        )
-        .expect("generate");
+        let mut o = GenerateOptions::new(&out, fx.prompts[0].clone());
+        o.max_tokens = want.len();
+        o.eos = Some(vec![]);
+        let g = verify::generate(&o, &mut |s| pieces.push(s.to_string())).expect("generate");
         assert_eq!(g.ids, want, "{model}");
         assert_eq!(g.prompt_tokens, fx.ids("ids_0").len());
         assert_eq!(
@@ -477,4 +475,22 @@ fn verify_reports_each_prompt_and_the_pool() {
         text.contains("overall") && text.contains("PASSED"),
         "{text}"
     );
+}
+
+/// Without explicit stop tokens, generation stops at the tokenizer's EOS token.
+#[test]
+fn generate_stops_at_the_tokenizers_eos() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("m");
+    convert_fixture("tiny-mistral", &out);
+    let tok = Tok::open(&out).expect("tok");
+    assert_eq!(tok.eos_ids(), vec![2], "</s>");
+    // tiny-mistral's greedy continuation of prompt 0 is [62, 1, ...]: make `<s>` (1) the stop
+    let fx = Fixture::open("tiny-mistral");
+    assert_eq!(&fx.ids("gen_ids_0")[..2], &[62, 1]);
+    let mut o = GenerateOptions::new(&out, fx.prompts[0].clone());
+    o.eos = Some(vec![1]);
+    let g = verify::generate(&o, &mut |_| {}).expect("generate");
+    assert_eq!(g.ids, vec![62, 1]);
+    assert!(g.stopped_at_eos);
 }

@@ -893,7 +893,7 @@ pub fn original_files(meta: &Meta, model: Option<&ModelSpec>) -> Result<ModelFil
 /// The reference on the original weights, cut to the first `layers` decoder layers when the
 /// conversion kept only those (`--num-layers`).
 pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
-    let mut cfg = DecoderConfig::from_config_file(&files.config)
+    let cfg = DecoderConfig::from_config_file(&files.config)
         .map_err(|e| VerifyError::Source(format!("{}: {e}", files.config.display())))?;
     if layers > cfg.num_layers {
         return Err(VerifyError::Mismatch(format!(
@@ -901,9 +901,7 @@ pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
             cfg.num_layers
         )));
     }
-    cfg.num_layers = layers;
-    cfg.sliding_window.truncate(layers);
-    Ok(Reference::load(&cfg, files)?)
+    Ok(Reference::load_first_layers(&cfg, files, layers)?)
 }
 
 /// `anec verify`: runs the conversion in `opts.output` and the original model on the same

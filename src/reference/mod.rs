@@ -9,13 +9,15 @@
 
 mod model;
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use thiserror::Error;
 
-use crate::arch::DecoderConfig;
+use crate::arch::{names, DecoderConfig};
 use crate::source::ModelFiles;
 
 pub use model::Cache;
@@ -43,6 +45,8 @@ pub enum ReferenceError {
         name: String,
         source: candle_core::Error,
     },
+    #[error("the checkpoint has tensors the config does not use (a config mismatch?): {}", names.join(", "))]
+    Unused { names: Vec<String> },
     #[error("config not usable by the reference: {0}")]
     Config(String),
     #[error("token id {id} at index {index} is outside the vocabulary of {vocab}")]
@@ -149,8 +153,36 @@ impl Reference {
         Reference::load_weights(cfg, &files.weights)
     }
 
-    /// Loads the checkpoint's safetensors files (one file or all shards) for `cfg`.
+    /// The first `layers` decoder layers of the checkpoint only (a conversion made with
+    /// `--num-layers`): the final norm and LM head follow layer `layers - 1`.
+    pub fn load_first_layers(
+        cfg: &DecoderConfig,
+        files: &ModelFiles,
+        layers: usize,
+    ) -> Result<Reference> {
+        if layers == 0 || layers > cfg.num_layers {
+            return Err(ReferenceError::Config(format!(
+                "cannot keep {layers} of {} layers",
+                cfg.num_layers
+            )));
+        }
+        let mut cut = cfg.clone();
+        cut.num_layers = layers;
+        cut.sliding_window.truncate(layers);
+        Reference::open(&cut, &files.weights, layers < cfg.num_layers)
+    }
+
+    /// Loads the checkpoint's safetensors files (one file or all shards) for `cfg`. Every
+    /// tensor of the checkpoint must be used, apart from `arch::names::allowed_extras`.
     pub fn load_weights<P: AsRef<Path>>(cfg: &DecoderConfig, weights: &[P]) -> Result<Reference> {
+        Reference::open(cfg, weights, false)
+    }
+
+    fn open<P: AsRef<Path>>(
+        cfg: &DecoderConfig,
+        weights: &[P],
+        later_layers_unused: bool,
+    ) -> Result<Reference> {
         if weights.is_empty() {
             return Err(ReferenceError::NoWeights);
         }
@@ -170,8 +202,28 @@ impl Reference {
                 source,
             }
         })?;
-        let loader = Loader { st: &st };
+        let loader = Loader {
+            st: &st,
+            used: RefCell::new(HashSet::new()),
+        };
         let model = model::Model::load(cfg, &loader)?;
+        let allowed = names::allowed_extras(cfg);
+        let mut unused: Vec<String> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|n| !loader.used.borrow().contains(n))
+            .filter(|n| {
+                !allowed
+                    .iter()
+                    .any(|a| n == a || n.ends_with(&format!(".{a}")))
+            })
+            .filter(|n| !(later_layers_unused && layer_of(n).is_some_and(|i| i >= cfg.num_layers)))
+            .collect();
+        if !unused.is_empty() {
+            unused.sort();
+            return Err(ReferenceError::Unused { names: unused });
+        }
         Ok(Reference {
             cfg: cfg.clone(),
             model,
@@ -259,6 +311,16 @@ impl Reference {
 /// Tensor access by HF name, checked against the shape the config implies, converted to f32.
 struct Loader<'a> {
     st: &'a MmapedSafetensors,
+    used: RefCell<HashSet<String>>,
+}
+
+/// `i` of a `model.layers.{i}.…` name.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Loader<'_> {
@@ -266,6 +328,7 @@ impl Loader<'_> {
         let view = self.st.get(name).map_err(|_| ReferenceError::Missing {
             name: name.to_string(),
         })?;
+        self.used.borrow_mut().insert(name.to_string());
         if view.shape() != expected {
             return Err(ReferenceError::Shape {
                 name: name.to_string(),

@@ -154,7 +154,7 @@ fn matches_transformers_logits_full_incremental_and_greedy() {
 }
 
 /// The comparison is sharp enough to see a wrong variant: without the sliding window, Mistral's
-/// 90-token sequence no longer matches; without the q/k norms Qwen3 does not either.
+/// 90-token sequence no longer matches; without the q/k norms Qwen3 does not load.
 #[test]
 fn a_wrong_variant_is_detected() {
     let exp = Expected::open("tiny-mistral");
@@ -177,18 +177,11 @@ fn a_wrong_variant_is_detected() {
         "past the window the logits must differ: {late}"
     );
 
-    let exp = Expected::open("tiny-qwen3");
+    // without the q/k norms Qwen3's norm weights go unused: refused at load
     let mut cfg = config("tiny-qwen3");
     cfg.qk_norm = false;
-    let r = Reference::load_weights(&cfg, &weights("tiny-qwen3")).expect("loads");
-    let got = r
-        .forward(&exp.ids("ids_0"), &mut r.new_cache())
-        .expect("forward");
-    let want = exp.logits("logits_0");
-    let worst = (0..got.rows)
-        .map(|i| max_abs(got.row(i), &want[i]))
-        .fold(0f32, f32::max);
-    assert!(worst > 0.05, "qwen3 without q/k norm must differ: {worst}");
+    let err = Reference::load_weights(&cfg, &weights("tiny-qwen3")).expect_err("unused norms");
+    assert!(err.to_string().contains("q_norm.weight"), "{err}");
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -321,4 +314,54 @@ fn transformers5_configs_give_the_same_logits() {
         let d = compare(&format!("{model} v5 config"), &got, &exp.logits("logits_2"));
         assert!(d <= TOL, "{model}: {d}");
     }
+}
+
+/// Every checkpoint tensor must be used: a config that drops a bias or layers is refused;
+/// `load_first_layers` cuts the model on purpose.
+#[test]
+fn unused_checkpoint_tensors_are_refused() {
+    let mut cfg = config("tiny-qwen2");
+    cfg.qkv_bias = false;
+    let err = Reference::load_weights(&cfg, &weights("tiny-qwen2")).expect_err("biases unused");
+    match &err {
+        ReferenceError::Unused { names } => {
+            assert_eq!(names.len(), 9, "3 layers × q/k/v: {names:?}");
+            assert!(names.contains(&"model.layers.0.self_attn.q_proj.bias".to_string()));
+        }
+        other => panic!("expected Unused, got {other}"),
+    }
+    assert!(err
+        .to_string()
+        .contains("model.layers.2.self_attn.v_proj.bias"));
+
+    let mut cut = config("tiny-llama");
+    cut.num_layers = 2;
+    cut.sliding_window.truncate(2);
+    let err = Reference::load_weights(&cut, &weights("tiny-llama")).expect_err("layers 2, 3");
+    assert!(
+        err.to_string()
+            .contains("model.layers.3.mlp.up_proj.weight"),
+        "{err}"
+    );
+
+    let spec = ModelSpec {
+        model: fixture("tiny-llama").to_string_lossy().into_owned(),
+        revision: None,
+        offline: true,
+    };
+    let files = anec::source::resolve(&spec).expect("resolves");
+    let two = Reference::load_first_layers(&config("tiny-llama"), &files, 2).expect("2 layers");
+    assert_eq!(two.config().num_layers, 2);
+    let t = two
+        .forward_traced(&[507, 355, 279], &mut two.new_cache())
+        .expect("forward");
+    assert_eq!(t.layers.len(), 2);
+    // the first two layers are the full model's first two layers
+    let full = load("tiny-llama");
+    let f = full
+        .forward_traced(&[507, 355, 279], &mut full.new_cache())
+        .expect("forward");
+    assert_eq!(t.layers[1], f.layers[1]);
+    assert_ne!(t.logits, f.logits);
+    assert!(Reference::load_first_layers(&config("tiny-llama"), &files, 5).is_err());
 }

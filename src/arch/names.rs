@@ -1,0 +1,191 @@
+//! The HuggingFace tensor names of a decoder checkpoint, built from scopes
+//! (`layer(3).pp("self_attn").pp("q_proj").weight()` → `model.layers.3.self_attn.q_proj.weight`),
+//! the full list of tensors a [`DecoderConfig`] expects with their shapes, and the short
+//! allow-list of checkpoint extras that carry nothing the model needs.
+
+use super::DecoderConfig;
+
+/// A dotted name prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope(String);
+
+impl Scope {
+    /// A child scope: `self.name`.
+    pub fn pp(&self, name: &str) -> Scope {
+        if self.0.is_empty() {
+            Scope(name.to_string())
+        } else {
+            Scope(format!("{}.{name}", self.0))
+        }
+    }
+    /// `<scope>.weight`
+    pub fn weight(&self) -> String {
+        format!("{}.weight", self.0)
+    }
+    /// `<scope>.bias`
+    pub fn bias(&self) -> String {
+        format!("{}.bias", self.0)
+    }
+    /// The scope's own dotted path.
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The root scope (empty name).
+pub fn root() -> Scope {
+    Scope(String::new())
+}
+/// `model`
+pub fn model() -> Scope {
+    root().pp("model")
+}
+/// `model.layers.{i}`
+pub fn layer(i: usize) -> Scope {
+    model().pp("layers").pp(&i.to_string())
+}
+/// `model.layers.{i}.self_attn`
+pub fn self_attn(i: usize) -> Scope {
+    layer(i).pp("self_attn")
+}
+/// `model.layers.{i}.mlp`
+pub fn mlp(i: usize) -> Scope {
+    layer(i).pp("mlp")
+}
+/// `model.layers.{i}.self_attn.q_proj`
+pub fn q_proj(i: usize) -> Scope {
+    self_attn(i).pp("q_proj")
+}
+/// `model.layers.{i}.self_attn.k_proj`
+pub fn k_proj(i: usize) -> Scope {
+    self_attn(i).pp("k_proj")
+}
+/// `model.layers.{i}.self_attn.v_proj`
+pub fn v_proj(i: usize) -> Scope {
+    self_attn(i).pp("v_proj")
+}
+/// `model.layers.{i}.self_attn.o_proj`
+pub fn o_proj(i: usize) -> Scope {
+    self_attn(i).pp("o_proj")
+}
+/// `model.layers.{i}.self_attn.q_norm` (Qwen3)
+pub fn q_norm(i: usize) -> Scope {
+    self_attn(i).pp("q_norm")
+}
+/// `model.layers.{i}.self_attn.k_norm` (Qwen3)
+pub fn k_norm(i: usize) -> Scope {
+    self_attn(i).pp("k_norm")
+}
+/// `model.layers.{i}.mlp.gate_proj`
+pub fn gate_proj(i: usize) -> Scope {
+    mlp(i).pp("gate_proj")
+}
+/// `model.layers.{i}.mlp.up_proj`
+pub fn up_proj(i: usize) -> Scope {
+    mlp(i).pp("up_proj")
+}
+/// `model.layers.{i}.mlp.down_proj`
+pub fn down_proj(i: usize) -> Scope {
+    mlp(i).pp("down_proj")
+}
+/// `model.layers.{i}.input_layernorm`
+pub fn input_layernorm(i: usize) -> Scope {
+    layer(i).pp("input_layernorm")
+}
+/// `model.layers.{i}.post_attention_layernorm`
+pub fn post_attention_layernorm(i: usize) -> Scope {
+    layer(i).pp("post_attention_layernorm")
+}
+/// `model.embed_tokens.weight`
+pub fn embed_tokens() -> String {
+    model().pp("embed_tokens").weight()
+}
+/// `model.norm.weight`
+pub fn final_norm() -> String {
+    model().pp("norm").weight()
+}
+/// `lm_head.weight`
+pub fn lm_head() -> String {
+    root().pp("lm_head").weight()
+}
+
+/// Checkpoint tensors that are harmless to leave unused (matched as a whole name or a dotted
+/// suffix by `WeightStore::ensure_all_used`): the precomputed RoPE table some exports keep.
+pub const ALLOWED_EXTRAS: &[&str] = &["rotary_emb.inv_freq"];
+
+/// [`ALLOWED_EXTRAS`] plus, for tied embeddings, `lm_head.weight` (some tied checkpoints store
+/// the copy; transformers ignores it and ties to the embedding).
+pub fn allowed_extras(cfg: &DecoderConfig) -> Vec<&'static str> {
+    let mut v = ALLOWED_EXTRAS.to_vec();
+    if cfg.tie_embeddings {
+        v.push("lm_head.weight");
+    }
+    v
+}
+
+/// Every tensor the architecture reads, with its shape (PyTorch `[out, in]` for projections),
+/// in a fixed order: embeddings, then each layer, then the final norm and the LM head.
+pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, q, kv, i_sz) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+    );
+    let mut v = vec![(embed_tokens(), vec![cfg.vocab_size, h])];
+    for l in 0..cfg.num_layers {
+        v.push((input_layernorm(l).weight(), vec![h]));
+        v.push((q_proj(l).weight(), vec![q, h]));
+        v.push((k_proj(l).weight(), vec![kv, h]));
+        v.push((v_proj(l).weight(), vec![kv, h]));
+        if cfg.qkv_bias {
+            v.push((q_proj(l).bias(), vec![q]));
+            v.push((k_proj(l).bias(), vec![kv]));
+            v.push((v_proj(l).bias(), vec![kv]));
+        }
+        v.push((o_proj(l).weight(), vec![h, q]));
+        if cfg.o_bias {
+            v.push((o_proj(l).bias(), vec![h]));
+        }
+        if cfg.qk_norm {
+            v.push((q_norm(l).weight(), vec![cfg.head_dim]));
+            v.push((k_norm(l).weight(), vec![cfg.head_dim]));
+        }
+        v.push((post_attention_layernorm(l).weight(), vec![h]));
+        v.push((gate_proj(l).weight(), vec![i_sz, h]));
+        v.push((up_proj(l).weight(), vec![i_sz, h]));
+        v.push((down_proj(l).weight(), vec![h, i_sz]));
+        if cfg.mlp_bias {
+            v.push((gate_proj(l).bias(), vec![i_sz]));
+            v.push((up_proj(l).bias(), vec![i_sz]));
+            v.push((down_proj(l).bias(), vec![h]));
+        }
+    }
+    v.push((final_norm(), vec![h]));
+    if !cfg.tie_embeddings {
+        v.push((lm_head(), vec![cfg.vocab_size, h]));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_names_are_hf_names() {
+        assert_eq!(
+            layer(3).pp("self_attn").pp("q_proj").weight(),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(k_norm(0).weight(), "model.layers.0.self_attn.k_norm.weight");
+        assert_eq!(down_proj(1).bias(), "model.layers.1.mlp.down_proj.bias");
+        assert_eq!(embed_tokens(), "model.embed_tokens.weight");
+        assert_eq!(final_norm(), "model.norm.weight");
+        assert_eq!(lm_head(), "lm_head.weight");
+        assert_eq!(
+            post_attention_layernorm(2).weight(),
+            "model.layers.2.post_attention_layernorm.weight"
+        );
+    }
+}

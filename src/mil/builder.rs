@@ -359,7 +359,7 @@ impl FunctionBuilder {
             }
         }
         self.names.insert(name.to_string());
-        let konst = infer::output_konst(kind, None);
+        let konst = infer::output_konst(kind, None, &map, &self.env);
         let mut vars = Vec::with_capacity(types.len());
         for (n, ty) in out_names.iter().zip(&types) {
             self.names.insert(n.clone());
@@ -1486,6 +1486,18 @@ mod tests {
         ));
         let w2 = zeros16(&mut b, "w2", &[32, 8]);
         assert!(is_shape_err(b.linear("e2", &x, &w2, None)));
+        // a weight computed from constants only is constant (coremltools' is_descendant_of_const)
+        let idx = ConstValue::from_indices(2, &[16, 32], &[1u8; 512]).unwrap();
+        let lut = ConstValue::from_f16(&[1, 1, 4, 1], &[f16::ONE; 4]).unwrap();
+        let dense = b.lut_to_dense("wq", idx, lut).unwrap();
+        let wt = b.transpose("wq_t", &dense, &[1, 0]).unwrap();
+        assert_eq!(fixed(&b.linear("lq", &x, &wt, None).unwrap()), vec![2, 32]);
+        // but anything downstream of a runtime value is not
+        let rw = b.mul("rw", &rt, &wt).unwrap();
+        assert!(matches!(
+            b.linear("e3", &x, &rw, None),
+            Err(MilError::NotConst { .. })
+        ));
     }
 
     #[test]
@@ -1692,6 +1704,15 @@ mod tests {
             b.layer_norm("e3", &x, &[1], Some(&rt), None, 1e-5),
             Err(MilError::NotConst { .. })
         ));
+        // gamma, beta and epsilon share one dtype (coremltools' type domain U)
+        let x32 = b
+            .input("x32", TensorType::new(DType::F32, &[1, 64]))
+            .unwrap();
+        let g16 = zeros16(&mut b, "g16", &[64]);
+        assert!(matches!(
+            b.layer_norm("e4", &x32, &[1], Some(&g16), None, 1e-5),
+            Err(MilError::ParamType { .. })
+        ));
     }
 
     #[test]
@@ -1709,6 +1730,18 @@ mod tests {
             vec![-1]
         );
         assert!(is_shape_err(b.softmax("e1", &x, 4)));
+        let ax16 = b
+            .constant(
+                "ax16",
+                ConstValue::from_bytes(DType::I16, &[], vec![0xFF, 0xFF]).unwrap(),
+            )
+            .unwrap();
+        let e = b.op(
+            OpKind::Softmax,
+            "e2",
+            &[("x", vec![x.arg()]), ("axis", vec![ax16.arg()])],
+        );
+        assert!(matches!(e, Err(MilError::ParamType { .. })));
     }
 
     #[test]
@@ -1849,6 +1882,11 @@ mod tests {
             &[1, 4, 1, 8],
             &none
         )));
+        let b16 = b.input("b16", TensorType::new(DType::I16, &[4])).unwrap();
+        assert!(matches!(
+            b.slice_by_index("e4", &x, &b16, &en, &none),
+            Err(MilError::ParamType { .. })
+        ));
         let fb = b.input("fb", t16(&[4])).unwrap();
         assert!(matches!(
             b.slice_by_index("e3", &x, &fb, &en, &none),

@@ -32,7 +32,8 @@ pub(crate) enum Konst {
     No,
     /// The output of a `const` op: the value is known.
     Const(ConstValue),
-    /// The output of a `constexpr_*` op: constant, value not materialized.
+    /// A `constexpr_*` output, or an op output computed from constants only: constant, value
+    /// not known here.
     Constexpr,
 }
 
@@ -282,6 +283,21 @@ pub const ALL_KINDS: [OpKind; 44] = {
     ]
 };
 
+impl OpKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [OpKind; 44] = ALL_KINDS;
+
+    /// The MIL op type string (`"conv"`, `"constexpr_lut_to_dense"`, ...).
+    pub fn mil_name(self) -> &'static str {
+        op_type_name(self)
+    }
+
+    /// The kind of a MIL op type string; `None` for ops anec does not know.
+    pub fn from_mil_name(name: &str) -> Option<OpKind> {
+        op_kind_from_name(name)
+    }
+}
+
 /// The kind whose MIL op type is `name`.
 pub fn op_kind_from_name(name: &str) -> Option<OpKind> {
     ALL_KINDS.iter().copied().find(|&k| op_type_name(k) == name)
@@ -454,11 +470,15 @@ impl<'a> Cx<'a> {
             return Ok(None);
         };
         let t = self.tensor_of(param, b)?;
-        if !matches!(
-            t.dtype,
-            DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::U8 | DType::U16
-        ) {
-            return Err(self.type_err(param, "an integer tensor", tensor_string(t)));
+        // slice begin/end/stride and reshape's shape take int8/16/32; every other integer
+        // parameter is int32 (coremltools type domains)
+        let domain: &[DType] = match (self.kind, param) {
+            (OpKind::SliceByIndex | OpKind::SliceUpdate, "begin" | "end" | "stride")
+            | (OpKind::Reshape, "shape") => &INT_U,
+            _ => &[DType::I32],
+        };
+        if !domain.contains(&t.dtype) {
+            return Err(self.type_err(param, dtypes(domain), tensor_string(t)));
         }
         match b.value() {
             Some(v) => v
@@ -691,7 +711,38 @@ pub(crate) fn infer(
     infer_kind(&cx)
 }
 
+/// Parameters that share one type variable in coremltools' schema must have one dtype.
+fn check_shared_domains(cx: &Cx) -> Result<()> {
+    use OpKind::*;
+    let groups: &[&[&str]] = match cx.kind {
+        Conv | Linear => &[&["weight", "bias"]],
+        LayerNorm => &[&["gamma", "beta", "epsilon"]],
+        SliceByIndex | SliceUpdate => &[&["begin", "end", "stride"]],
+        _ => &[],
+    };
+    for group in groups {
+        let mut first: Option<(&str, DType)> = None;
+        for &p in group.iter() {
+            let Some(b) = cx.get(p) else { continue };
+            let t = cx.tensor_of(p, b)?;
+            match first {
+                None => first = Some((p, t.dtype)),
+                Some((q, d)) if d != t.dtype => {
+                    return Err(cx.type_err(
+                        p,
+                        format!("the dtype of {q} ({})", d.mil_name()),
+                        tensor_string(t),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn infer_kind(cx: &Cx) -> Result<Vec<ValueType>> {
+    check_shared_domains(cx)?;
     use OpKind::*;
     let one = |dtype: DType, shape: Shape| Ok(vec![tensor(dtype, shape)]);
     match cx.kind {
@@ -1738,12 +1789,29 @@ fn const_output(op: &Operation) -> Result<ValueType> {
     Ok(ValueType::Tensor(val.ty.clone()))
 }
 
-/// The environment entry an op's outputs get.
-pub(crate) fn output_konst(op_kind: OpKind, val: Option<&ConstValue>) -> Konst {
-    match (op_kind, val) {
+/// The constness of an op's outputs, as coremltools' `is_descendant_of_const`: a `const` op's
+/// value, a `constexpr_*` output, or the output of an op whose every input is constant
+/// (e.g. a `transpose` of a LUT-decompressed weight). Values are not propagated.
+pub(crate) fn output_konst(
+    kind: OpKind,
+    val: Option<&ConstValue>,
+    inputs: &BTreeMap<String, Vec<Arg>>,
+    env: &Env,
+) -> Konst {
+    match (kind, val) {
         (OpKind::Const, Some(v)) => Konst::Const(v.clone()),
         (k, _) if is_constexpr(k) => Konst::Constexpr,
-        _ => Konst::No,
+        _ => {
+            let all_const = inputs.values().flatten().all(|a| match a {
+                Arg::Value(_) => true,
+                Arg::Var(n) => env.get(n).is_some_and(|i| !matches!(i.konst, Konst::No)),
+            });
+            if all_const && kind != OpKind::WriteState {
+                Konst::Constexpr
+            } else {
+                Konst::No
+            }
+        }
     }
 }
 
@@ -1810,7 +1878,7 @@ pub fn check_function(f: &Function) -> Result<()> {
                 });
             }
             // Like coremltools, later ops see the inferred type.
-            let konst = output_konst(op.kind, op.val.as_ref());
+            let konst = output_konst(op.kind, op.val.as_ref(), &op.inputs, &env);
             define(&mut env, out, VarInfo { ty: inf, konst })?;
         }
     }

@@ -8,9 +8,12 @@ pub mod infer;
 pub mod ir;
 pub mod value;
 
-pub use builder::{check_identifier, ConvParams, FunctionBuilder, SliceParams, Var};
+pub use builder::{
+    check_identifier, ConvParams, EnumeratedShapes, FunctionBuilder, SliceParams, Var,
+};
 pub use error::{MilError, Result};
 pub use infer::{
-    check_function, check_program, op_kind_from_name, op_type_name, type_string, types_compatible,
+    check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
+    types_compatible, ALL_KINDS,
 };
 pub use ir::*;

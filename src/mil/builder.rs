@@ -2425,6 +2425,19 @@ mod tests {
     }
 
     #[test]
+    fn unused_inputs_are_listed() {
+        assert!(infer::unused_inputs(&every_op_function()).is_empty());
+        let mut b = FunctionBuilder::new();
+        let x = b.input("x", t16(&[2])).unwrap();
+        b.input("spare", t16(&[2])).unwrap();
+        b.state("kv", t16(&[2])).unwrap();
+        let y = b.relu("y", &x).unwrap();
+        b.output(&y).unwrap();
+        let f = b.finish().unwrap();
+        assert_eq!(infer::unused_inputs(&f), vec!["spare", "kv"]);
+    }
+
+    #[test]
     fn building_is_deterministic() {
         assert_eq!(every_op_function(), every_op_function());
     }

@@ -1908,6 +1908,27 @@ pub fn check_function(f: &Function) -> Result<()> {
     Ok(())
 }
 
+/// Inputs (tensors and states) that no op reads and no output names. Core ML rejects a
+/// function with an unused state (ANEMLL's experience, consistent with coremltools inserting
+/// identity ops for unused inputs), so a builder of multi-function models should check this.
+pub fn unused_inputs(f: &Function) -> Vec<&str> {
+    let used: std::collections::HashSet<&str> = f
+        .operations
+        .iter()
+        .flat_map(|op| op.inputs.values().flatten())
+        .filter_map(|a| match a {
+            Arg::Var(n) => Some(n.as_str()),
+            Arg::Value(_) => None,
+        })
+        .chain(f.outputs.iter().map(String::as_str))
+        .collect();
+    f.inputs
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !used.contains(n))
+        .collect()
+}
+
 /// [`check_function`] for every function of a program; also checks that the function names are
 /// valid and unique and that the default function is one of them.
 pub fn check_program(p: &Program) -> Result<()> {

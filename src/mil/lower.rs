@@ -1211,9 +1211,8 @@ pub fn decode_model(m: &pb::Model, path: &Path, blobs: Option<&BlobReader>) -> R
             ),
         ));
     };
-    if !desc.functions.is_empty()
-        && !(desc.input.is_empty() && desc.output.is_empty() && desc.state.is_empty())
-    {
+    let top_level = !desc.input.is_empty() || !desc.output.is_empty() || !desc.state.is_empty();
+    if !desc.functions.is_empty() && top_level {
         return Err(d.err("description", "both top-level features and a function list"));
     }
     let mut functions = Vec::with_capacity(order.len());

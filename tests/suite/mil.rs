@@ -636,6 +636,13 @@ fn packages_pass_apples_validator() {
     let emb = dir.path().join("embeddings.mlpackage");
     write_chunk(&chunk);
     write_embeddings(&emb);
+    // coremltools' own multi-function sample, read and written again by anec.
+    let rewritten = dir.path().join("multifunction.mlpackage");
+    let m = read_package(sample("multifunction.mlpackage")).unwrap();
+    PackageWriter::create(&rewritten, false)
+        .unwrap()
+        .finish(&m)
+        .unwrap();
     let (Ok(python), Ok(validator)) = (
         std::env::var("ANEC_COREML_PYTHON"),
         std::env::var("ANEC_VALIDATOR"),
@@ -644,7 +651,7 @@ fn packages_pass_apples_validator() {
         return;
     };
     if let Ok(keep) = std::env::var("ANEC_KEEP_PACKAGES") {
-        for p in [&chunk, &emb] {
+        for p in [&chunk, &emb, &rewritten] {
             let to = Path::new(&keep).join(p.file_name().unwrap());
             let _ = std::fs::remove_dir_all(&to);
             copy_dir(p, &to);
@@ -653,6 +660,15 @@ fn packages_pass_apples_validator() {
     for (pkg, args) in [
         (&chunk, vec!["--expect-functions", "infer,prefill,ops"]),
         (&emb, vec![]),
+        (
+            &rewritten,
+            vec![
+                "--expect-functions",
+                "prefill,decode",
+                "--expect-states",
+                "1",
+            ],
+        ),
     ] {
         let copy = dir.path().join("copy").join(pkg.file_name().unwrap());
         copy_dir(pkg, &copy);
@@ -683,5 +699,34 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&p, &dest).unwrap();
         }
+    }
+}
+
+/// coremltools' packages survive read → write → read with the same program and contents; the
+/// rewritten weight.bin is byte-identical to coremltools' own.
+#[test]
+fn coremltools_samples_rewrite_to_the_same_program_and_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["decode", "prefill", "multifunction", "flexible"] {
+        let src = sample(&format!("{name}.mlpackage"));
+        let a = read_package(&src).unwrap();
+        let out = dir.path().join(format!("{name}.mlpackage"));
+        PackageWriter::create(&out, false)
+            .unwrap()
+            .finish(&a)
+            .unwrap();
+        let b = read_package(&out).unwrap();
+        assert_eq!(materialize(&b.program), materialize(&a.program), "{name}");
+        assert_eq!(
+            (&b.input_shapes, &b.metadata),
+            (&a.input_shapes, &a.metadata),
+            "{name}"
+        );
+        let wb = "Data/com.apple.CoreML/weights/weight.bin";
+        assert_eq!(
+            std::fs::read(out.join(wb)).unwrap(),
+            std::fs::read(src.join(wb)).unwrap(),
+            "{name}: weight.bin differs"
+        );
     }
 }

@@ -320,14 +320,12 @@ fn embeddings_model(w: &mut PackageWriter) -> Model {
     let h = b.gather("hidden_states", &t, &ids, 0, 0).unwrap();
     b.output(&h).unwrap();
     let (f, shapes) = b.finish_with_shapes().unwrap();
-    let mut m = Model::new(Program {
+    Model::new(Program {
         functions: vec![("main".to_string(), f)],
         default_function: "main".to_string(),
-    });
-    for (input, s) in shapes {
-        m = m.with_enumerated_shapes("main", &input, s);
-    }
-    m.with_metadata(Metadata {
+    })
+    .with_function_shapes("main", shapes)
+    .with_metadata(Metadata {
         author: "anec tests".to_string(),
         version: "0.1.0".to_string(),
         short_description: "embeddings".to_string(),

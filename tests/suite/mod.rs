@@ -1,4 +1,4 @@
 //! One module per area; `util` is the shared harness.
 
-pub mod util;
 pub mod mil;
+pub mod util;

@@ -163,16 +163,23 @@ impl PackageWriter {
     }
 
     /// Streams `value` into weight.bin now (or finds identical content already there) and
-    /// returns it as a stored constant. Already-stored constants come back unchanged.
+    /// returns it as a stored constant. A constant this writer stored already (bytes not
+    /// loaded) comes back unchanged; one read from another package is copied in.
     pub fn store(&mut self, value: ConstValue) -> Result<ConstValue> {
         let blob = match &value.data {
-            ConstData::Stored(_) => return Ok(value),
+            ConstData::Stored(s) if s.bytes.is_none() => return Ok(value),
             ConstData::Strings(_) => {
                 return Err(MilError::BlobUnsupported {
                     dtype: value.ty.dtype.mil_name(),
                 })
             }
-            ConstData::Bytes(b) => self.blobs.append(value.ty.dtype, value.num_elements(), b)?,
+            ConstData::Bytes(_) | ConstData::Stored(_) => {
+                let n = value.num_elements();
+                let bytes = value.bytes().ok_or(MilError::BlobUnsupported {
+                    dtype: value.ty.dtype.mil_name(),
+                })?;
+                self.blobs.append(value.ty.dtype, n, bytes)?
+            }
         };
         Ok(ConstValue {
             ty: value.ty,

@@ -728,3 +728,39 @@ fn coremltools_samples_rewrite_to_the_same_program_and_weights() {
         );
     }
 }
+
+#[test]
+fn store_copies_constants_read_from_another_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = read_package(sample("decode.mlpackage")).unwrap();
+    let lut = m.program.functions[0]
+        .1
+        .operations
+        .iter()
+        .find(|o| o.kind == OpKind::ConstexprLutToDense)
+        .map(|o| match &o.inputs["lut"][0] {
+            Arg::Value(c) => c.clone(),
+            Arg::Var(v) => panic!("{v}"),
+        })
+        .unwrap();
+    let mut w = PackageWriter::create(dir.path().join("p.mlpackage"), false).unwrap();
+    let pad = w
+        .store(ConstValue::from_f16(&[40], &f16s(40, 1)).unwrap())
+        .unwrap();
+    let copied = w.store(lut.clone()).unwrap();
+    let (ConstData::Stored(a), ConstData::Stored(b)) = (&pad.data, &copied.data) else {
+        panic!("not stored")
+    };
+    assert_eq!(
+        (a.offset, b.offset),
+        (64, 256),
+        "copied into this file, not the source offset"
+    );
+    assert_eq!(
+        w.store(copied.clone()).unwrap(),
+        copied,
+        "stored by this writer: unchanged"
+    );
+    let e = w.store(ConstValue::string("x")).unwrap_err().to_string();
+    assert!(e.contains("string constants cannot be stored"), "{e}");
+}

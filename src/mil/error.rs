@@ -142,4 +142,113 @@ pub enum MilError {
     /// A program whose default function is not one of its functions, or with repeated function names.
     #[error("program: {detail}")]
     BadProgram { detail: String },
+
+    // ---- weight.bin, protobuf, package files (blob.rs, lower.rs, package.rs) ----
+    /// An I/O failure on a named file or directory.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weight.bin shorter than its 64-byte header.
+    #[error("{}: {len} bytes, shorter than the 64-byte weight.bin header", path.display())]
+    BlobFileTooShort { path: std::path::PathBuf, len: u64 },
+    /// A weight.bin whose header has another storage version than 2.
+    #[error("{}: weight.bin storage version {found}, expected 2", path.display())]
+    BlobVersion {
+        path: std::path::PathBuf,
+        found: u32,
+    },
+    /// A blob metadata record or blob data that reaches past the end of weight.bin.
+    #[error("{}: {what} at offset {offset} needs bytes up to {end}, but the file has {file_len}", path.display())]
+    BlobBounds {
+        path: std::path::PathBuf,
+        what: &'static str,
+        offset: u64,
+        end: u64,
+        file_len: u64,
+    },
+    /// A blob metadata record without the 0xDEADBEEF sentinel.
+    #[error("{}: blob metadata at offset {offset} has sentinel {found:#010x}, expected 0xdeadbeef", path.display())]
+    BlobSentinel {
+        path: std::path::PathBuf,
+        offset: u64,
+        found: u32,
+    },
+    /// A blob whose BlobDataType code differs from the dtype of the tensor that references it.
+    #[error("{}: blob at offset {offset} has data type code {found}, but the referencing tensor is {dtype} (code {expected:?})", path.display())]
+    BlobDType {
+        path: std::path::PathBuf,
+        offset: u64,
+        found: u32,
+        expected: Option<u32>,
+        dtype: &'static str,
+    },
+    /// A blob whose size or padding does not hold the referencing tensor's element count.
+    #[error("{}: blob at offset {offset} holds {size_in_bytes} bytes with {padding_bits} padding bits, but {dtype} x {elements} needs {expected} bytes", path.display())]
+    BlobSize {
+        path: std::path::PathBuf,
+        offset: u64,
+        size_in_bytes: u64,
+        padding_bits: u64,
+        dtype: &'static str,
+        elements: u64,
+        expected: u64,
+    },
+    /// A blob whose data does not start right after its metadata record, or is not 64-byte aligned.
+    #[error("{}: blob metadata at offset {offset} points to data at {data_offset}, expected {expected}", path.display())]
+    BlobDataOffset {
+        path: std::path::PathBuf,
+        offset: u64,
+        data_offset: u64,
+        expected: u64,
+    },
+    /// A dtype that weight.bin cannot hold (bool, string, int64).
+    #[error("{dtype} constants cannot be stored in weight.bin")]
+    BlobUnsupported { dtype: &'static str },
+    /// Offset or size arithmetic that overflows u64.
+    #[error("size arithmetic overflowed while {what}")]
+    Overflow { what: &'static str },
+    /// A model.mlmodel that is not a valid protobuf Model.
+    #[error("{}: not a Core ML Model protobuf: {source}", path.display())]
+    ProtoDecode {
+        path: std::path::PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// A model.mlmodel that protobuf decodes but anec cannot take into its IR.
+    #[error("{}: {context}: {detail}", path.display())]
+    ProtoContent {
+        path: std::path::PathBuf,
+        context: String,
+        detail: String,
+    },
+    /// An op type string that anec's closed op set does not have.
+    #[error("{}: function {function:?}, op {op:?}: unknown op type {op_type:?}", path.display())]
+    UnknownOp {
+        path: std::path::PathBuf,
+        function: String,
+        op: String,
+        op_type: String,
+    },
+    /// A program that cannot be written (a value Core ML cannot encode, a missing description piece).
+    #[error("cannot encode {context}: {detail}")]
+    Encode { context: String, detail: String },
+    /// The output path exists and `--force` was not given.
+    #[error("{} already exists (use --force to replace it)", path.display())]
+    Exists { path: std::path::PathBuf },
+    /// A Manifest.json that does not describe a Core ML package.
+    #[error("{}: {detail}", path.display())]
+    Manifest {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// An error found while reading a package (wraps the error with the package path).
+    #[error("{}: {source}", path.display())]
+    InPackage {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<MilError>,
+    },
 }

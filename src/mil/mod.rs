@@ -2,10 +2,16 @@
 //! and .mlpackage writing and reading. Knows nothing about LLMs.
 
 pub mod bits;
+pub mod blob;
 pub mod builder;
 pub mod error;
 pub mod infer;
+pub mod inspect;
 pub mod ir;
+mod lower;
+pub mod model;
+pub mod package;
+mod proto;
 pub mod value;
 
 pub use builder::{
@@ -16,4 +22,7 @@ pub use infer::{
     check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
     types_compatible, unused_inputs, ALL_KINDS,
 };
+pub use inspect::{inspect, InspectReport};
 pub use ir::*;
+pub use model::{InputShapes, Metadata, Model};
+pub use package::{read_package, read_package_info, PackageInfo, PackageWriter};

@@ -1,4 +1,5 @@
 //! One module per area; `util` is the shared harness.
 
+pub mod mil;
 pub mod source;
 pub mod util;

@@ -51,7 +51,7 @@ pub(crate) fn optimal_bounds(
     dp.lo.extend((0..=k).map(|m| if m == k { n } else { m }));
     dp.hi
         .extend((0..=k).map(|m| if m == 0 { 0 } else { n - (k - m) }));
-    windowed(n, k, dp, bounds)
+    windowed(n, k, true, dp, bounds)
 }
 
 /// Improves a partition of `x` into `k` segments (`bounds`, as from [`optimal_bounds`] on
@@ -93,7 +93,7 @@ pub(crate) fn refine_bounds(
         }
         dp.prev_bounds.clear();
         dp.prev_bounds.extend_from_slice(bounds);
-        err = windowed(n, k, dp, bounds);
+        err = windowed(n, k, false, dp, bounds);
         if *bounds == dp.prev_bounds {
             break;
         }
@@ -125,7 +125,7 @@ fn prefix_sums(x: &[f64], w: &[f64], dp: &mut Dp) {
 /// The DP over layers `m = 1..=k`, boundary `m` restricted to `dp.lo[m]..=dp.hi[m]` (with
 /// `lo[m] > lo[m − 1]`), on the prefix sums in `dp.pre`. Only cells inside the windows are
 /// written or read, so the buffers need no clearing between calls.
-fn windowed(n: usize, k: usize, dp: &mut Dp, bounds: &mut Vec<usize>) -> f64 {
+fn windowed(n: usize, k: usize, use_lower: bool, dp: &mut Dp, bounds: &mut Vec<usize>) -> f64 {
     debug_assert!(k >= 1 && k <= n);
     if dp.prev.len() < n + 1 {
         dp.prev.resize(n + 1, f64::INFINITY);
@@ -139,16 +139,21 @@ fn windowed(n: usize, k: usize, dp: &mut Dp, bounds: &mut Vec<usize>) -> f64 {
         dp.prev[j] = cost(pre[0], pre[j]);
     }
     for m in 2..=k {
-        let opt = &mut dp.opt[(m - 1) * (n + 1)..m * (n + 1)];
+        let (done, rest) = dp.opt.split_at_mut((m - 1) * (n + 1));
+        let opt = &mut rest[..n + 1];
+        let lower = (use_lower && m >= 3).then(|| Lower {
+            opt: &done[(m - 2) * (n + 1)..],
+            lo: dp.lo[m - 1],
+            hi: dp.hi[m - 1],
+        });
         solve(
             pre,
             &dp.prev,
             &mut dp.cur,
             opt,
-            dp.lo[m],
-            dp.hi[m],
-            dp.lo[m - 1],
-            dp.hi[m - 1],
+            lower,
+            (dp.lo[m], dp.hi[m]),
+            (dp.lo[m - 1], dp.hi[m - 1]),
         );
         std::mem::swap(&mut dp.prev, &mut dp.cur);
     }
@@ -212,22 +217,38 @@ fn solve(
     prev: &[f64],
     cur: &mut [f64],
     opt: &mut [u16],
-    jlo: usize,
-    jhi: usize,
-    ilo: usize,
-    ihi: usize,
+    lower: Option<Lower<'_>>,
+    (jlo, jhi): (usize, usize),
+    (ilo, ihi): (usize, usize),
 ) {
     if jlo > jhi {
         return;
     }
     let mid = (jlo + jhi) / 2;
-    let (best, arg) = row_min(pre, prev, mid, ilo, ihi.min(mid - 1));
+    let to = ihi.min(mid - 1);
+    // The previous layer's split for the same end bounds this one from below (clamped, so
+    // round-off can never empty the range).
+    let from = match lower {
+        Some(l) if mid >= l.lo && mid <= l.hi => ilo.max(l.opt[mid] as usize).min(to),
+        _ => ilo,
+    };
+    let (best, arg) = row_min(pre, prev, mid, from, to);
     cur[mid] = best;
     opt[mid] = arg as u16;
     if mid > jlo {
-        solve(pre, prev, cur, opt, jlo, mid - 1, ilo, arg);
+        solve(pre, prev, cur, opt, lower, (jlo, mid - 1), (ilo, arg));
     }
-    solve(pre, prev, cur, opt, mid + 1, jhi, arg, ihi);
+    solve(pre, prev, cur, opt, lower, (mid + 1, jhi), (arg, ihi));
+}
+
+/// The previous layer's split points, valid for segment ends `lo..=hi`: with one segment more,
+/// the last segment of an optimal split of the same prefix starts no earlier
+/// (`opt[m − 1][j] ≤ opt[m][j]`, from the same quadrangle inequality).
+#[derive(Clone, Copy)]
+struct Lower<'a> {
+    opt: &'a [u16],
+    lo: usize,
+    hi: usize,
 }
 
 /// Weighted mean of each segment `bounds[m]..bounds[m + 1]`, into `out`.

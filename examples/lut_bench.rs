@@ -2,7 +2,7 @@
 //! per tensor, on the LUT.md §3 synthetic 4096×4096 matrix stored bf16-origin and fp16-native,
 //! with one rayon thread and with all of them; plus fp16-native with `Options { coarsen: true }`.
 //!
-//! `cargo run --release --example lut_bench [-- --size ROWSxCOLS] [--seed N] [--dump DIR]`
+//! `cargo run --release --example lut_bench [-- --size ROWSxCOLS] [--seed N] [--dump DIR] [--no-bench]`
 //!
 //! `--dump DIR` also writes the exact fp16 inputs coremltools should see (`bf16_origin_f16.npy`,
 //! `fp16_native_f16.npy`, uint16 codes) and our per-group SNRs on them (`ours.json`), for
@@ -29,6 +29,7 @@ struct Args {
     cols: usize,
     seed: u64,
     dump: Option<PathBuf>,
+    bench: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,6 +38,7 @@ fn parse_args() -> Result<Args> {
         cols: 4096,
         seed: 0,
         dump: None,
+        bench: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,7 +57,8 @@ fn parse_args() -> Result<Args> {
                 a.seed = v.parse().with_context(|| format!("--seed {v:?}"))?;
             }
             "--dump" => a.dump = Some(PathBuf::from(value()?)),
-            other => bail!("unknown argument {other:?} (use --size, --seed, --dump)"),
+            "--no-bench" => a.bench = false,
+            other => bail!("unknown argument {other:?} (use --size, --seed, --dump, --no-bench)"),
         }
     }
     Ok(a)
@@ -117,43 +120,44 @@ fn main() -> Result<()> {
     );
     let mweights = (rows * cols) as f64 / 1e6;
     let specs = ["4,8", "6,8", "4,tensor", "6,tensor"];
-    println!();
-    println!(
-        "{:<12} {:<9} {:>7} {:>9} {:>10} {:>8} {:>11} {:>9} {:>9} | {:>13} {:>10}",
-        "data",
-        "lut",
-        "threads",
-        "seconds",
-        "s/Mweight",
-        "SNR dB",
-        "worst grp",
-        "distinct",
-        "coarsened",
-        "coremltools s",
-        "cml SNR"
-    );
-    let exact = Options::default();
-    let coarse = Options { coarsen: true };
-    for (data, view, opts) in [
-        ("bf16-origin", WeightView::Bf16Codes(&bf16), exact),
-        ("fp16-native", WeightView::F16Codes(&f16), exact),
-        ("fp16+coarse", WeightView::F16Codes(&f16), coarse),
-    ] {
-        for s in specs {
-            let spec = LutSpec::parse(s)?;
-            if opts.coarsen && spec.group.is_none() {
-                continue;
-            }
-            // A per-tensor LUT is one group: the thread count cannot matter.
-            let thread_counts: &[usize] = if spec.group.is_some() {
-                &[1, all]
-            } else {
-                &[1]
-            };
-            for &threads in thread_counts {
-                let (p, secs) = run(threads, view, rows, cols, spec, opts)?;
-                let cml = COREMLTOOLS.iter().find(|c| c.0 == s).map(|c| (c.1, c.2));
-                println!(
+    if args.bench {
+        println!();
+        println!(
+            "{:<12} {:<9} {:>7} {:>9} {:>10} {:>8} {:>11} {:>9} {:>9} | {:>13} {:>10}",
+            "data",
+            "lut",
+            "threads",
+            "seconds",
+            "s/Mweight",
+            "SNR dB",
+            "worst grp",
+            "distinct",
+            "coarsened",
+            "coremltools s",
+            "cml SNR"
+        );
+        let exact = Options::default();
+        let coarse = Options { coarsen: true };
+        for (data, view, opts) in [
+            ("bf16-origin", WeightView::Bf16Codes(&bf16), exact),
+            ("fp16-native", WeightView::F16Codes(&f16), exact),
+            ("fp16+coarse", WeightView::F16Codes(&f16), coarse),
+        ] {
+            for s in specs {
+                let spec = LutSpec::parse(s)?;
+                if opts.coarsen && spec.group.is_none() {
+                    continue;
+                }
+                // A per-tensor LUT is one group: the thread count cannot matter.
+                let thread_counts: &[usize] = if spec.group.is_some() {
+                    &[1, all]
+                } else {
+                    &[1]
+                };
+                for &threads in thread_counts {
+                    let (p, secs) = run(threads, view, rows, cols, spec, opts)?;
+                    let cml = COREMLTOOLS.iter().find(|c| c.0 == s).map(|c| (c.1, c.2));
+                    println!(
                     "{:<12} {:<9} {:>7} {:>9.3} {:>10.4} {:>8.2} {:>11.2} {:>9.0} {:>9} | {:>13} {:>10}",
                     data,
                     s,
@@ -167,11 +171,12 @@ fn main() -> Result<()> {
                     cml.map(|c| format!("{:.1}", c.0 * (rows * cols) as f64 / (4096.0 * 4096.0))).unwrap_or_default(),
                     cml.map(|c| format!("{:.2}", c.1)).unwrap_or_default(),
                 );
+                }
             }
         }
+        println!("\nfp16+coarse: Options {{ coarsen: true }} (DP on bf16-resolution bins, then windowed exact refinement; near-exact)");
+        println!("(coremltools columns: LUT.md §3 figures for 4096x4096, scaled by size; SNR from its synthetic matrix, same recipe)");
     }
-    println!("\nfp16+coarse: Options {{ coarsen: true }} (DP on bf16-resolution bins, then windowed exact refinement; near-exact)");
-    println!("(coremltools columns: LUT.md §3 figures for 4096x4096, scaled by size; SNR from its synthetic matrix, same recipe)");
 
     if let Some(dir) = args.dump {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -181,7 +186,14 @@ fn main() -> Result<()> {
         for (data, codes) in [("bf16_origin_f16", &bf16_as_f16), ("fp16_native_f16", &f16)] {
             for s in specs {
                 let spec = LutSpec::parse(s)?;
-                let (p, secs) = run(all, WeightView::F16Codes(codes), rows, cols, spec, exact)?;
+                let (p, secs) = run(
+                    all,
+                    WeightView::F16Codes(codes),
+                    rows,
+                    cols,
+                    spec,
+                    Options::default(),
+                )?;
                 cases.push(serde_json::json!({
                     "data": data, "bits": spec.bits, "group": spec.group, "seconds": secs,
                     "snr_db": p.snr_db, "sse": p.sse, "signal": p.signal,

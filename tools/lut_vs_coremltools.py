@@ -12,6 +12,8 @@ Inputs come from the Rust benchmark (same synthetic matrices, LUT.md §3):
     /work/.venv-coreml/bin/python tools/lut_vs_coremltools.py /tmp/lutcmp
 
 `--cases 4,8 6,8` limits the cases; `--groups N` times only the first N groups (SNR on those).
+coremltools' results are cached in DIR/coremltools.json (per case, per group); `--rerun`
+recomputes them.
 """
 
 import argparse
@@ -62,7 +64,11 @@ def main():
     ap.add_argument("--cases", nargs="*", default=["4,8", "6,8", "4,tensor", "6,tensor"])
     ap.add_argument("--groups", type=int, default=0)
     ap.add_argument("--json", help="also write the comparison here")
+    ap.add_argument("--rerun", action="store_true", help="ignore cached coremltools results")
     a = ap.parse_args()
+
+    cache_path = os.path.join(a.dir, "coremltools.json")
+    cache = {} if a.rerun or not os.path.exists(cache_path) else json.load(open(cache_path))
 
     ours = json.load(open(os.path.join(a.dir, "ours.json")))
     rows_out = []
@@ -75,7 +81,14 @@ def main():
             b, g = case.split(",")
             bits, group = int(b), (None if g == "tensor" else int(g))
             mine = next(c for c in ours["cases"] if c["data"] == data and c["bits"] == bits and c["group"] == group)
-            secs, snr, per_group = coremltools_case(w16, bits, group, a.groups)
+            key = f"{data}/{case}/{a.groups}"
+            if key not in cache:
+                secs, snr, per_group = coremltools_case(w16, bits, group, a.groups)
+                cache[key] = dict(seconds=secs, snr_db=snr, group_snr_db=[None if math.isinf(v) else v for v in per_group])
+                json.dump(cache, open(cache_path, "w"))
+            c = cache[key]
+            secs, snr = c["seconds"], c["snr_db"]
+            per_group = [math.inf if v is None else v for v in c["group_snr_db"]]
             our_groups = [math.inf if v is None else v for v in mine["group_snr_db"][: len(per_group)]]
             deltas = [o - c for o, c in zip(our_groups, per_group) if not (math.isinf(o) and math.isinf(c))]
             n_worse = sum(1 for d in deltas if d < -1e-9)

@@ -5,8 +5,11 @@
 /// Reusable buffers for [`optimal_bounds`]; one per worker thread, never shrunk.
 #[derive(Debug, Default)]
 pub(crate) struct Dp {
-    /// Prefix sums `[Σw, Σw·d, Σw·d²]` over the first `j` points, `d = x − μ`; `n + 1` entries.
-    pre: Vec<[f64; 3]>,
+    /// Prefix sums over the first `j` points (`n + 1` entries each), `d = x − μ`: Σw, Σw·d,
+    /// Σw·d², as three arrays so the row scan vectorizes.
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
     prev: Vec<f64>,
     cur: Vec<f64>,
     /// `opt[(m − 1)·(n + 1) + j]`: start of the last segment in the best `m`-segment split of
@@ -16,6 +19,21 @@ pub(crate) struct Dp {
     lo: Vec<usize>,
     hi: Vec<usize>,
     prev_bounds: Vec<usize>,
+}
+
+/// The three prefix-sum arrays.
+#[derive(Clone, Copy)]
+struct Pre<'a> {
+    p0: &'a [f64],
+    p1: &'a [f64],
+    p2: &'a [f64],
+}
+
+impl Pre<'_> {
+    #[inline(always)]
+    fn at(&self, j: usize) -> [f64; 3] {
+        [self.p0[j], self.p1[j], self.p2[j]]
+    }
 }
 
 /// Squared error of points `i..j` around their weighted mean, from the prefix sums.
@@ -110,15 +128,21 @@ fn prefix_sums(x: &[f64], w: &[f64], dp: &mut Dp) {
         .zip(w)
         .fold((0.0f64, 0.0f64), |(a, b), (&x, &w)| (a + w, b + w * x));
     let mu = swx / sw;
-    dp.pre.clear();
-    dp.pre.push([0.0; 3]);
-    let mut acc = [0.0f64; 3];
+    dp.p0.clear();
+    dp.p1.clear();
+    dp.p2.clear();
+    let (mut a0, mut a1, mut a2) = (0.0f64, 0.0f64, 0.0f64);
+    dp.p0.push(a0);
+    dp.p1.push(a1);
+    dp.p2.push(a2);
     for (&x, &w) in x.iter().zip(w) {
         let d = x - mu;
-        acc[0] += w;
-        acc[1] += w * d;
-        acc[2] += w * d * d;
-        dp.pre.push(acc);
+        a0 += w;
+        a1 += w * d;
+        a2 += w * d * d;
+        dp.p0.push(a0);
+        dp.p1.push(a1);
+        dp.p2.push(a2);
     }
 }
 
@@ -134,9 +158,13 @@ fn windowed(n: usize, k: usize, use_lower: bool, dp: &mut Dp, bounds: &mut Vec<u
     if dp.opt.len() < k * (n + 1) {
         dp.opt.resize(k * (n + 1), 0);
     }
-    let pre = &dp.pre[..];
+    let pre = Pre {
+        p0: &dp.p0,
+        p1: &dp.p1,
+        p2: &dp.p2,
+    };
     for j in dp.lo[1]..=dp.hi[1] {
-        dp.prev[j] = cost(pre[0], pre[j]);
+        dp.prev[j] = cost(pre.at(0), pre.at(j));
     }
     for m in 2..=k {
         let (done, rest) = dp.opt.split_at_mut((m - 1) * (n + 1));
@@ -170,21 +198,31 @@ fn windowed(n: usize, k: usize, use_lower: bool, dp: &mut Dp, bounds: &mut Vec<u
 /// lanes keep the divisions in flight; merging them by (value, index) keeps the leftmost
 /// minimum, so the result equals the plain scan's.
 #[inline(always)]
-fn row_min(pre: &[[f64; 3]], prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
-    let pj = pre[j];
-    let p = &pre[ilo..=ihi];
-    let d = &prev[ilo..=ihi];
+fn row_min(pre: Pre<'_>, prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
+    let pj = pre.at(j);
+    let (p0, p1, p2, d) = (
+        &pre.p0[ilo..=ihi],
+        &pre.p1[ilo..=ihi],
+        &pre.p2[ilo..=ihi],
+        &prev[ilo..=ihi],
+    );
+    let len = d.len();
     let mut best = [f64::INFINITY; 4];
     let mut arg = [usize::MAX; 4];
-    let chunks = p.len() / 4;
+    let chunks = len / 4;
     for c in 0..chunks {
         let base = c * 4;
-        let pc: &[[f64; 3]; 4] = p[base..base + 4].try_into().unwrap_or(&[[0.0; 3]; 4]);
-        let dc: &[f64; 4] = d[base..base + 4].try_into().unwrap_or(&[f64::INFINITY; 4]);
+        let a0: [f64; 4] = p0[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a1: [f64; 4] = p1[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a2: [f64; 4] = p2[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let dc: [f64; 4] = d[base..base + 4].try_into().unwrap_or([f64::INFINITY; 4]);
+        let mut v = [0.0f64; 4];
         for l in 0..4 {
-            let v = dc[l] + cost(pc[l], pj);
-            if v < best[l] {
-                best[l] = v;
+            v[l] = dc[l] + cost([a0[l], a1[l], a2[l]], pj);
+        }
+        for l in 0..4 {
+            if v[l] < best[l] {
+                best[l] = v[l];
                 arg[l] = base + l;
             }
         }
@@ -196,8 +234,8 @@ fn row_min(pre: &[[f64; 3]], prev: &[f64], j: usize, ilo: usize, ihi: usize) -> 
             bi = arg[l];
         }
     }
-    for off in chunks * 4..p.len() {
-        let v = d[off] + cost(p[off], pj);
+    for off in chunks * 4..len {
+        let v = d[off] + cost([p0[off], p1[off], p2[off]], pj);
         if v < bv {
             bv = v;
             bi = off;
@@ -213,7 +251,7 @@ fn row_min(pre: &[[f64; 3]], prev: &[f64], j: usize, ilo: usize, ihi: usize) -> 
 /// Divide and conquer over the segment ends `jlo..=jhi`, whose best split lies in `ilo..=ihi`.
 #[allow(clippy::too_many_arguments)]
 fn solve(
-    pre: &[[f64; 3]],
+    pre: Pre<'_>,
     prev: &[f64],
     cur: &mut [f64],
     opt: &mut [u16],

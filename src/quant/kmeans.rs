@@ -1,0 +1,426 @@
+//! Exact weighted 1-D k-means on sorted points (LUT.md §2.3–2.4): Wu's DP over contiguous
+//! segments, each layer's row minima found by divide and conquer (the squared-error segment cost
+//! is concave Monge, so the leftmost argmin is monotone in the segment end).
+
+/// Reusable buffers for [`optimal_bounds`]; one per worker thread, never shrunk.
+#[derive(Debug, Default)]
+pub(crate) struct Dp {
+    /// Prefix sums over the first `j` points (`n + 1` entries each), `d = x − μ`: Σw, Σw·d,
+    /// Σw·d², as three arrays so the row scan vectorizes.
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
+    prev: Vec<f64>,
+    cur: Vec<f64>,
+    /// `opt[(m − 1)·(n + 1) + j]`: start of the last segment in the best `m`-segment split of
+    /// points `0..j`. At most 65,536 points (one per 16-bit code), so a split index fits `u16`.
+    opt: Vec<u16>,
+    /// Allowed range of each boundary, `k + 1` entries.
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    prev_bounds: Vec<usize>,
+}
+
+/// The three prefix-sum arrays.
+#[derive(Clone, Copy)]
+struct Pre<'a> {
+    p0: &'a [f64],
+    p1: &'a [f64],
+    p2: &'a [f64],
+}
+
+impl Pre<'_> {
+    #[inline(always)]
+    fn at(&self, j: usize) -> [f64; 3] {
+        [self.p0[j], self.p1[j], self.p2[j]]
+    }
+}
+
+/// Squared error of points `i..j` around their weighted mean, from the prefix sums.
+/// All weights are positive, so the segment weight is too; round-off is clamped at zero.
+#[inline(always)]
+fn cost(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let w = b[0] - a[0];
+    let s = b[1] - a[1];
+    let c = (b[2] - a[2]) - s * s / w;
+    if c > 0.0 {
+        c
+    } else {
+        0.0
+    }
+}
+
+/// Splits the sorted points `x` (strictly increasing or equal-valued neighbours, weights `w > 0`)
+/// into `k` non-empty contiguous segments with the least total weighted squared error around the
+/// segment means. Writes the `k + 1` boundaries `0 = b₀ < b₁ < … < b_k = n` into `bounds` and
+/// returns that error. Requires `1 ≤ k ≤ n ≤ 65,536`. Ties keep the leftmost split.
+pub(crate) fn optimal_bounds(
+    x: &[f64],
+    w: &[f64],
+    k: usize,
+    dp: &mut Dp,
+    bounds: &mut Vec<usize>,
+) -> f64 {
+    let n = x.len();
+    prefix_sums(x, w, dp);
+    // Every boundary may sit anywhere that leaves one point per segment on either side.
+    dp.lo.clear();
+    dp.hi.clear();
+    dp.lo.extend((0..=k).map(|m| if m == k { n } else { m }));
+    dp.hi
+        .extend((0..=k).map(|m| if m == 0 { 0 } else { n - (k - m) }));
+    windowed(n, k, true, dp, bounds)
+}
+
+/// Improves a partition of `x` into `k` segments (`bounds`, as from [`optimal_bounds`] on
+/// coarser points) by the exact DP restricted to boundaries within `radius` points of the current
+/// ones, re-centred until no boundary moves (at most `rounds` times). Each round can only lower
+/// the error, and the result is optimal among all partitions whose boundaries lie in the final
+/// windows. Returns the error.
+pub(crate) fn refine_bounds(
+    x: &[f64],
+    w: &[f64],
+    radius: usize,
+    rounds: usize,
+    dp: &mut Dp,
+    bounds: &mut Vec<usize>,
+) -> f64 {
+    let n = x.len();
+    let k = bounds.len() - 1;
+    prefix_sums(x, w, dp);
+    let mut err = f64::INFINITY;
+    for _ in 0..rounds.max(1) {
+        dp.lo.clear();
+        dp.hi.clear();
+        for (m, &b) in bounds.iter().enumerate() {
+            let lo = if m == 0 {
+                0
+            } else {
+                // Keep room for one point in every earlier segment.
+                b.saturating_sub(radius).max(m).max(dp.lo[m - 1] + 1)
+            };
+            let hi = if m == 0 {
+                0
+            } else if m == k {
+                n
+            } else {
+                (b + radius).min(n - (k - m)).max(lo)
+            };
+            dp.lo.push(if m == k { n } else { lo });
+            dp.hi.push(hi);
+        }
+        dp.prev_bounds.clear();
+        dp.prev_bounds.extend_from_slice(bounds);
+        err = windowed(n, k, false, dp, bounds);
+        if *bounds == dp.prev_bounds {
+            break;
+        }
+    }
+    err
+}
+
+/// Centred prefix sums of the points into `dp.pre`.
+fn prefix_sums(x: &[f64], w: &[f64], dp: &mut Dp) {
+    debug_assert!(x.len() <= 1 << 16 && w.len() == x.len());
+    // Centre on the weighted mean to limit cancellation in the prefix sums.
+    let (sw, swx) = x
+        .iter()
+        .zip(w)
+        .fold((0.0f64, 0.0f64), |(a, b), (&x, &w)| (a + w, b + w * x));
+    let mu = swx / sw;
+    dp.p0.clear();
+    dp.p1.clear();
+    dp.p2.clear();
+    let (mut a0, mut a1, mut a2) = (0.0f64, 0.0f64, 0.0f64);
+    dp.p0.push(a0);
+    dp.p1.push(a1);
+    dp.p2.push(a2);
+    for (&x, &w) in x.iter().zip(w) {
+        let d = x - mu;
+        a0 += w;
+        a1 += w * d;
+        a2 += w * d * d;
+        dp.p0.push(a0);
+        dp.p1.push(a1);
+        dp.p2.push(a2);
+    }
+}
+
+/// The DP over layers `m = 1..=k`, boundary `m` restricted to `dp.lo[m]..=dp.hi[m]` (with
+/// `lo[m] > lo[m − 1]`), on the prefix sums in `dp.pre`. Only cells inside the windows are
+/// written or read, so the buffers need no clearing between calls.
+fn windowed(n: usize, k: usize, use_lower: bool, dp: &mut Dp, bounds: &mut Vec<usize>) -> f64 {
+    debug_assert!(k >= 1 && k <= n);
+    if dp.prev.len() < n + 1 {
+        dp.prev.resize(n + 1, f64::INFINITY);
+        dp.cur.resize(n + 1, f64::INFINITY);
+    }
+    if dp.opt.len() < k * (n + 1) {
+        dp.opt.resize(k * (n + 1), 0);
+    }
+    let pre = Pre {
+        p0: &dp.p0,
+        p1: &dp.p1,
+        p2: &dp.p2,
+    };
+    for j in dp.lo[1]..=dp.hi[1] {
+        dp.prev[j] = cost(pre.at(0), pre.at(j));
+    }
+    for m in 2..=k {
+        let (done, rest) = dp.opt.split_at_mut((m - 1) * (n + 1));
+        let opt = &mut rest[..n + 1];
+        let lower = (use_lower && m >= 3).then(|| Lower {
+            opt: &done[(m - 2) * (n + 1)..],
+            lo: dp.lo[m - 1],
+            hi: dp.hi[m - 1],
+        });
+        solve(
+            pre,
+            &dp.prev,
+            &mut dp.cur,
+            opt,
+            lower,
+            (dp.lo[m], dp.hi[m]),
+            (dp.lo[m - 1], dp.hi[m - 1]),
+        );
+        std::mem::swap(&mut dp.prev, &mut dp.cur);
+    }
+    bounds.clear();
+    bounds.resize(k + 1, 0);
+    bounds[k] = n;
+    for m in (2..=k).rev() {
+        bounds[m - 1] = dp.opt[(m - 1) * (n + 1) + bounds[m]] as usize;
+    }
+    dp.prev[n]
+}
+
+/// `min over i in ilo..=ihi of prev[i] + cost(i, j)`, leftmost on ties. Four independent
+/// lanes keep the divisions in flight; merging them by (value, index) keeps the leftmost
+/// minimum, so the result equals the plain scan's.
+#[inline(always)]
+fn row_min(pre: Pre<'_>, prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
+    let pj = pre.at(j);
+    let (p0, p1, p2, d) = (
+        &pre.p0[ilo..=ihi],
+        &pre.p1[ilo..=ihi],
+        &pre.p2[ilo..=ihi],
+        &prev[ilo..=ihi],
+    );
+    let len = d.len();
+    let mut best = [f64::INFINITY; 4];
+    let mut arg = [usize::MAX; 4];
+    let chunks = len / 4;
+    for c in 0..chunks {
+        let base = c * 4;
+        let a0: [f64; 4] = p0[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a1: [f64; 4] = p1[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a2: [f64; 4] = p2[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let dc: [f64; 4] = d[base..base + 4].try_into().unwrap_or([f64::INFINITY; 4]);
+        let mut v = [0.0f64; 4];
+        for l in 0..4 {
+            v[l] = dc[l] + cost([a0[l], a1[l], a2[l]], pj);
+        }
+        for l in 0..4 {
+            if v[l] < best[l] {
+                best[l] = v[l];
+                arg[l] = base + l;
+            }
+        }
+    }
+    let (mut bv, mut bi) = (f64::INFINITY, usize::MAX);
+    for l in 0..4 {
+        if best[l] < bv || (best[l] == bv && arg[l] < bi) {
+            bv = best[l];
+            bi = arg[l];
+        }
+    }
+    for off in chunks * 4..len {
+        let v = d[off] + cost([p0[off], p1[off], p2[off]], pj);
+        if v < bv {
+            bv = v;
+            bi = off;
+        }
+    }
+    if bi == usize::MAX {
+        // Every candidate was +inf (cannot happen with finite data): keep the leftmost.
+        bi = 0;
+    }
+    (bv, ilo + bi)
+}
+
+/// Divide and conquer over the segment ends `jlo..=jhi`, whose best split lies in `ilo..=ihi`.
+#[allow(clippy::too_many_arguments)]
+fn solve(
+    pre: Pre<'_>,
+    prev: &[f64],
+    cur: &mut [f64],
+    opt: &mut [u16],
+    lower: Option<Lower<'_>>,
+    (jlo, jhi): (usize, usize),
+    (ilo, ihi): (usize, usize),
+) {
+    if jlo > jhi {
+        return;
+    }
+    let mid = (jlo + jhi) / 2;
+    let to = ihi.min(mid - 1);
+    // The previous layer's split for the same end bounds this one from below (clamped, so
+    // round-off can never empty the range).
+    let from = match lower {
+        Some(l) if mid >= l.lo && mid <= l.hi => ilo.max(l.opt[mid] as usize).min(to),
+        _ => ilo,
+    };
+    let (best, arg) = row_min(pre, prev, mid, from, to);
+    cur[mid] = best;
+    opt[mid] = arg as u16;
+    if mid > jlo {
+        solve(pre, prev, cur, opt, lower, (jlo, mid - 1), (ilo, arg));
+    }
+    solve(pre, prev, cur, opt, lower, (mid + 1, jhi), (arg, ihi));
+}
+
+/// The previous layer's split points, valid for segment ends `lo..=hi`: with one segment more,
+/// the last segment of an optimal split of the same prefix starts no earlier
+/// (`opt[m − 1][j] ≤ opt[m][j]`, from the same quadrangle inequality).
+#[derive(Clone, Copy)]
+struct Lower<'a> {
+    opt: &'a [u16],
+    lo: usize,
+    hi: usize,
+}
+
+/// Weighted mean of each segment `bounds[m]..bounds[m + 1]`, into `out`.
+pub(crate) fn segment_means(x: &[f64], w: &[f64], bounds: &[usize], out: &mut Vec<f64>) {
+    out.clear();
+    for s in bounds.windows(2) {
+        let (sw, swx) =
+            (s[0]..s[1]).fold((0.0f64, 0.0f64), |(a, b), t| (a + w[t], b + w[t] * x[t]));
+        out.push(swx / sw);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Textbook O(k·n²) DP on the raw sums (no centring, no monotonicity).
+    pub(crate) fn brute_force(x: &[f64], w: &[f64], k: usize) -> f64 {
+        let n = x.len();
+        let seg = |i: usize, j: usize| {
+            let (sw, swx) = (i..j).fold((0.0, 0.0), |(a, b), t| (a + w[t], b + w[t] * x[t]));
+            let mean = swx / sw;
+            (i..j).map(|t| w[t] * (x[t] - mean).powi(2)).sum::<f64>()
+        };
+        let mut d = vec![vec![f64::INFINITY; n + 1]; k + 1];
+        d[0][0] = 0.0;
+        for m in 1..=k {
+            for j in m..=n {
+                for i in (m - 1)..j {
+                    let v = d[m - 1][i] + seg(i, j);
+                    if v < d[m][j] {
+                        d[m][j] = v;
+                    }
+                }
+            }
+        }
+        d[k][n]
+    }
+
+    fn lcg(seed: u64) -> impl FnMut() -> f64 {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64) / ((1u64 << 53) as f64)
+        }
+    }
+
+    fn sorted_points(seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut r = lcg(seed);
+        let mut x: Vec<f64> = (0..n)
+            .map(|_| (r() - 0.5) * (1.0 + 10.0 * r().powi(4)))
+            .collect();
+        x.sort_by(f64::total_cmp);
+        x.dedup();
+        let w = x.iter().map(|_| 1.0 + (r() * 50.0).floor()).collect();
+        (x, w)
+    }
+
+    #[test]
+    fn dp_matches_brute_force_on_random_inputs() {
+        let mut dp = Dp::default();
+        let mut b = Vec::new();
+        for seed in 0..60u64 {
+            let n = 2 + (seed as usize * 37) % 199;
+            let (x, w) = sorted_points(seed, n);
+            for k in [1usize, 2, 3, 4, 8, 16, 64] {
+                if k > x.len() {
+                    continue;
+                }
+                let ours = optimal_bounds(&x, &w, k, &mut dp, &mut b);
+                let want = brute_force(&x, &w, k);
+                // The DP's error comes from prefix-sum differences: exact to round-off of the
+                // total variance.
+                let total = brute_force(&x, &w, 1);
+                assert!(
+                    (ours - want).abs() <= 1e-12 * total + 1e-9 * want,
+                    "seed {seed} n {} k {k}: dp {ours} vs brute force {want}",
+                    x.len()
+                );
+                // The boundaries realise the reported error.
+                let mut means = Vec::new();
+                segment_means(&x, &w, &b, &mut means);
+                let sse: f64 = b
+                    .windows(2)
+                    .zip(&means)
+                    .map(|(s, &c)| (s[0]..s[1]).map(|t| w[t] * (x[t] - c).powi(2)).sum::<f64>())
+                    .sum();
+                assert!(
+                    (sse - want).abs() <= 1e-12 * total + 1e-9 * want,
+                    "seed {seed} k {k}: partition error {sse} vs {want}"
+                );
+                assert!(b.windows(2).all(|s| s[0] < s[1]), "empty segment: {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn k_equal_n_is_exact() {
+        let (x, w) = sorted_points(7, 50);
+        let mut dp = Dp::default();
+        let mut b = Vec::new();
+        let e = optimal_bounds(&x, &w, x.len(), &mut dp, &mut b);
+        assert!(e <= 1e-12 * brute_force(&x, &w, 1), "{e}");
+        assert_eq!(b, (0..=x.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn refining_a_coarse_partition_reaches_the_optimum() {
+        let mut dp = Dp::default();
+        let (mut b, mut exact) = (Vec::new(), Vec::new());
+        for seed in 0..30u64 {
+            let (x, w) = sorted_points(100 + seed, 200);
+            for k in [2usize, 5, 16] {
+                let want = optimal_bounds(&x, &w, k, &mut dp, &mut exact);
+                // A deliberately poor start: equal-count segments.
+                b.clear();
+                b.extend((0..=k).map(|m| m * x.len() / k));
+                let got = refine_bounds(&x, &w, 8, 64, &mut dp, &mut b);
+                let total = brute_force(&x, &w, 1);
+                assert!(
+                    got >= want - 1e-12 * total,
+                    "seed {seed} k {k}: {got} < optimum {want}"
+                );
+                // With a window as wide as the data it is the exact DP.
+                b.clear();
+                b.extend((0..=k).map(|m| m * x.len() / k));
+                let full = refine_bounds(&x, &w, x.len(), 1, &mut dp, &mut b);
+                assert!((full - want).abs() <= 1e-12 * total, "seed {seed} k {k}");
+                assert_eq!(b, exact);
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The quantization report: one summary row per palettized tensor, the median SNR of each role
+//! (q_proj, down_proj, lm_head, ...), and the tensors more than 3 dB below their role's median,
+//! which are the candidates for more bits (LUT.md §5). Serializes to JSON for `--json`/CI;
+//! a lossless tensor's +∞ SNR serializes as `null`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::Palettized;
+
+/// One palettized tensor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorSummary {
+    pub name: String,
+    pub role: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub bits: u32,
+    /// Output channels per LUT as used.
+    pub group_size: usize,
+    /// The requested group size, when it did not divide the rows and a smaller one was used.
+    pub group_requested: Option<usize>,
+    pub groups: usize,
+    pub distinct_mean: f64,
+    pub distinct_max: usize,
+    pub snr_db: f64,
+    pub worst_group: usize,
+    pub worst_group_snr_db: f64,
+    pub seconds: f64,
+}
+
+impl TensorSummary {
+    pub fn new(name: impl Into<String>, role: impl Into<String>, p: &Palettized) -> Self {
+        TensorSummary {
+            name: name.into(),
+            role: role.into(),
+            rows: p.rows,
+            cols: p.cols,
+            bits: p.bits,
+            group_size: p.group_size,
+            group_requested: p.group_adjusted.map(|(requested, _)| requested),
+            groups: p.groups,
+            distinct_mean: p.distinct.mean,
+            distinct_max: p.distinct.max,
+            snr_db: p.snr_db,
+            worst_group: p.worst_group.0,
+            worst_group_snr_db: p.worst_group.1,
+            seconds: p.seconds,
+        }
+    }
+}
+
+/// SNR statistics of one role.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoleSummary {
+    pub role: String,
+    pub tensors: usize,
+    pub median_snr_db: f64,
+    pub min_snr_db: f64,
+}
+
+/// A tensor whose SNR is more than [`QuantReport::FLAG_BELOW_MEDIAN_DB`] below its role's median.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorFlag {
+    pub name: String,
+    pub role: String,
+    pub snr_db: f64,
+    pub role_median_snr_db: f64,
+    pub below_median_db: f64,
+}
+
+/// Per-tensor rows in insertion order, roles sorted by name, flags in tensor order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QuantReport {
+    pub tensors: Vec<TensorSummary>,
+    pub roles: Vec<RoleSummary>,
+    pub flagged: Vec<TensorFlag>,
+    /// Sum of the tensors' palettizing times.
+    pub seconds: f64,
+}
+
+/// Role names recognised by [`QuantReport::role_of`], matched as `.name.` or a trailing `.name`
+/// component of an HF tensor name.
+const ROLES: [&str; 9] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "lm_head",
+    "embed_tokens",
+];
+
+impl QuantReport {
+    /// How far below its role's median SNR a tensor is flagged.
+    pub const FLAG_BELOW_MEDIAN_DB: f64 = 3.0;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The role of an HF weight name (`model.layers.3.mlp.down_proj.weight` → `down_proj`), or
+    /// `other`. Callers with their own naming pass roles to [`QuantReport::push`] directly.
+    pub fn role_of(name: &str) -> &'static str {
+        name.split('.')
+            .find_map(|part| ROLES.iter().find(|r| **r == part).copied())
+            .unwrap_or("other")
+    }
+
+    /// Adds a tensor and refreshes the role medians and flags.
+    pub fn push(&mut self, name: impl Into<String>, role: impl Into<String>, p: &Palettized) {
+        self.add(TensorSummary::new(name, role, p));
+    }
+
+    /// Adds a prepared row and refreshes the role medians and flags.
+    pub fn add(&mut self, row: TensorSummary) {
+        self.seconds += row.seconds;
+        self.tensors.push(row);
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        let mut by_role: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for t in &self.tensors {
+            by_role.entry(&t.role).or_default().push(t.snr_db);
+        }
+        self.roles = by_role
+            .into_iter()
+            .map(|(role, mut v)| {
+                v.sort_by(f64::total_cmp);
+                RoleSummary {
+                    role: role.to_string(),
+                    tensors: v.len(),
+                    median_snr_db: median(&v),
+                    min_snr_db: v[0],
+                }
+            })
+            .collect();
+        let medians: BTreeMap<&str, f64> = self
+            .roles
+            .iter()
+            .map(|r| (r.role.as_str(), r.median_snr_db))
+            .collect();
+        self.flagged = self
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let m = *medians.get(t.role.as_str())?;
+                let below = m - t.snr_db;
+                (below > Self::FLAG_BELOW_MEDIAN_DB).then(|| TensorFlag {
+                    name: t.name.clone(),
+                    role: t.role.clone(),
+                    snr_db: t.snr_db,
+                    role_median_snr_db: m,
+                    below_median_db: below,
+                })
+            })
+            .collect();
+    }
+
+    /// The median SNR of `role`, if any tensor has it.
+    pub fn role_median(&self, role: &str) -> Option<f64> {
+        self.roles
+            .iter()
+            .find(|r| r.role == role)
+            .map(|r| r.median_snr_db)
+    }
+}
+
+/// Median of sorted values (mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+impl fmt::Display for QuantReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        writeln!(
+            f,
+            "{:<w$}  {:>11}  {:>4}  {:>7}  {:>8}  {:>8}  {:>16}",
+            "tensor", "shape", "bits", "group", "distinct", "SNR dB", "worst group dB"
+        )?;
+        for t in &self.tensors {
+            let group = match t.group_requested {
+                Some(req) => format!("{}({req})", t.group_size),
+                None if t.groups == 1 => "tensor".to_string(),
+                None => t.group_size.to_string(),
+            };
+            writeln!(
+                f,
+                "{:<w$}  {:>11}  {:>4}  {:>7}  {:>8.0}  {:>8.2}  {:>16}",
+                t.name,
+                format!("{}x{}", t.rows, t.cols),
+                t.bits,
+                group,
+                t.distinct_mean,
+                t.snr_db,
+                format!("{:.2} (#{})", t.worst_group_snr_db, t.worst_group),
+            )?;
+        }
+        for t in self.tensors.iter().filter(|t| t.group_requested.is_some()) {
+            writeln!(
+                f,
+                "note: {}: group size {} does not divide {} rows; used {}",
+                t.name,
+                t.group_requested.unwrap_or(0),
+                t.rows,
+                t.group_size
+            )?;
+        }
+        for r in &self.roles {
+            writeln!(
+                f,
+                "role {:<12} {:>3} tensors, median {:.2} dB, min {:.2} dB",
+                r.role, r.tensors, r.median_snr_db, r.min_snr_db
+            )?;
+        }
+        for fl in &self.flagged {
+            writeln!(
+                f,
+                "flagged: {} at {:.2} dB, {:.2} dB below the {} median ({:.2} dB)",
+                fl.name, fl.snr_db, fl.below_median_db, fl.role, fl.role_median_snr_db
+            )?;
+        }
+        write!(f, "quantization time {:.2} s", self.seconds)
+    }
+}

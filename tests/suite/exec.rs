@@ -481,12 +481,23 @@ fn assert_close(got: &Tensor, want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// An op and its naive scalar definition.
+type BinCase<T> = (OpKind, fn(f32, f32) -> T);
+
+/// An op, its extra parameters, its input and its naive definition.
+type UnaryCase<'a> = (
+    OpKind,
+    Vec<(&'a str, A)>,
+    &'a Tensor,
+    Box<dyn Fn(f32) -> f32>,
+);
+
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     let (xs, ys, os) = ([2usize, 1, 3], [4usize, 1], [2usize, 4, 3]);
     let x = f32t(&xs, 1);
     let y = Tensor::f32(ys.to_vec(), vec![0.5, -2.0, 3.0, 0.25]).unwrap();
-    let cases: [(OpKind, fn(f32, f32) -> f32); 6] = [
+    let cases: [BinCase<f32>; 6] = [
         (OpKind::Add, |a, b| a + b),
         (OpKind::Sub, |a, b| a - b),
         (OpKind::Mul, |a, b| a * b),
@@ -512,7 +523,7 @@ fn binary_ops_broadcast_like_numpy() {
             .collect();
         assert_close(&out[&o], &want, 0.0, &format!("{kind:?}"));
     }
-    let cmps: [(OpKind, fn(f32, f32) -> bool); 5] = [
+    let cmps: [BinCase<bool>; 5] = [
         (OpKind::Equal, |a, b| a == b),
         (OpKind::Less, |a, b| a < b),
         (OpKind::LessEqual, |a, b| a <= b),
@@ -565,7 +576,7 @@ fn binary_ops_broadcast_like_numpy() {
 fn unary_ops_and_rsqrt_epsilon() {
     let x = Tensor::f32(vec![5], vec![0.0, 0.25, 1.0, 4.0, 2.5]).unwrap();
     let xn = Tensor::f32(vec![5], vec![-3.0, -0.5, 0.0, 0.5, 3.0]).unwrap();
-    let cases: Vec<(OpKind, Vec<(&str, A)>, &Tensor, Box<dyn Fn(f32) -> f32>)> = vec![
+    let cases: Vec<UnaryCase> = vec![
         (
             OpKind::Rsqrt,
             vec![("epsilon", c(ConstValue::scalar_f32(0.5)))],
@@ -988,5 +999,862 @@ fn layer_norm_softmax_and_reductions() {
         out[&o].as_i32().unwrap(),
         [1, 2],
         "argmax takes the first maximum"
+    );
+}
+
+#[test]
+fn concat_interleave_and_split() {
+    let (a, b) = (f32t(&[2, 2, 3], 50), f32t(&[2, 1, 3], 51));
+    let mut g = G::default();
+    g.input("a", DType::F32, &[2, 2, 3]);
+    g.input("b", DType::F32, &[2, 1, 3]);
+    let o = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec!["a".into(), "b".into(), "a".into()])),
+            ("axis", cs(1)),
+            ("interleave", cb(false)),
+        ],
+        DType::F32,
+        &[2, 5, 3],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("a", a.clone()), ("b", b.clone())],
+    )
+    .unwrap();
+    let (av, bv) = (a.to_f32_vec(), b.to_f32_vec());
+    let want: Vec<f32> = coords(&[2, 5, 3])
+        .iter()
+        .map(|cd| match cd[1] {
+            0 | 1 => av[at(&[2, 2, 3], &[cd[0], cd[1], cd[2]])],
+            2 => bv[at(&[2, 1, 3], &[cd[0], 0, cd[2]])],
+            j => av[at(&[2, 2, 3], &[cd[0], j - 3, cd[2]])],
+        })
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "concat");
+
+    // interleave: out[k] along the axis = values[k % N][k / N]
+    let b2 = f32t(&[2, 2, 3], 52);
+    let mut g = G::default();
+    g.input("a", DType::F32, &[2, 2, 3]);
+    g.input("b", DType::F32, &[2, 2, 3]);
+    let o = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec!["a".into(), "b".into()])),
+            ("axis", cs(-2)),
+            ("interleave", cb(true)),
+        ],
+        DType::F32,
+        &[2, 4, 3],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("a", a.clone()), ("b", b2.clone())],
+    )
+    .unwrap();
+    let bv2 = b2.to_f32_vec();
+    let want: Vec<f32> = coords(&[2, 4, 3])
+        .iter()
+        .map(|cd| {
+            let src = [cd[0], cd[1] / 2, cd[2]];
+            if cd[1] % 2 == 0 {
+                av[at(&[2, 2, 3], &src)]
+            } else {
+                bv2[at(&[2, 2, 3], &src)]
+            }
+        })
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "concat interleave");
+
+    // split by sizes along axis 2
+    let x = f32t(&[2, 2, 5], 53);
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 2, 5]);
+    let outs = g.op_n(
+        OpKind::Split,
+        vec![("x", v("x")), ("split_sizes", ci(&[2, 3])), ("axis", cs(2))],
+        &[(DType::F32, &[2, 2, 2]), (DType::F32, &[2, 2, 3])],
+    );
+    let out = run_main(
+        &g.program(&[&outs[0], &outs[1]]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    let xv = x.to_f32_vec();
+    for (k, (start, len)) in [(0usize, 2usize), (2, 3)].into_iter().enumerate() {
+        let want: Vec<f32> = coords(&[2, 2, len])
+            .iter()
+            .map(|cd| xv[at(&[2, 2, 5], &[cd[0], cd[1], start + cd[2]])])
+            .collect();
+        assert_close(&out[&outs[k]], &want, 0.0, "split");
+    }
+    // num_splits
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 2, 5]);
+    let outs = g.op_n(
+        OpKind::Split,
+        vec![("x", v("x")), ("num_splits", cs(2)), ("axis", cs(0))],
+        &[(DType::F32, &[1, 2, 5]), (DType::F32, &[1, 2, 5])],
+    );
+    let out = run_main(
+        &g.program(&[&outs[0], &outs[1]]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_close(&out[&outs[1]], &xv[10..], 0.0, "split num_splits");
+}
+
+#[test]
+fn slice_by_index_python_semantics_with_masks_and_runtime_begin() {
+    let xs = [4usize, 6, 3];
+    let x = f32t(&xs, 60);
+    let xv = x.to_f32_vec();
+    // begin [-3, 5, 1] end [4, 0, 99] stride [1, -2, 1], squeeze axis 2 (begin 1), end_mask on axis 0
+    let mut g = G::default();
+    g.input("x", DType::F32, &xs);
+    g.input("b", DType::I32, &[3]);
+    let o = g.op(
+        OpKind::SliceByIndex,
+        vec![
+            ("x", v("x")),
+            ("begin", v("b")),
+            ("end", ci(&[0, 0, 99])),
+            ("stride", ci(&[1, -2, 1])),
+            (
+                "begin_mask",
+                c(ConstValue::vec_bool(&[false, false, false])),
+            ),
+            ("end_mask", c(ConstValue::vec_bool(&[true, false, false]))),
+            (
+                "squeeze_mask",
+                c(ConstValue::vec_bool(&[false, false, true])),
+            ),
+        ],
+        DType::F32,
+        &[3, 3],
+    );
+    let p = g.program(&[&o]);
+    let begin = Tensor::i32(vec![3], vec![-3, 5, 1]).unwrap();
+    let out = run_main(&p, Precision::F32, &[("x", x.clone()), ("b", begin)]).unwrap();
+    // python: x[1:4, 5:0:-2, 1]
+    let mut want = Vec::new();
+    for i in 1..4 {
+        for j in [5, 3, 1] {
+            want.push(xv[at(&xs, &[i, j, 1])]);
+        }
+    }
+    assert_close(&out[&o], &want, 0.0, "slice_by_index");
+
+    // a squeezed index out of range is an error naming the op
+    let bad = Tensor::i32(vec![3], vec![0, 0, 3]).unwrap();
+    let err = run_main(&p, Precision::F32, &[("x", x.clone()), ("b", bad)]).unwrap_err();
+    assert!(err.to_string().contains("slice_by_index op"), "{err}");
+}
+
+#[test]
+fn slice_update_writes_at_a_runtime_position() {
+    // The KV-cache pattern: begin built from a runtime position via concat.
+    let cache = f32t(&[2, 1, 8, 4], 70);
+    let upd = f32t(&[1, 1, 3, 4], 71);
+    let mut g = G::default();
+    g.input("cache", DType::F32, &[2, 1, 8, 4]);
+    g.input("upd", DType::F32, &[1, 1, 3, 4]);
+    g.input("pos", DType::I32, &[1]);
+    let zero = g.cst(ConstValue::vec_i32(&[0]));
+    let one = g.cst(ConstValue::vec_i32(&[1]));
+    let four = g.cst(ConstValue::vec_i32(&[4]));
+    let three = g.cst(ConstValue::vec_i32(&[3]));
+    let begin = g.op(
+        OpKind::Concat,
+        vec![
+            (
+                "values",
+                A::Vs(vec![one.clone(), zero.clone(), "pos".into(), zero.clone()]),
+            ),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[4],
+    );
+    let endp = g.op(
+        OpKind::Add,
+        vec![("x", v("pos")), ("y", v(&three))],
+        DType::I32,
+        &[1],
+    );
+    let two = g.cst(ConstValue::vec_i32(&[2]));
+    let end = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![two, one, endp, four])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[4],
+    );
+    let o = g.op(
+        OpKind::SliceUpdate,
+        vec![
+            ("x", v("cache")),
+            ("update", v("upd")),
+            ("begin", v(&begin)),
+            ("end", v(&end)),
+        ],
+        DType::F32,
+        &[2, 1, 8, 4],
+    );
+    let p = g.program(&[&o]);
+    for pos in [0i32, 2, 5] {
+        let out = run_main(
+            &p,
+            Precision::F32,
+            &[
+                ("cache", cache.clone()),
+                ("upd", upd.clone()),
+                ("pos", Tensor::i32(vec![1], vec![pos]).unwrap()),
+            ],
+        )
+        .unwrap();
+        let (cv, uv) = (cache.to_f32_vec(), upd.to_f32_vec());
+        let want: Vec<f32> = coords(&[2, 1, 8, 4])
+            .iter()
+            .map(|cd| {
+                let p = pos as usize;
+                if cd[0] == 1 && cd[2] >= p && cd[2] < p + 3 {
+                    uv[at(&[1, 1, 3, 4], &[0, 0, cd[2] - p, cd[3]])]
+                } else {
+                    cv[at(&[2, 1, 8, 4], cd)]
+                }
+            })
+            .collect();
+        assert_close(&out[&o], &want, 0.0, &format!("slice_update at {pos}"));
+    }
+    // at position 6 the slice [6, 9) is clipped to 2 rows: the 3-row update no longer fits
+    let err = run_main(
+        &p,
+        Precision::F32,
+        &[
+            ("cache", cache),
+            ("upd", upd),
+            ("pos", Tensor::i32(vec![1], vec![6]).unwrap()),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("slice_update op") && err.to_string().contains("does not match"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reshape_transpose_expand_squeeze_tile() {
+    let x = f32t(&[2, 3, 4], 80);
+    let xv = x.to_f32_vec();
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3, 4]);
+    let r = g.op(
+        OpKind::Reshape,
+        vec![("x", v("x")), ("shape", ci(&[0, -1, 2]))],
+        DType::F32,
+        &[2, 6, 2],
+    );
+    let t = g.op(
+        OpKind::Transpose,
+        vec![("x", v("x")), ("perm", ci(&[2, 0, 1]))],
+        DType::F32,
+        &[4, 2, 3],
+    );
+    let e = g.op(
+        OpKind::ExpandDims,
+        vec![("x", v("x")), ("axes", ci(&[0, -2]))],
+        DType::F32,
+        &[1, 2, 3, 1, 4],
+    );
+    let s = g.op(OpKind::Squeeze, vec![("x", v(&e))], DType::F32, &[2, 3, 4]);
+    let s2 = g.op(
+        OpKind::Squeeze,
+        vec![("x", v(&e)), ("axes", ci(&[3]))],
+        DType::F32,
+        &[1, 2, 3, 4],
+    );
+    let tl = g.op(
+        OpKind::Tile,
+        vec![("x", v("x")), ("reps", ci(&[1, 2, 1]))],
+        DType::F32,
+        &[2, 6, 4],
+    );
+    let out = run_main(
+        &g.program(&[&r, &t, &e, &s, &s2, &tl]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_close(&out[&r], &xv, 0.0, "reshape keeps order");
+    let want: Vec<f32> = coords(&[4, 2, 3])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 4], &[cd[1], cd[2], cd[0]])])
+        .collect();
+    assert_close(&out[&t], &want, 0.0, "transpose");
+    assert_eq!(out[&e].shape(), [1, 2, 3, 1, 4]);
+    assert_close(&out[&s], &xv, 0.0, "squeeze all");
+    assert_eq!(out[&s2].shape(), [1, 2, 3, 4]);
+    let want: Vec<f32> = coords(&[2, 6, 4])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 4], &[cd[0], cd[1] % 3, cd[2]])])
+        .collect();
+    assert_close(&out[&tl], &want, 0.0, "tile");
+}
+
+#[test]
+fn gather_axis_batch_dims_and_out_of_range() {
+    // embeddings-style: table [V, H], ids [1, S] → [1, S, H]
+    let table = f32t(&[10, 4], 90);
+    let tv = table.to_f32_vec();
+    let mut g = G::default();
+    g.input("ids", DType::I32, &[1, 3]);
+    g.input("t", DType::F32, &[10, 4]);
+    let o = g.op(
+        OpKind::Gather,
+        vec![
+            ("x", v("t")),
+            ("indices", v("ids")),
+            ("axis", cs(0)),
+            ("batch_dims", cs(0)),
+        ],
+        DType::F32,
+        &[1, 3, 4],
+    );
+    let p = g.program(&[&o]);
+    let out = run_main(
+        &p,
+        Precision::F32,
+        &[
+            ("t", table.clone()),
+            ("ids", Tensor::i32(vec![1, 3], vec![7, 0, 9]).unwrap()),
+        ],
+    )
+    .unwrap();
+    let want: Vec<f32> = [7usize, 0, 9]
+        .iter()
+        .flat_map(|&i| tv[i * 4..i * 4 + 4].to_vec())
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "gather axis 0");
+    for bad in [10, -1] {
+        let err = run_main(
+            &p,
+            Precision::F32,
+            &[
+                ("t", table.clone()),
+                ("ids", Tensor::i32(vec![1, 3], vec![1, bad, 2]).unwrap()),
+            ],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gather op") && msg.contains(&format!("index {bad} out of range")),
+            "{msg}"
+        );
+    }
+    // axis 2 with batch_dims 1: x [2, 3, 5], indices [2, 4] → [2, 3, 4]
+    let x = f32t(&[2, 3, 5], 91);
+    let xv = x.to_f32_vec();
+    let ind = vec![4, 0, 0, 2, 1, 3, 3, 4];
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3, 5]);
+    g.input("i", DType::I32, &[2, 4]);
+    let o = g.op(
+        OpKind::Gather,
+        vec![
+            ("x", v("x")),
+            ("indices", v("i")),
+            ("axis", cs(2)),
+            ("batch_dims", cs(1)),
+        ],
+        DType::F32,
+        &[2, 3, 4],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[
+            ("x", x),
+            ("i", Tensor::i32(vec![2, 4], ind.clone()).unwrap()),
+        ],
+    )
+    .unwrap();
+    let want: Vec<f32> = coords(&[2, 3, 4])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 5], &[cd[0], cd[1], ind[cd[0] * 4 + cd[2]] as usize])])
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "gather batch_dims 1");
+}
+
+#[test]
+fn cast_select_band_part_fill() {
+    let x = Tensor::f32(vec![2, 3], vec![-1.7, 0.0, 2.9, 70000.0, -0.2, 3.0]).unwrap();
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3]);
+    let i = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("int32")))],
+        DType::I32,
+        &[2, 3],
+    );
+    let b = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("bool")))],
+        DType::Bool,
+        &[2, 3],
+    );
+    let h = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("fp16")))],
+        DType::F16,
+        &[2, 3],
+    );
+    let zero = g.cst(ConstValue::scalar_f32(0.0));
+    let sel = g.op(
+        OpKind::Select,
+        vec![("cond", v(&b)), ("a", v("x")), ("b", v(&zero))],
+        DType::F32,
+        &[2, 3],
+    );
+    let bp = g.op(
+        OpKind::BandPart,
+        vec![("x", v("x")), ("lower", cs(0)), ("upper", cs(1))],
+        DType::F32,
+        &[2, 3],
+    );
+    let fl = g.op(
+        OpKind::Fill,
+        vec![
+            ("shape", ci(&[2, 2])),
+            ("value", c(ConstValue::scalar_f32(-3.5))),
+        ],
+        DType::F32,
+        &[2, 2],
+    );
+    let out = run_main(
+        &g.program(&[&i, &b, &h, &sel, &bp, &fl]),
+        Precision::F16,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_eq!(
+        out[&i].as_i32().unwrap(),
+        [-1, 0, 2, 70000, 0, 3],
+        "cast truncates toward zero"
+    );
+    assert_eq!(
+        out[&b].as_bool().unwrap(),
+        [true, false, true, true, true, true]
+    );
+    assert_eq!(
+        out[&h].to_f32_vec(),
+        vec![-1.7f32, 0.0, 2.9, 70000.0, -0.2, 3.0]
+            .into_iter()
+            .map(|v| f16::from_f32(v).to_f32())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        out[&h].to_f32_vec()[3].is_infinite(),
+        "70000 overflows fp16"
+    );
+    assert_eq!(
+        out[&sel].to_f32_vec(),
+        x.to_f32_vec()
+            .into_iter()
+            .map(|v| if v != 0.0 { v } else { 0.0 })
+            .collect::<Vec<_>>()
+    );
+    // band_part lower 0, upper 1: keep (r, c) with c - r in [0, 1]
+    assert_eq!(out[&bp].to_f32_vec(), vec![-1.7, 0.0, 0.0, 0.0, -0.2, 3.0]);
+    assert_eq!(out[&fl].to_f32_vec(), vec![-3.5; 4]);
+}
+
+/// Per-grouped-channel palettization of a conv weight `[Cout, Cin, 1, 1]`:
+/// `lut [Cout/G, 1, 1, 1, 2^bits, 1]`, rows `g·G .. g·G+G−1` use table g.
+fn lut_case(bits: u32, cout: usize, cin: usize, group: usize) {
+    let entries = 1usize << bits;
+    let tables = cout / group;
+    let lut: Vec<f16> = rand(tables * entries, 100 + bits as u64)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let idx: Vec<u8> = (0..cout * cin)
+        .map(|i| ((i * 7 + i / 3) % entries) as u8)
+        .collect();
+    let shape = [cout as u64, cin as u64, 1, 1];
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, cin, 1, 3]);
+    let w = g.op(
+        OpKind::ConstexprLutToDense,
+        vec![
+            (
+                "indices",
+                c(ConstValue::from_indices(bits, &shape, &idx).unwrap()),
+            ),
+            (
+                "lut",
+                c(
+                    ConstValue::from_f16(&[tables as u64, 1, 1, 1, entries as u64, 1], &lut)
+                        .unwrap(),
+                ),
+            ),
+        ],
+        DType::F16,
+        &[cout, cin, 1, 1],
+    );
+    let y = g.op(
+        OpKind::Conv,
+        vec![("x", v("x")), ("weight", v(&w))],
+        DType::F16,
+        &[1, cout, 1, 3],
+    );
+    let p = g.program(&[&w, &y]);
+    let x = f32t(&[1, cin, 1, 3], 200);
+    let out = run_main(&p, Precision::F32, &[("x", x.clone())]).unwrap();
+    let want: Vec<f32> = (0..cout * cin)
+        .map(|i| lut[(i / cin / group) * entries + idx[i] as usize].to_f32())
+        .collect();
+    assert_eq!(
+        out[&w].to_f32_vec(),
+        want,
+        "{bits}-bit LUT decompression is exact"
+    );
+    let xv = x.to_f32_vec();
+    let yw: Vec<f32> = (0..cout)
+        .flat_map(|o| (0..3).map(move |s| (o, s)))
+        .map(|(o, s)| (0..cin).map(|k| want[o * cin + k] * xv[k * 3 + s]).sum())
+        .collect();
+    assert_close(&out[&y], &yw, 1e-5, "conv over the palettized weight");
+}
+
+#[test]
+fn lut_to_dense_4bit_and_6bit_per_grouped_channel() {
+    lut_case(4, 64, 32, 16);
+    lut_case(6, 32, 16, 8);
+    lut_case(2, 8, 4, 8); // per-tensor: one table
+}
+
+#[test]
+fn lut_to_dense_vector_palettization() {
+    // coremltools' docstring case 2.1: indices uint1 [2,2,2], lut [1,1,1,2,3], vector_axis 1
+    let idx = [0u8, 0, 1, 0, 1, 1, 0, 0];
+    let lut = [10.0f32, 11.0, 12.0, 20.0, 21.0, 22.0];
+    let mut g = G::default();
+    let w = g.op(
+        OpKind::ConstexprLutToDense,
+        vec![
+            (
+                "indices",
+                c(ConstValue::from_indices(1, &[2, 2, 2], &idx).unwrap()),
+            ),
+            (
+                "lut",
+                c(ConstValue::from_f32(&[1, 1, 1, 2, 3], &lut).unwrap()),
+            ),
+            ("vector_axis", cs(1)),
+        ],
+        DType::F32,
+        &[2, 6, 2],
+    );
+    let out = run_main(&g.program(&[&w]), Precision::F32, &[]).unwrap();
+    #[rustfmt::skip]
+    let want = [10., 10., 11., 11., 12., 12., 20., 10., 21., 11., 22., 12.,
+                20., 20., 21., 21., 22., 22., 10., 10., 11., 11., 12., 12.];
+    assert_eq!(out[&w].to_f32_vec(), want);
+}
+
+#[test]
+fn blockwise_shift_scale_with_offset() {
+    // uint8 data [4, 6], scale/offset [2, 3]: blocks of 2×2
+    let data: Vec<u8> = (0..24).map(|i| (i * 11 % 256) as u8).collect();
+    let scale = [0.5f32, -1.0, 0.25, 2.0, 0.125, 1.0];
+    let offset: Vec<u8> = vec![3, 100, 0, 255, 7, 8];
+    let mut g = G::default();
+    let w = g.op(
+        OpKind::ConstexprBlockwiseShiftScale,
+        vec![
+            (
+                "data",
+                c(ConstValue::from_bytes(DType::U8, &[4, 6], data.clone()).unwrap()),
+            ),
+            ("scale", c(ConstValue::from_f32(&[2, 3], &scale).unwrap())),
+            (
+                "offset",
+                c(ConstValue::from_bytes(DType::U8, &[2, 3], offset.clone()).unwrap()),
+            ),
+        ],
+        DType::F32,
+        &[4, 6],
+    );
+    let out = run_main(&g.program(&[&w]), Precision::F32, &[]).unwrap();
+    let want: Vec<f32> = (0..24)
+        .map(|i| {
+            let (r, c) = (i / 6, i % 6);
+            let b = (r / 2) * 3 + c / 2;
+            scale[b] * (data[i] as f32 - offset[b] as f32)
+        })
+        .collect();
+    assert_eq!(out[&w].to_f32_vec(), want);
+}
+
+/// A function that appends `x` (one fp16 row) to a cache state at `pos` and returns the sum of
+/// the cache after the write: `read_state → slice_update → write_state → read_state`.
+fn cache_function(rows: usize) -> Function {
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, rows, 4]);
+    g.input("pos", DType::I32, &[1]);
+    g.state("cache", &[1, 8, 4]);
+    let cur = g.op(
+        OpKind::ReadState,
+        vec![("input", v("cache"))],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    let z = g.cst(ConstValue::vec_i32(&[0]));
+    let one = g.cst(ConstValue::vec_i32(&[1]));
+    let four = g.cst(ConstValue::vec_i32(&[4]));
+    let nrows = g.cst(ConstValue::vec_i32(&[rows as i32]));
+    let begin = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![z.clone(), "pos".into(), z.clone()])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[3],
+    );
+    let e = g.op(
+        OpKind::Add,
+        vec![("x", v("pos")), ("y", v(&nrows))],
+        DType::I32,
+        &[1],
+    );
+    let end = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![one, e, four])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[3],
+    );
+    let upd = g.op(
+        OpKind::SliceUpdate,
+        vec![
+            ("x", v(&cur)),
+            ("update", v("x")),
+            ("begin", v(&begin)),
+            ("end", v(&end)),
+        ],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    g.write_state("cache", &upd);
+    let after = g.op(
+        OpKind::ReadState,
+        vec![("input", v("cache"))],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    let s = g.op(
+        OpKind::ReduceSum,
+        vec![
+            ("x", v(&after)),
+            ("axes", ci(&[1, 2])),
+            ("keep_dims", cb(false)),
+        ],
+        DType::F16,
+        &[1],
+    );
+    let mut f = g.function(&[]);
+    f.outputs = vec![s];
+    f
+}
+
+#[test]
+fn state_persists_across_calls_and_functions_share_it() {
+    let p = Program {
+        functions: vec![
+            ("infer".into(), cache_function(1)),
+            ("prefill".into(), cache_function(3)),
+        ],
+        default_function: "infer".into(),
+    };
+    let m = Interpreter::new(&p, Precision::F16);
+    let mut states = m.zero_states("infer").unwrap();
+    assert_eq!(states["cache"].shape(), [1, 8, 4]);
+    let rows3 = Tensor::f16_from_f32(vec![1, 3, 4], &[1.0; 12]).unwrap();
+    let row = Tensor::f16_from_f32(vec![1, 1, 4], &[0.5; 4]).unwrap();
+    let pos = |p: i32| Tensor::i32(vec![1], vec![p]).unwrap();
+    let o = m
+        .run(
+            "prefill",
+            &inputs(&[("x", rows3), ("pos", pos(0))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(o.values().next().unwrap().to_f32_vec(), [12.0]);
+    let o = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(3))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(
+        o.values().next().unwrap().to_f32_vec(),
+        [14.0],
+        "infer sees prefill's rows"
+    );
+    let o = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(4))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(
+        o.values().next().unwrap().to_f32_vec(),
+        [16.0],
+        "and its own earlier write"
+    );
+    let c = states["cache"].to_f32_vec();
+    assert_eq!(&c[..12], &[1.0; 12]);
+    assert_eq!(&c[12..20], &[0.5; 8]);
+    assert_eq!(&c[20..], &[0.0; 12]);
+
+    // a failed run leaves the state untouched
+    let before = states["cache"].clone();
+    assert!(m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(8))]),
+            &mut states
+        )
+        .is_err());
+    assert_eq!(states["cache"], before);
+
+    // missing state, unknown function, missing input: typed errors naming the thing
+    let err = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(0))]),
+            &mut BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::MissingState { name, .. } if name == "cache"),
+        "{err}"
+    );
+    let err = m.run("decode", &inputs(&[]), &mut states).unwrap_err();
+    assert!(
+        matches!(&err, ExecError::UnknownFunction { name, .. } if name == "decode"),
+        "{err}"
+    );
+    let err = m
+        .run("infer", &inputs(&[("x", row)]), &mut states)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::MissingInput { name, .. } if name == "pos"),
+        "{err}"
+    );
+}
+
+#[test]
+fn write_state_must_match_the_declared_type() {
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, 4, 4]);
+    g.state("cache", &[1, 8, 4]);
+    g.write_state("cache", "x");
+    let mut f = g.function(&[]);
+    f.outputs = vec!["x".into()];
+    let p = Program {
+        functions: vec![("main".into(), f)],
+        default_function: "main".into(),
+    };
+    let m = Interpreter::new(&p, Precision::F32);
+    let mut states = m.zero_states("main").unwrap();
+    let err = m
+        .run(
+            "main",
+            &inputs(&[(
+                "x",
+                Tensor::f16_from_f32(vec![1, 4, 4], &[1.0; 16]).unwrap(),
+            )]),
+            &mut states,
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("write_state op") && msg.contains("state `cache`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn f16_precision_rounds_every_op_output() {
+    // 1 + 2^-11 is not an fp16 value: F16 rounds it (ties to even → 1), F32 keeps it.
+    let mut g = G::default();
+    g.input("x", DType::F16, &[2]);
+    let eps = g.cst(
+        ConstValue::from_f16(&[2], &[f16::from_f32(0.00048828125), f16::from_f32(0.0)]).unwrap(),
+    );
+    let s = g.op(
+        OpKind::Add,
+        vec![("x", v("x")), ("y", v(&eps))],
+        DType::F16,
+        &[2],
+    );
+    let m = g.op(
+        OpKind::Mul,
+        vec![("x", v(&s)), ("y", v(&s))],
+        DType::F16,
+        &[2],
+    );
+    let p = g.program(&[&s, &m]);
+    let x = Tensor::f16_from_f32(vec![2], &[1.0, 300.0]).unwrap();
+    let o16 = run_main(&p, Precision::F16, &[("x", x.clone())]).unwrap();
+    let o32 = run_main(&p, Precision::F32, &[("x", x)]).unwrap();
+    assert_eq!(o16[&s].to_f32_vec(), [1.0, 300.0]);
+    assert_eq!(o32[&s].to_f32_vec(), [1.0 + 2f32.powi(-11), 300.0]);
+    // 300² = 90000 overflows fp16
+    assert!(o16[&m].to_f32_vec()[1].is_infinite());
+    assert_eq!(o32[&m].to_f32_vec()[1], 90000.0);
+}
+
+#[test]
+fn declared_output_types_are_checked() {
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3]);
+    let o = g.op(
+        OpKind::Transpose,
+        vec![("x", v("x")), ("perm", ci(&[1, 0]))],
+        DType::F32,
+        &[2, 3],
+    );
+    let err = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("x", f32t(&[2, 3], 1))],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("transpose op")
+            && msg.contains("declared fp32 [2, 3] but computed fp32 [3, 2]"),
+        "{msg}"
     );
 }

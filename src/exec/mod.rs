@@ -199,7 +199,7 @@ enum Value {
 enum CacheKey {
     /// (function index, op index)
     Op(usize, usize),
-    /// A constexpr whose inputs are all weight.bin blobs: kind + (param, offset) list.
+    /// A const or constexpr whose inputs are all weight.bin blobs: kind + (param, offset) list.
     Blobs(OpKind, Vec<(String, u64)>),
 }
 
@@ -793,18 +793,28 @@ fn parse_dtype(name: &str) -> Option<DType> {
     })
 }
 
-/// The cache key of a constexpr whose inputs are all weight.bin blobs bound by value.
+/// The cache key of a const whose value is a weight.bin blob, or of a constexpr whose inputs are
+/// all blobs bound by value: functions sharing a weight share its decoded tensor.
 fn blob_key(op: &Operation) -> Option<CacheKey> {
     if op.kind == OpKind::Const {
-        return None;
+        return match &op.val {
+            Some(ConstValue {
+                data: ConstData::Stored(s),
+                ty,
+            }) => Some(CacheKey::Blobs(
+                op.kind,
+                vec![(format!("val {ty:?}"), s.offset)],
+            )),
+            _ => None,
+        };
     }
     let mut key = Vec::new();
     for (param, args) in &op.inputs {
         match args.as_slice() {
             [Arg::Value(ConstValue {
                 data: ConstData::Stored(s),
-                ..
-            })] => key.push((param.clone(), s.offset)),
+                ty,
+            })] => key.push((format!("{param} {ty:?}"), s.offset)),
             _ => return None,
         }
     }
@@ -1207,5 +1217,49 @@ impl Params<'_> {
             axes.as_deref(),
             keep,
         )?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Functions that reference the same weight.bin blobs share one decoded tensor.
+    #[test]
+    fn shared_blobs_are_decoded_once() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/coreml-samples/multifunction.mlpackage");
+        let model = crate::mil::read_package(path).expect("the coremltools sample reads");
+        let m = Interpreter::new(&model, Precision::F32);
+        for f in ["prefill", "decode"] {
+            let (_, func) = m.function(f).unwrap();
+            let mut inputs = BTreeMap::new();
+            for (name, ty) in &func.inputs {
+                if let ValueType::Tensor(tt) = ty {
+                    let shape = tt
+                        .static_shape()
+                        .unwrap()
+                        .iter()
+                        .map(|&d| d as usize)
+                        .collect();
+                    inputs.insert(name.clone(), Tensor::zeros(tt.dtype, shape).unwrap());
+                }
+            }
+            let mut states = m.zero_states(f).unwrap();
+            m.run(f, &inputs, &mut states).unwrap();
+        }
+        let cache = m.cache.lock().unwrap();
+        let blobs = cache
+            .keys()
+            .filter(|k| matches!(k, CacheKey::Blobs(..)))
+            .count();
+        let per_op = cache
+            .keys()
+            .filter(|k| matches!(k, CacheKey::Op(..)))
+            .count();
+        // The package's 6 blob-backed weights (LUT, blockwise, plain fp16, 3 biases), each decoded
+        // once for both functions (12 if unshared); small inline consts stay per function.
+        assert_eq!(blobs, 6, "{:?}", cache.keys().collect::<Vec<_>>());
+        assert!(per_op > 0);
     }
 }

@@ -11,6 +11,21 @@
 //! Tensors are the module's own small type ([`Tensor`]: f32/i32/bool storage tagged with the MIL
 //! dtype), not candle's: Core ML's dtype rules (fp16 values held exactly, int/bool results of
 //! comparisons and casts, fp16 rounding after every op) read directly in plain loops.
+//!
+//! Semantics decisions, each from coremltools' op definitions (ops/defs/iOS15..18):
+//! - `Precision::F16` rounds every fp16-typed op output to fp16 (ties to even, overflow to ±inf);
+//!   ops that only move values (slices, reshapes, gather, concat, states, …) need no rounding.
+//!   `Precision::F32` never rounds computed values. Decompressed fp16 weights are fp16 in both.
+//! - `rsqrt` is `1/sqrt(x + epsilon)`, epsilon defaulting to 1e-12 cast to x's dtype (0 in fp16).
+//! - `gather` indices must be in `[0, D)`: since iOS 17 negative indices are out of bounds
+//!   (undefined without `validate_indices`), so they are an error here, as are indices ≥ D.
+//! - `slice_by_index` / `slice_update` follow Python slicing (negative indices wrap, out-of-range
+//!   ends clip, masks select the full range, `squeeze_mask` picks `begin`).
+//! - `cast` float → int truncates toward zero (numpy `astype`); to bool is `x != 0`.
+//! - `reshape` takes one `-1` and `0` = copy the input dimension.
+//! - `constexpr_lut_to_dense` (iOS 18): `out[i…] = lut[i_0/b_0, …, indices[i…], v]` with
+//!   contiguous blocks `b_d = indices_d / lut_d`; `constexpr_blockwise_shift_scale`:
+//!   `scale[blk] · (data − offset[blk])`.
 
 mod ops;
 mod tensor;
@@ -22,7 +37,7 @@ use crate::mil::{
     Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, ValueType,
 };
 
-pub use ops::{gemm_nt, Binary, PadType, Reduce, Unary};
+use ops::{Binary, PadType, Reduce, Unary};
 pub use tensor::{round_f16, Data, Tensor, TensorError};
 use tensor::{storage_of, Storage};
 

@@ -2126,3 +2126,34 @@ fn converted_model_matches_transformers_reference() {
         "top-1 agreement {agree}/{total} below {min}"
     );
 }
+
+#[test]
+fn a_wrong_declared_type_in_a_real_package_fails_at_that_op() {
+    // The reader type-checks packages; the interpreter checks again, independently, at run time.
+    let mut model = mil::read_package(samples().join("decode.mlpackage")).unwrap();
+    let f = &mut model.program.functions[0].1;
+    let op = f.operations.iter_mut().find(|o| o.name == "fc2").unwrap();
+    op.outputs[0].1 = ValueType::Tensor(TensorType::new(DType::F16, &[1, 1, 32]));
+    let m = Interpreter::new(&model, Precision::F32);
+    let bytes = expected_bytes();
+    let e = SafeTensors::deserialize(&bytes).unwrap();
+    let err = m
+        .run(
+            "main",
+            &inputs(&[("x", st(&e, "decode_x")), ("pos", st(&e, "decode_pos"))]),
+            &mut m.zero_states("main").unwrap(),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("linear op `fc2`") && msg.contains("declared fp16 [1, 1, 32] but computed"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_interpreter_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Interpreter>();
+    assert_send_sync::<Tensor>();
+}

@@ -2157,3 +2157,79 @@ fn the_interpreter_can_be_shared_across_threads() {
     assert_send_sync::<Interpreter>();
     assert_send_sync::<Tensor>();
 }
+
+// ------------------------------------------------------------------ properties
+
+/// Python's `slice(b, e, s).indices(n)` and the resulting positions, written the way the
+/// Python docs define it (independently of the interpreter's loop).
+fn py_slice(n: i64, b: Option<i64>, e: Option<i64>, s: i64) -> Vec<i64> {
+    let (lo, hi) = if s > 0 { (0, n) } else { (-1, n - 1) };
+    let fix = |v: i64| {
+        let v = if v < 0 { v + n } else { v };
+        v.clamp(lo, hi)
+    };
+    let start = b.map_or(if s > 0 { 0 } else { n - 1 }, fix);
+    let stop = e.map_or(if s > 0 { n } else { -1 }, fix);
+    let mut out = Vec::new();
+    let mut i = start;
+    while (s > 0 && i < stop) || (s < 0 && i > stop) {
+        out.push(i);
+        i += s;
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// slice_by_index picks Python's positions; slice_update writes exactly those and nothing else.
+    #[test]
+    fn slices_follow_python_and_updates_touch_only_the_slice(
+        shape in proptest::collection::vec(1usize..5, 1..4),
+        spec in proptest::collection::vec((-6i64..6, -6i64..6, proptest::prop_oneof![-3i64..0, 1i64..4], proptest::bool::ANY, proptest::bool::ANY), 3),
+    ) {
+        let rank = shape.len();
+        let spec = &spec[..rank];
+        let x = f32t(&shape, 7);
+        let pos: Vec<Vec<i64>> = shape.iter().zip(spec).map(|(&n, &(b, e, s, bm, em))| {
+            py_slice(n as i64, (!bm).then_some(b), (!em).then_some(e), s)
+        }).collect();
+        let out_shape: Vec<usize> = pos.iter().map(|p| p.len()).collect();
+        let mut g = G::default();
+        g.input("x", DType::F32, &shape);
+        let ints = |f: fn(&(i64, i64, i64, bool, bool)) -> i64| -> Vec<i32> { spec.iter().map(|t| f(t) as i32).collect() };
+        let bools = |f: fn(&(i64, i64, i64, bool, bool)) -> bool| -> Vec<bool> { spec.iter().map(f).collect() };
+        let params = || -> Vec<(&'static str, A)> {
+            vec![
+                ("begin", ci(&ints(|t| t.0))),
+                ("end", ci(&ints(|t| t.1))),
+                ("stride", ci(&ints(|t| t.2))),
+                ("begin_mask", c(ConstValue::vec_bool(&bools(|t| t.3)))),
+                ("end_mask", c(ConstValue::vec_bool(&bools(|t| t.4)))),
+            ]
+        };
+        let mut sp = vec![("x", v("x"))];
+        sp.extend(params());
+        let sl = g.op(OpKind::SliceByIndex, sp, DType::F32, &out_shape);
+        let n_out: usize = out_shape.iter().product();
+        let upd = g.cst(ConstValue::from_f32(&out_shape.iter().map(|&d| d as u64).collect::<Vec<_>>(), &vec![100.0; n_out]).unwrap());
+        let mut up = vec![("x", v("x")), ("update", v(&upd))];
+        up.extend(params());
+        let su = g.op(OpKind::SliceUpdate, up, DType::F32, &shape);
+        let out = run_main(&g.program(&[&sl, &su]), Precision::F32, &[("x", x.clone())]).unwrap();
+        let xv = x.to_f32_vec();
+        let want: Vec<f32> = coords(&out_shape)
+            .iter()
+            .map(|cd| {
+                let src: Vec<usize> = cd.iter().enumerate().map(|(d, &i)| pos[d][i] as usize).collect();
+                xv[at(&shape, &src)]
+            })
+            .collect();
+        proptest::prop_assert_eq!(out[&sl].to_f32_vec(), want);
+        let updated = out[&su].to_f32_vec();
+        for (k, cd) in coords(&shape).iter().enumerate() {
+            let inside = cd.iter().enumerate().all(|(d, &i)| pos[d].contains(&(i as i64)));
+            proptest::prop_assert_eq!(updated[k], if inside { 100.0 } else { xv[k] });
+        }
+    }
+}

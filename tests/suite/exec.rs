@@ -2233,3 +2233,93 @@ proptest::proptest! {
         }
     }
 }
+
+/// mil's type inference and exec's kernels are two implementations of every op's shape rules:
+/// a program of tricky ops built (and type-inferred) by `FunctionBuilder` must run, and the
+/// interpreter checks each computed type against the inferred one.
+#[test]
+fn builder_inferred_types_agree_with_computed_types() {
+    use mil::{ConvParams, FunctionBuilder, SliceParams};
+    let mut b = FunctionBuilder::new();
+    let x = b
+        .input("x", TensorType::new(DType::F16, &[2, 4, 5, 6]))
+        .unwrap();
+    let ids = b
+        .input("ids", TensorType::new(DType::I32, &[2, 3]))
+        .unwrap();
+    let w = b
+        .constant(
+            "w",
+            ConstValue::from_f16(&[6, 2, 3, 2], &vec![f16::from_f32(0.1); 72]).unwrap(),
+        )
+        .unwrap();
+    let mut outs = Vec::new();
+    let cp = ConvParams {
+        strides: Some(vec![2, 3]),
+        pad_type: Some("same".into()),
+        groups: Some(2),
+        ..Default::default()
+    };
+    outs.push(b.conv_with("conv", &x, &w, None, &cp).unwrap());
+    let sp = SliceParams {
+        stride: Some(vec![1, -2, 1, 2]),
+        end_mask: Some(vec![false, true, false, false]),
+        squeeze_mask: Some(vec![false, false, true, false]),
+        ..Default::default()
+    };
+    outs.push(
+        b.slice_const("slice", &x, &[-1, -1, 3, 0], &[2, 0, 4, 5], &sp)
+            .unwrap(),
+    );
+    outs.push(b.gather("gather", &x, &ids, 2, 1).unwrap());
+    let parts = b.split_sizes("split", &x, &[2, 4], 3).unwrap();
+    outs.push(
+        b.concat_with("inter", &[&parts[0], &parts[0]], 3, true)
+            .unwrap(),
+    );
+    outs.push(b.expand_dims("expand", &x, &[-1, 1]).unwrap());
+    outs.push(
+        b.squeeze("squeeze", &outs[outs.len() - 1].clone(), None)
+            .unwrap(),
+    );
+    outs.push(b.tile("tile", &x, &[1, 2, 1, 3]).unwrap());
+    outs.push(b.reduce_sum("rsum", &x, &[1, -1], true).unwrap());
+    outs.push(b.reduce_argmax("amax", &x, 2, false, DType::I32).unwrap());
+    outs.push(b.band_part("band", &x, 1, 0).unwrap());
+    outs.push(
+        b.fill("fill", &[3, 2], ConstValue::scalar_f16(f16::from_f32(2.0)))
+            .unwrap(),
+    );
+    outs.push(b.transpose("tr", &x, &[3, 0, 2, 1]).unwrap());
+    outs.push(b.reshape("rs", &x, &[2, -1, 3]).unwrap());
+    outs.push(b.matmul("mm", &x, &x, false, true).unwrap());
+    outs.push(b.layer_norm("ln", &x, &[1, 3], None, None, 1e-5).unwrap());
+    outs.push(b.cast("cast", &x, DType::F32).unwrap());
+    let rsum = outs[7].clone(); // [2, 1, 5, 1]: broadcasts against x
+    let lt = b.less("lt", &x, &rsum).unwrap();
+    outs.push(b.select("sel", &lt, &x, &rsum).unwrap());
+    outs.push(
+        b.rsqrt("rsqrt", &outs[outs.len() - 2].clone(), 1e-3)
+            .unwrap(),
+    );
+    for o in &outs {
+        b.output(o).unwrap();
+    }
+    let f = b.finish().unwrap();
+    let p = Program {
+        functions: vec![("main".into(), f)],
+        default_function: "main".into(),
+    };
+    let ids_t = Tensor::i32(vec![2, 3], vec![0, 4, 2, 1, 1, 3]).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let x_t = Tensor::f16_from_f32(vec![2, 4, 5, 6], &rand(240, 400)).unwrap();
+        let out = Interpreter::new(&p, precision)
+            .run(
+                "main",
+                &inputs(&[("x", x_t), ("ids", ids_t.clone())]),
+                &mut BTreeMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("{precision:?}: {e}"));
+        assert_eq!(out.len(), outs.len());
+    }
+}

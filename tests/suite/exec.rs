@@ -2250,7 +2250,7 @@ fn builder_inferred_types_agree_with_computed_types() {
     let w = b
         .constant(
             "w",
-            ConstValue::from_f16(&[6, 2, 3, 2], &vec![f16::from_f32(0.1); 72]).unwrap(),
+            ConstValue::from_f16(&[6, 2, 3, 2], &[f16::from_f32(0.1); 72]).unwrap(),
         )
         .unwrap();
     let mut outs = Vec::new();

@@ -1,5 +1,6 @@
 //! One module per area; `util` is the shared harness.
 
+pub mod exec;
 pub mod mil;
 pub mod quant;
 pub mod source;

@@ -14,12 +14,15 @@ pub mod package;
 mod proto;
 pub mod value;
 
-pub use builder::{check_identifier, ConvParams, FunctionBuilder, SliceParams, Var};
+pub use builder::{
+    check_identifier, ConvParams, EnumeratedShapes, FunctionBuilder, SliceParams, Var,
+};
 pub use error::{MilError, Result};
 pub use infer::{
-    check_function, check_program, op_kind_from_name, op_type_name, type_string, types_compatible,
+    check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
+    types_compatible, unused_inputs, ALL_KINDS,
 };
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;
 pub use model::{InputShapes, Metadata, Model};
-pub use package::{read_package, PackageWriter};
+pub use package::{read_package, read_package_info, PackageInfo, PackageWriter};

@@ -481,12 +481,23 @@ fn assert_close(got: &Tensor, want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// An op and its naive scalar definition.
+type BinCase<T> = (OpKind, fn(f32, f32) -> T);
+
+/// An op, its extra parameters, its input and its naive definition.
+type UnaryCase<'a> = (
+    OpKind,
+    Vec<(&'a str, A)>,
+    &'a Tensor,
+    Box<dyn Fn(f32) -> f32>,
+);
+
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     let (xs, ys, os) = ([2usize, 1, 3], [4usize, 1], [2usize, 4, 3]);
     let x = f32t(&xs, 1);
     let y = Tensor::f32(ys.to_vec(), vec![0.5, -2.0, 3.0, 0.25]).unwrap();
-    let cases: [(OpKind, fn(f32, f32) -> f32); 6] = [
+    let cases: [BinCase<f32>; 6] = [
         (OpKind::Add, |a, b| a + b),
         (OpKind::Sub, |a, b| a - b),
         (OpKind::Mul, |a, b| a * b),
@@ -512,7 +523,7 @@ fn binary_ops_broadcast_like_numpy() {
             .collect();
         assert_close(&out[&o], &want, 0.0, &format!("{kind:?}"));
     }
-    let cmps: [(OpKind, fn(f32, f32) -> bool); 5] = [
+    let cmps: [BinCase<bool>; 5] = [
         (OpKind::Equal, |a, b| a == b),
         (OpKind::Less, |a, b| a < b),
         (OpKind::LessEqual, |a, b| a <= b),
@@ -565,7 +576,7 @@ fn binary_ops_broadcast_like_numpy() {
 fn unary_ops_and_rsqrt_epsilon() {
     let x = Tensor::f32(vec![5], vec![0.0, 0.25, 1.0, 4.0, 2.5]).unwrap();
     let xn = Tensor::f32(vec![5], vec![-3.0, -0.5, 0.0, 0.5, 3.0]).unwrap();
-    let cases: Vec<(OpKind, Vec<(&str, A)>, &Tensor, Box<dyn Fn(f32) -> f32>)> = vec![
+    let cases: Vec<UnaryCase> = vec![
         (
             OpKind::Rsqrt,
             vec![("epsilon", c(ConstValue::scalar_f32(0.5)))],
@@ -989,4 +1000,1326 @@ fn layer_norm_softmax_and_reductions() {
         [1, 2],
         "argmax takes the first maximum"
     );
+}
+
+#[test]
+fn concat_interleave_and_split() {
+    let (a, b) = (f32t(&[2, 2, 3], 50), f32t(&[2, 1, 3], 51));
+    let mut g = G::default();
+    g.input("a", DType::F32, &[2, 2, 3]);
+    g.input("b", DType::F32, &[2, 1, 3]);
+    let o = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec!["a".into(), "b".into(), "a".into()])),
+            ("axis", cs(1)),
+            ("interleave", cb(false)),
+        ],
+        DType::F32,
+        &[2, 5, 3],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("a", a.clone()), ("b", b.clone())],
+    )
+    .unwrap();
+    let (av, bv) = (a.to_f32_vec(), b.to_f32_vec());
+    let want: Vec<f32> = coords(&[2, 5, 3])
+        .iter()
+        .map(|cd| match cd[1] {
+            0 | 1 => av[at(&[2, 2, 3], &[cd[0], cd[1], cd[2]])],
+            2 => bv[at(&[2, 1, 3], &[cd[0], 0, cd[2]])],
+            j => av[at(&[2, 2, 3], &[cd[0], j - 3, cd[2]])],
+        })
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "concat");
+
+    // interleave: out[k] along the axis = values[k % N][k / N]
+    let b2 = f32t(&[2, 2, 3], 52);
+    let mut g = G::default();
+    g.input("a", DType::F32, &[2, 2, 3]);
+    g.input("b", DType::F32, &[2, 2, 3]);
+    let o = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec!["a".into(), "b".into()])),
+            ("axis", cs(-2)),
+            ("interleave", cb(true)),
+        ],
+        DType::F32,
+        &[2, 4, 3],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("a", a.clone()), ("b", b2.clone())],
+    )
+    .unwrap();
+    let bv2 = b2.to_f32_vec();
+    let want: Vec<f32> = coords(&[2, 4, 3])
+        .iter()
+        .map(|cd| {
+            let src = [cd[0], cd[1] / 2, cd[2]];
+            if cd[1] % 2 == 0 {
+                av[at(&[2, 2, 3], &src)]
+            } else {
+                bv2[at(&[2, 2, 3], &src)]
+            }
+        })
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "concat interleave");
+
+    // split by sizes along axis 2
+    let x = f32t(&[2, 2, 5], 53);
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 2, 5]);
+    let outs = g.op_n(
+        OpKind::Split,
+        vec![("x", v("x")), ("split_sizes", ci(&[2, 3])), ("axis", cs(2))],
+        &[(DType::F32, &[2, 2, 2]), (DType::F32, &[2, 2, 3])],
+    );
+    let out = run_main(
+        &g.program(&[&outs[0], &outs[1]]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    let xv = x.to_f32_vec();
+    for (k, (start, len)) in [(0usize, 2usize), (2, 3)].into_iter().enumerate() {
+        let want: Vec<f32> = coords(&[2, 2, len])
+            .iter()
+            .map(|cd| xv[at(&[2, 2, 5], &[cd[0], cd[1], start + cd[2]])])
+            .collect();
+        assert_close(&out[&outs[k]], &want, 0.0, "split");
+    }
+    // num_splits
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 2, 5]);
+    let outs = g.op_n(
+        OpKind::Split,
+        vec![("x", v("x")), ("num_splits", cs(2)), ("axis", cs(0))],
+        &[(DType::F32, &[1, 2, 5]), (DType::F32, &[1, 2, 5])],
+    );
+    let out = run_main(
+        &g.program(&[&outs[0], &outs[1]]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_close(&out[&outs[1]], &xv[10..], 0.0, "split num_splits");
+}
+
+#[test]
+fn slice_by_index_python_semantics_with_masks_and_runtime_begin() {
+    let xs = [4usize, 6, 3];
+    let x = f32t(&xs, 60);
+    let xv = x.to_f32_vec();
+    // begin [-3, 5, 1] end [4, 0, 99] stride [1, -2, 1], squeeze axis 2 (begin 1), end_mask on axis 0
+    let mut g = G::default();
+    g.input("x", DType::F32, &xs);
+    g.input("b", DType::I32, &[3]);
+    let o = g.op(
+        OpKind::SliceByIndex,
+        vec![
+            ("x", v("x")),
+            ("begin", v("b")),
+            ("end", ci(&[0, 0, 99])),
+            ("stride", ci(&[1, -2, 1])),
+            (
+                "begin_mask",
+                c(ConstValue::vec_bool(&[false, false, false])),
+            ),
+            ("end_mask", c(ConstValue::vec_bool(&[true, false, false]))),
+            (
+                "squeeze_mask",
+                c(ConstValue::vec_bool(&[false, false, true])),
+            ),
+        ],
+        DType::F32,
+        &[3, 3],
+    );
+    let p = g.program(&[&o]);
+    let begin = Tensor::i32(vec![3], vec![-3, 5, 1]).unwrap();
+    let out = run_main(&p, Precision::F32, &[("x", x.clone()), ("b", begin)]).unwrap();
+    // python: x[1:4, 5:0:-2, 1]
+    let mut want = Vec::new();
+    for i in 1..4 {
+        for j in [5, 3, 1] {
+            want.push(xv[at(&xs, &[i, j, 1])]);
+        }
+    }
+    assert_close(&out[&o], &want, 0.0, "slice_by_index");
+
+    // a squeezed index out of range is an error naming the op
+    let bad = Tensor::i32(vec![3], vec![0, 0, 3]).unwrap();
+    let err = run_main(&p, Precision::F32, &[("x", x.clone()), ("b", bad)]).unwrap_err();
+    assert!(err.to_string().contains("slice_by_index op"), "{err}");
+}
+
+#[test]
+fn slice_update_writes_at_a_runtime_position() {
+    // The KV-cache pattern: begin built from a runtime position via concat.
+    let cache = f32t(&[2, 1, 8, 4], 70);
+    let upd = f32t(&[1, 1, 3, 4], 71);
+    let mut g = G::default();
+    g.input("cache", DType::F32, &[2, 1, 8, 4]);
+    g.input("upd", DType::F32, &[1, 1, 3, 4]);
+    g.input("pos", DType::I32, &[1]);
+    let zero = g.cst(ConstValue::vec_i32(&[0]));
+    let one = g.cst(ConstValue::vec_i32(&[1]));
+    let four = g.cst(ConstValue::vec_i32(&[4]));
+    let three = g.cst(ConstValue::vec_i32(&[3]));
+    let begin = g.op(
+        OpKind::Concat,
+        vec![
+            (
+                "values",
+                A::Vs(vec![one.clone(), zero.clone(), "pos".into(), zero.clone()]),
+            ),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[4],
+    );
+    let endp = g.op(
+        OpKind::Add,
+        vec![("x", v("pos")), ("y", v(&three))],
+        DType::I32,
+        &[1],
+    );
+    let two = g.cst(ConstValue::vec_i32(&[2]));
+    let end = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![two, one, endp, four])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[4],
+    );
+    let o = g.op(
+        OpKind::SliceUpdate,
+        vec![
+            ("x", v("cache")),
+            ("update", v("upd")),
+            ("begin", v(&begin)),
+            ("end", v(&end)),
+        ],
+        DType::F32,
+        &[2, 1, 8, 4],
+    );
+    let p = g.program(&[&o]);
+    for pos in [0i32, 2, 5] {
+        let out = run_main(
+            &p,
+            Precision::F32,
+            &[
+                ("cache", cache.clone()),
+                ("upd", upd.clone()),
+                ("pos", Tensor::i32(vec![1], vec![pos]).unwrap()),
+            ],
+        )
+        .unwrap();
+        let (cv, uv) = (cache.to_f32_vec(), upd.to_f32_vec());
+        let want: Vec<f32> = coords(&[2, 1, 8, 4])
+            .iter()
+            .map(|cd| {
+                let p = pos as usize;
+                if cd[0] == 1 && cd[2] >= p && cd[2] < p + 3 {
+                    uv[at(&[1, 1, 3, 4], &[0, 0, cd[2] - p, cd[3]])]
+                } else {
+                    cv[at(&[2, 1, 8, 4], cd)]
+                }
+            })
+            .collect();
+        assert_close(&out[&o], &want, 0.0, &format!("slice_update at {pos}"));
+    }
+    // at position 6 the slice [6, 9) is clipped to 2 rows: the 3-row update no longer fits
+    let err = run_main(
+        &p,
+        Precision::F32,
+        &[
+            ("cache", cache),
+            ("upd", upd),
+            ("pos", Tensor::i32(vec![1], vec![6]).unwrap()),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("slice_update op") && err.to_string().contains("does not match"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reshape_transpose_expand_squeeze_tile() {
+    let x = f32t(&[2, 3, 4], 80);
+    let xv = x.to_f32_vec();
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3, 4]);
+    let r = g.op(
+        OpKind::Reshape,
+        vec![("x", v("x")), ("shape", ci(&[0, -1, 2]))],
+        DType::F32,
+        &[2, 6, 2],
+    );
+    let t = g.op(
+        OpKind::Transpose,
+        vec![("x", v("x")), ("perm", ci(&[2, 0, 1]))],
+        DType::F32,
+        &[4, 2, 3],
+    );
+    let e = g.op(
+        OpKind::ExpandDims,
+        vec![("x", v("x")), ("axes", ci(&[0, -2]))],
+        DType::F32,
+        &[1, 2, 3, 1, 4],
+    );
+    let s = g.op(OpKind::Squeeze, vec![("x", v(&e))], DType::F32, &[2, 3, 4]);
+    let s2 = g.op(
+        OpKind::Squeeze,
+        vec![("x", v(&e)), ("axes", ci(&[3]))],
+        DType::F32,
+        &[1, 2, 3, 4],
+    );
+    let tl = g.op(
+        OpKind::Tile,
+        vec![("x", v("x")), ("reps", ci(&[1, 2, 1]))],
+        DType::F32,
+        &[2, 6, 4],
+    );
+    let out = run_main(
+        &g.program(&[&r, &t, &e, &s, &s2, &tl]),
+        Precision::F32,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_close(&out[&r], &xv, 0.0, "reshape keeps order");
+    let want: Vec<f32> = coords(&[4, 2, 3])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 4], &[cd[1], cd[2], cd[0]])])
+        .collect();
+    assert_close(&out[&t], &want, 0.0, "transpose");
+    assert_eq!(out[&e].shape(), [1, 2, 3, 1, 4]);
+    assert_close(&out[&s], &xv, 0.0, "squeeze all");
+    assert_eq!(out[&s2].shape(), [1, 2, 3, 4]);
+    let want: Vec<f32> = coords(&[2, 6, 4])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 4], &[cd[0], cd[1] % 3, cd[2]])])
+        .collect();
+    assert_close(&out[&tl], &want, 0.0, "tile");
+}
+
+#[test]
+fn gather_axis_batch_dims_and_out_of_range() {
+    // embeddings-style: table [V, H], ids [1, S] → [1, S, H]
+    let table = f32t(&[10, 4], 90);
+    let tv = table.to_f32_vec();
+    let mut g = G::default();
+    g.input("ids", DType::I32, &[1, 3]);
+    g.input("t", DType::F32, &[10, 4]);
+    let o = g.op(
+        OpKind::Gather,
+        vec![
+            ("x", v("t")),
+            ("indices", v("ids")),
+            ("axis", cs(0)),
+            ("batch_dims", cs(0)),
+        ],
+        DType::F32,
+        &[1, 3, 4],
+    );
+    let p = g.program(&[&o]);
+    let out = run_main(
+        &p,
+        Precision::F32,
+        &[
+            ("t", table.clone()),
+            ("ids", Tensor::i32(vec![1, 3], vec![7, 0, 9]).unwrap()),
+        ],
+    )
+    .unwrap();
+    let want: Vec<f32> = [7usize, 0, 9]
+        .iter()
+        .flat_map(|&i| tv[i * 4..i * 4 + 4].to_vec())
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "gather axis 0");
+    for bad in [10, -1] {
+        let err = run_main(
+            &p,
+            Precision::F32,
+            &[
+                ("t", table.clone()),
+                ("ids", Tensor::i32(vec![1, 3], vec![1, bad, 2]).unwrap()),
+            ],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gather op") && msg.contains(&format!("index {bad} out of range")),
+            "{msg}"
+        );
+    }
+    // axis 2 with batch_dims 1: x [2, 3, 5], indices [2, 4] → [2, 3, 4]
+    let x = f32t(&[2, 3, 5], 91);
+    let xv = x.to_f32_vec();
+    let ind = vec![4, 0, 0, 2, 1, 3, 3, 4];
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3, 5]);
+    g.input("i", DType::I32, &[2, 4]);
+    let o = g.op(
+        OpKind::Gather,
+        vec![
+            ("x", v("x")),
+            ("indices", v("i")),
+            ("axis", cs(2)),
+            ("batch_dims", cs(1)),
+        ],
+        DType::F32,
+        &[2, 3, 4],
+    );
+    let out = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[
+            ("x", x),
+            ("i", Tensor::i32(vec![2, 4], ind.clone()).unwrap()),
+        ],
+    )
+    .unwrap();
+    let want: Vec<f32> = coords(&[2, 3, 4])
+        .iter()
+        .map(|cd| xv[at(&[2, 3, 5], &[cd[0], cd[1], ind[cd[0] * 4 + cd[2]] as usize])])
+        .collect();
+    assert_close(&out[&o], &want, 0.0, "gather batch_dims 1");
+}
+
+#[test]
+fn cast_select_band_part_fill() {
+    let x = Tensor::f32(vec![2, 3], vec![-1.7, 0.0, 2.9, 70000.0, -0.2, 3.0]).unwrap();
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3]);
+    let i = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("int32")))],
+        DType::I32,
+        &[2, 3],
+    );
+    let b = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("bool")))],
+        DType::Bool,
+        &[2, 3],
+    );
+    let h = g.op(
+        OpKind::Cast,
+        vec![("x", v("x")), ("dtype", c(ConstValue::string("fp16")))],
+        DType::F16,
+        &[2, 3],
+    );
+    let zero = g.cst(ConstValue::scalar_f32(0.0));
+    let sel = g.op(
+        OpKind::Select,
+        vec![("cond", v(&b)), ("a", v("x")), ("b", v(&zero))],
+        DType::F32,
+        &[2, 3],
+    );
+    let bp = g.op(
+        OpKind::BandPart,
+        vec![("x", v("x")), ("lower", cs(0)), ("upper", cs(1))],
+        DType::F32,
+        &[2, 3],
+    );
+    let fl = g.op(
+        OpKind::Fill,
+        vec![
+            ("shape", ci(&[2, 2])),
+            ("value", c(ConstValue::scalar_f32(-3.5))),
+        ],
+        DType::F32,
+        &[2, 2],
+    );
+    let out = run_main(
+        &g.program(&[&i, &b, &h, &sel, &bp, &fl]),
+        Precision::F16,
+        &[("x", x.clone())],
+    )
+    .unwrap();
+    assert_eq!(
+        out[&i].as_i32().unwrap(),
+        [-1, 0, 2, 70000, 0, 3],
+        "cast truncates toward zero"
+    );
+    assert_eq!(
+        out[&b].as_bool().unwrap(),
+        [true, false, true, true, true, true]
+    );
+    assert_eq!(
+        out[&h].to_f32_vec(),
+        vec![-1.7f32, 0.0, 2.9, 70000.0, -0.2, 3.0]
+            .into_iter()
+            .map(|v| f16::from_f32(v).to_f32())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        out[&h].to_f32_vec()[3].is_infinite(),
+        "70000 overflows fp16"
+    );
+    assert_eq!(
+        out[&sel].to_f32_vec(),
+        x.to_f32_vec()
+            .into_iter()
+            .map(|v| if v != 0.0 { v } else { 0.0 })
+            .collect::<Vec<_>>()
+    );
+    // band_part lower 0, upper 1: keep (r, c) with c - r in [0, 1]
+    assert_eq!(out[&bp].to_f32_vec(), vec![-1.7, 0.0, 0.0, 0.0, -0.2, 3.0]);
+    assert_eq!(out[&fl].to_f32_vec(), vec![-3.5; 4]);
+}
+
+/// Per-grouped-channel palettization of a conv weight `[Cout, Cin, 1, 1]`:
+/// `lut [Cout/G, 1, 1, 1, 2^bits, 1]`, rows `g·G .. g·G+G−1` use table g.
+fn lut_case(bits: u32, cout: usize, cin: usize, group: usize) {
+    let entries = 1usize << bits;
+    let tables = cout / group;
+    let lut: Vec<f16> = rand(tables * entries, 100 + bits as u64)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let idx: Vec<u8> = (0..cout * cin)
+        .map(|i| ((i * 7 + i / 3) % entries) as u8)
+        .collect();
+    let shape = [cout as u64, cin as u64, 1, 1];
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, cin, 1, 3]);
+    let w = g.op(
+        OpKind::ConstexprLutToDense,
+        vec![
+            (
+                "indices",
+                c(ConstValue::from_indices(bits, &shape, &idx).unwrap()),
+            ),
+            (
+                "lut",
+                c(
+                    ConstValue::from_f16(&[tables as u64, 1, 1, 1, entries as u64, 1], &lut)
+                        .unwrap(),
+                ),
+            ),
+        ],
+        DType::F16,
+        &[cout, cin, 1, 1],
+    );
+    let y = g.op(
+        OpKind::Conv,
+        vec![("x", v("x")), ("weight", v(&w))],
+        DType::F16,
+        &[1, cout, 1, 3],
+    );
+    let p = g.program(&[&w, &y]);
+    let x = f32t(&[1, cin, 1, 3], 200);
+    let out = run_main(&p, Precision::F32, &[("x", x.clone())]).unwrap();
+    let want: Vec<f32> = (0..cout * cin)
+        .map(|i| lut[(i / cin / group) * entries + idx[i] as usize].to_f32())
+        .collect();
+    assert_eq!(
+        out[&w].to_f32_vec(),
+        want,
+        "{bits}-bit LUT decompression is exact"
+    );
+    let xv = x.to_f32_vec();
+    let yw: Vec<f32> = (0..cout)
+        .flat_map(|o| (0..3).map(move |s| (o, s)))
+        .map(|(o, s)| (0..cin).map(|k| want[o * cin + k] * xv[k * 3 + s]).sum())
+        .collect();
+    assert_close(&out[&y], &yw, 1e-5, "conv over the palettized weight");
+}
+
+#[test]
+fn lut_to_dense_4bit_and_6bit_per_grouped_channel() {
+    lut_case(4, 64, 32, 16);
+    lut_case(6, 32, 16, 8);
+    lut_case(2, 8, 4, 8); // per-tensor: one table
+}
+
+#[test]
+fn lut_to_dense_vector_palettization() {
+    // coremltools' docstring case 2.1: indices uint1 [2,2,2], lut [1,1,1,2,3], vector_axis 1
+    let idx = [0u8, 0, 1, 0, 1, 1, 0, 0];
+    let lut = [10.0f32, 11.0, 12.0, 20.0, 21.0, 22.0];
+    let mut g = G::default();
+    let w = g.op(
+        OpKind::ConstexprLutToDense,
+        vec![
+            (
+                "indices",
+                c(ConstValue::from_indices(1, &[2, 2, 2], &idx).unwrap()),
+            ),
+            (
+                "lut",
+                c(ConstValue::from_f32(&[1, 1, 1, 2, 3], &lut).unwrap()),
+            ),
+            ("vector_axis", cs(1)),
+        ],
+        DType::F32,
+        &[2, 6, 2],
+    );
+    let out = run_main(&g.program(&[&w]), Precision::F32, &[]).unwrap();
+    #[rustfmt::skip]
+    let want = [10., 10., 11., 11., 12., 12., 20., 10., 21., 11., 22., 12.,
+                20., 20., 21., 21., 22., 22., 10., 10., 11., 11., 12., 12.];
+    assert_eq!(out[&w].to_f32_vec(), want);
+}
+
+#[test]
+fn blockwise_shift_scale_with_offset() {
+    // uint8 data [4, 6], scale/offset [2, 3]: blocks of 2×2
+    let data: Vec<u8> = (0..24).map(|i| (i * 11 % 256) as u8).collect();
+    let scale = [0.5f32, -1.0, 0.25, 2.0, 0.125, 1.0];
+    let offset: Vec<u8> = vec![3, 100, 0, 255, 7, 8];
+    let mut g = G::default();
+    let w = g.op(
+        OpKind::ConstexprBlockwiseShiftScale,
+        vec![
+            (
+                "data",
+                c(ConstValue::from_bytes(DType::U8, &[4, 6], data.clone()).unwrap()),
+            ),
+            ("scale", c(ConstValue::from_f32(&[2, 3], &scale).unwrap())),
+            (
+                "offset",
+                c(ConstValue::from_bytes(DType::U8, &[2, 3], offset.clone()).unwrap()),
+            ),
+        ],
+        DType::F32,
+        &[4, 6],
+    );
+    let out = run_main(&g.program(&[&w]), Precision::F32, &[]).unwrap();
+    let want: Vec<f32> = (0..24)
+        .map(|i| {
+            let (r, c) = (i / 6, i % 6);
+            let b = (r / 2) * 3 + c / 2;
+            scale[b] * (data[i] as f32 - offset[b] as f32)
+        })
+        .collect();
+    assert_eq!(out[&w].to_f32_vec(), want);
+}
+
+/// A function that appends `x` (one fp16 row) to a cache state at `pos` and returns the sum of
+/// the cache after the write: `read_state → slice_update → write_state → read_state`.
+fn cache_function(rows: usize) -> Function {
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, rows, 4]);
+    g.input("pos", DType::I32, &[1]);
+    g.state("cache", &[1, 8, 4]);
+    let cur = g.op(
+        OpKind::ReadState,
+        vec![("input", v("cache"))],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    let z = g.cst(ConstValue::vec_i32(&[0]));
+    let one = g.cst(ConstValue::vec_i32(&[1]));
+    let four = g.cst(ConstValue::vec_i32(&[4]));
+    let nrows = g.cst(ConstValue::vec_i32(&[rows as i32]));
+    let begin = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![z.clone(), "pos".into(), z.clone()])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[3],
+    );
+    let e = g.op(
+        OpKind::Add,
+        vec![("x", v("pos")), ("y", v(&nrows))],
+        DType::I32,
+        &[1],
+    );
+    let end = g.op(
+        OpKind::Concat,
+        vec![
+            ("values", A::Vs(vec![one, e, four])),
+            ("axis", cs(0)),
+            ("interleave", cb(false)),
+        ],
+        DType::I32,
+        &[3],
+    );
+    let upd = g.op(
+        OpKind::SliceUpdate,
+        vec![
+            ("x", v(&cur)),
+            ("update", v("x")),
+            ("begin", v(&begin)),
+            ("end", v(&end)),
+        ],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    g.write_state("cache", &upd);
+    let after = g.op(
+        OpKind::ReadState,
+        vec![("input", v("cache"))],
+        DType::F16,
+        &[1, 8, 4],
+    );
+    let s = g.op(
+        OpKind::ReduceSum,
+        vec![
+            ("x", v(&after)),
+            ("axes", ci(&[1, 2])),
+            ("keep_dims", cb(false)),
+        ],
+        DType::F16,
+        &[1],
+    );
+    let mut f = g.function(&[]);
+    f.outputs = vec![s];
+    f
+}
+
+#[test]
+fn state_persists_across_calls_and_functions_share_it() {
+    let p = Program {
+        functions: vec![
+            ("infer".into(), cache_function(1)),
+            ("prefill".into(), cache_function(3)),
+        ],
+        default_function: "infer".into(),
+    };
+    let m = Interpreter::new(&p, Precision::F16);
+    let mut states = m.zero_states("infer").unwrap();
+    assert_eq!(states["cache"].shape(), [1, 8, 4]);
+    let rows3 = Tensor::f16_from_f32(vec![1, 3, 4], &[1.0; 12]).unwrap();
+    let row = Tensor::f16_from_f32(vec![1, 1, 4], &[0.5; 4]).unwrap();
+    let pos = |p: i32| Tensor::i32(vec![1], vec![p]).unwrap();
+    let o = m
+        .run(
+            "prefill",
+            &inputs(&[("x", rows3), ("pos", pos(0))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(o.values().next().unwrap().to_f32_vec(), [12.0]);
+    let o = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(3))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(
+        o.values().next().unwrap().to_f32_vec(),
+        [14.0],
+        "infer sees prefill's rows"
+    );
+    let o = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(4))]),
+            &mut states,
+        )
+        .unwrap();
+    assert_eq!(
+        o.values().next().unwrap().to_f32_vec(),
+        [16.0],
+        "and its own earlier write"
+    );
+    let c = states["cache"].to_f32_vec();
+    assert_eq!(&c[..12], &[1.0; 12]);
+    assert_eq!(&c[12..20], &[0.5; 8]);
+    assert_eq!(&c[20..], &[0.0; 12]);
+
+    // a failed run leaves the state untouched
+    let before = states["cache"].clone();
+    assert!(m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(8))]),
+            &mut states
+        )
+        .is_err());
+    assert_eq!(states["cache"], before);
+
+    // missing state, unknown function, missing input: typed errors naming the thing
+    let err = m
+        .run(
+            "infer",
+            &inputs(&[("x", row.clone()), ("pos", pos(0))]),
+            &mut BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::MissingState { name, .. } if name == "cache"),
+        "{err}"
+    );
+    let err = m.run("decode", &inputs(&[]), &mut states).unwrap_err();
+    assert!(
+        matches!(&err, ExecError::UnknownFunction { name, .. } if name == "decode"),
+        "{err}"
+    );
+    let err = m
+        .run("infer", &inputs(&[("x", row)]), &mut states)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::MissingInput { name, .. } if name == "pos"),
+        "{err}"
+    );
+}
+
+#[test]
+fn write_state_must_match_the_declared_type() {
+    let mut g = G::default();
+    g.input("x", DType::F16, &[1, 4, 4]);
+    g.state("cache", &[1, 8, 4]);
+    g.write_state("cache", "x");
+    let mut f = g.function(&[]);
+    f.outputs = vec!["x".into()];
+    let p = Program {
+        functions: vec![("main".into(), f)],
+        default_function: "main".into(),
+    };
+    let m = Interpreter::new(&p, Precision::F32);
+    let mut states = m.zero_states("main").unwrap();
+    let err = m
+        .run(
+            "main",
+            &inputs(&[(
+                "x",
+                Tensor::f16_from_f32(vec![1, 4, 4], &[1.0; 16]).unwrap(),
+            )]),
+            &mut states,
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("write_state op") && msg.contains("state `cache`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn f16_precision_rounds_every_op_output() {
+    // 1 + 2^-11 is not an fp16 value: F16 rounds it (ties to even → 1), F32 keeps it.
+    let mut g = G::default();
+    g.input("x", DType::F16, &[2]);
+    let eps = g.cst(
+        ConstValue::from_f16(&[2], &[f16::from_f32(0.00048828125), f16::from_f32(0.0)]).unwrap(),
+    );
+    let s = g.op(
+        OpKind::Add,
+        vec![("x", v("x")), ("y", v(&eps))],
+        DType::F16,
+        &[2],
+    );
+    let m = g.op(
+        OpKind::Mul,
+        vec![("x", v(&s)), ("y", v(&s))],
+        DType::F16,
+        &[2],
+    );
+    let p = g.program(&[&s, &m]);
+    let x = Tensor::f16_from_f32(vec![2], &[1.0, 300.0]).unwrap();
+    let o16 = run_main(&p, Precision::F16, &[("x", x.clone())]).unwrap();
+    let o32 = run_main(&p, Precision::F32, &[("x", x)]).unwrap();
+    assert_eq!(o16[&s].to_f32_vec(), [1.0, 300.0]);
+    assert_eq!(o32[&s].to_f32_vec(), [1.0 + 2f32.powi(-11), 300.0]);
+    // 300² = 90000 overflows fp16
+    assert!(o16[&m].to_f32_vec()[1].is_infinite());
+    assert_eq!(o32[&m].to_f32_vec()[1], 90000.0);
+}
+
+#[test]
+fn declared_output_types_are_checked() {
+    let mut g = G::default();
+    g.input("x", DType::F32, &[2, 3]);
+    let o = g.op(
+        OpKind::Transpose,
+        vec![("x", v("x")), ("perm", ci(&[1, 0]))],
+        DType::F32,
+        &[2, 3],
+    );
+    let err = run_main(
+        &g.program(&[&o]),
+        Precision::F32,
+        &[("x", f32t(&[2, 3], 1))],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("transpose op")
+            && msg.contains("declared fp32 [2, 3] but computed fp32 [3, 2]"),
+        "{msg}"
+    );
+}
+
+// ------------------------------------------------------------------ through mil's builder and package files
+
+/// A chunk-like function built with mil's `FunctionBuilder`: a palettized 1×1 conv over
+/// `x [1, C, 1, S]`, the result written into a cache state at `pos`, then a softmax over the
+/// channels of `y` plus the cache's total.
+fn chunk_like(seq: u64, indices: &ConstValue, lut: &ConstValue) -> mil::Result<Function> {
+    use mil::{FunctionBuilder, SliceParams};
+    let mut b = FunctionBuilder::new();
+    let x = b.input("x", TensorType::new(DType::F16, &[1, 8, 1, seq]))?;
+    let pos = b.input("pos", TensorType::new(DType::I32, &[1]))?;
+    let kv = b.state("kv", TensorType::new(DType::F16, &[1, 8, 1, 6]))?;
+    let w = b.lut_to_dense("w", indices.clone(), lut.clone())?;
+    let y = b.conv("y", &x, &w, None)?;
+    let cur = b.read_state("cur", &kv)?;
+    let z = b.constant("z", ConstValue::vec_i32(&[0, 0, 0]))?;
+    let begin = b.concat("begin", &[&z, &pos], 0)?;
+    let ext = b.constant("ext", ConstValue::vec_i32(&[1, 8, 1, seq as i32]))?;
+    let end = b.add("end", &begin, &ext)?;
+    let upd = b.slice_update("upd", &cur, &y, &begin, &end, &SliceParams::default())?;
+    b.write_state("kv_write", &kv, &upd)?;
+    let after = b.read_state("after", &kv)?;
+    let total = b.reduce_sum("total", &after, &[1, 2, 3], false)?;
+    let probs = b.softmax("probs", &y, 1)?;
+    b.output(&probs)?;
+    b.output(&total)?;
+    b.finish()
+}
+
+#[test]
+fn builder_program_runs_the_same_before_and_after_a_package_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chunk.mlpackage");
+    let lut_vals: Vec<f16> = rand(2 * 16, 300).into_iter().map(f16::from_f32).collect();
+    let idx: Vec<u8> = (0..64).map(|i| ((i * 5 + 3) % 16) as u8).collect();
+    let indices = ConstValue::from_indices(4, &[8, 8, 1, 1], &idx).unwrap();
+    let lut = ConstValue::from_f16(&[2, 1, 1, 1, 16, 1], &lut_vals).unwrap();
+    let program = |indices: &ConstValue, lut: &ConstValue| Program {
+        functions: vec![
+            ("infer".into(), chunk_like(1, indices, lut).unwrap()),
+            ("prefill".into(), chunk_like(3, indices, lut).unwrap()),
+        ],
+        default_function: "infer".into(),
+    };
+    let in_memory = program(&indices, &lut);
+    let mut w = mil::PackageWriter::create(&path, false).unwrap();
+    let (si, sl) = (
+        w.store(indices.clone()).unwrap(),
+        w.store(lut.clone()).unwrap(),
+    );
+    w.finish(&mil::Model::new(program(&si, &sl))).unwrap();
+    let read = mil::read_package(&path).unwrap();
+
+    let dense: Vec<f32> = (0..64)
+        .map(|i| lut_vals[(i / 8 / 4) * 16 + idx[i] as usize].to_f32())
+        .collect();
+    for precision in [Precision::F32, Precision::F16] {
+        let a = Interpreter::new(&in_memory, precision);
+        let b = Interpreter::new(&read, precision);
+        let mut sa = a.zero_states("infer").unwrap();
+        let mut sb = b.zero_states("infer").unwrap();
+        let mut total = 0f32;
+        for (f, seq, pos) in [("prefill", 3usize, 0i32), ("infer", 1, 3), ("infer", 1, 4)] {
+            let x =
+                Tensor::f16_from_f32(vec![1, 8, 1, seq], &rand(8 * seq, 310 + pos as u64)).unwrap();
+            let ins = inputs(&[
+                ("x", x.clone()),
+                ("pos", Tensor::i32(vec![1], vec![pos]).unwrap()),
+            ]);
+            let oa = a.run(f, &ins, &mut sa).unwrap();
+            let ob = b.run(f, &ins, &mut sb).unwrap();
+            assert_eq!(
+                oa, ob,
+                "{precision:?} {f}: same outputs from memory and from the package"
+            );
+            assert_eq!(sa, sb);
+            // naive: y = W·x per position; softmax over channels; cache total accumulates y
+            let xv = x.to_f32_vec();
+            let mut probs = vec![0f32; 8 * seq];
+            for s in 0..seq {
+                let y: Vec<f32> = (0..8)
+                    .map(|o| (0..8).map(|k| dense[o * 8 + k] * xv[k * seq + s]).sum())
+                    .collect();
+                total += y.iter().sum::<f32>();
+                let m = y.iter().cloned().fold(f32::MIN, f32::max);
+                let den: f32 = y.iter().map(|v| (v - m).exp()).sum();
+                for o in 0..8 {
+                    probs[o * seq + s] = (y[o] - m).exp() / den;
+                }
+            }
+            let tol = if precision == Precision::F16 {
+                2e-3
+            } else {
+                1e-5
+            };
+            let probs_name = oa.keys().find(|k| k.starts_with("probs")).unwrap();
+            let total_name = oa.keys().find(|k| k.starts_with("total")).unwrap();
+            assert_close(
+                &oa[probs_name],
+                &probs,
+                tol,
+                &format!("{precision:?} {f} probs"),
+            );
+            assert_close(
+                &oa[total_name],
+                &[total],
+                tol * 10.0,
+                &format!("{precision:?} {f} cache total"),
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ opt-in: anec's own output
+
+/// Runs a converted output folder (`ANEC_EXEC_E2E_DIR`, converted from the fixture named by
+/// `ANEC_EXEC_E2E_MODEL`) through the runner protocol of ANE-CONTRACT.md and compares the
+/// logits with transformers' reference: every position via `infer`, and sequence 2 (84 tokens)
+/// with one 64-token `prefill` batch then `infer`. Opt-in (`cargo test -- --ignored`) because
+/// the converter is not part of this module: it prints the numbers and checks top-1 agreement
+/// (`ANEC_EXEC_E2E_MIN_TOP1`, default 0.9; `ANEC_EXEC_E2E_PRECISION=f32` for fp32 math).
+#[test]
+#[ignore]
+fn converted_model_matches_transformers_reference() {
+    let (Ok(dir), Ok(model)) = (
+        std::env::var("ANEC_EXEC_E2E_DIR"),
+        std::env::var("ANEC_EXEC_E2E_MODEL"),
+    ) else {
+        eprintln!("set ANEC_EXEC_E2E_DIR and ANEC_EXEC_E2E_MODEL");
+        return;
+    };
+    let precision = match std::env::var("ANEC_EXEC_E2E_PRECISION").as_deref() {
+        Ok("f32") => Precision::F32,
+        _ => Precision::F16,
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let p = &meta["model_info"]["parameters"];
+    let ctx = p["context_length"].as_u64().unwrap() as usize;
+    let batch = p["batch_size"].as_u64().unwrap() as usize;
+    let hidden = p["hidden_size"].as_u64().unwrap() as usize;
+    let load =
+        |name: &str| Interpreter::new(&mil::read_package(dir.join(name)).unwrap(), precision);
+    let emb = load(p["embeddings"].as_str().unwrap());
+    let head = load(p["lm_head"].as_str().unwrap());
+    let chunks: Vec<Interpreter> = p["chunk_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| load(f.as_str().unwrap()))
+        .collect();
+    let ef = emb.program().default_function.clone();
+    let hf = head.program().default_function.clone();
+    let mask_rows = |start: usize, n: usize| -> Tensor {
+        let v: Vec<f32> = (0..n)
+            .flat_map(|r| {
+                (0..ctx).map(move |c| {
+                    if c <= start + r {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        Tensor::f16_from_f32(vec![1, 1, n, ctx], &v).unwrap()
+    };
+    let i32s = |shape: Vec<usize>, v: Vec<i32>| Tensor::i32(shape, v).unwrap();
+    // One step of `n` tokens at `start` through embeddings and every chunk's function `f`.
+    let step =
+        |states: &mut BTreeMap<String, Tensor>, f: &str, ids: &[i32], start: usize| -> Tensor {
+            let n = ids.len();
+            let h = emb
+                .run(
+                    &ef,
+                    &inputs(&[("input_ids", i32s(vec![1, n], ids.to_vec()))]),
+                    &mut BTreeMap::new(),
+                )
+                .unwrap();
+            let mut h = h["hidden_states"].clone();
+            let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+            for c in &chunks {
+                let o = c
+                    .run(
+                        f,
+                        &inputs(&[
+                            ("hidden_states", h.clone()),
+                            ("position_ids", i32s(vec![n], pos.clone())),
+                            ("causal_mask", mask_rows(start, n)),
+                            ("current_pos", i32s(vec![1], vec![start as i32])),
+                        ]),
+                        states,
+                    )
+                    .unwrap();
+                h = o["output_hidden_states"].clone();
+            }
+            h
+        };
+    let logits = |h: &Tensor| -> Vec<f32> {
+        let o = head
+            .run(
+                &hf,
+                &inputs(&[("hidden_states", h.clone())]),
+                &mut BTreeMap::new(),
+            )
+            .unwrap();
+        let mut parts: Vec<(usize, Vec<f32>)> = o
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("logits")
+                    .and_then(|i| i.parse().ok())
+                    .map(|i| (i, v.to_f32_vec()))
+            })
+            .collect();
+        parts.sort_by_key(|p| p.0);
+        parts.into_iter().flat_map(|p| p.1).collect()
+    };
+    let bytes = std::fs::read(fixture(&model).join("reference.safetensors")).unwrap();
+    let r = SafeTensors::deserialize(&bytes).unwrap();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0
+    };
+    let t0 = std::time::Instant::now();
+    let mut agree = 0;
+    let mut total = 0;
+    let mut max_d = 0f32;
+    for s in 0..3 {
+        let ids = st(&r, &format!("ids_{s}")).as_i32().unwrap().to_vec();
+        let want = st(&r, &format!("logits_{s}")).to_f32_vec();
+        let vocab = want.len() / ids.len();
+        let mut states = chunks[0].zero_states("infer").unwrap();
+        let mut first = 0;
+        if ids.len() >= batch {
+            step(&mut states, "prefill", &ids[..batch], 0);
+            first = batch;
+        }
+        for (pos, &id) in ids.iter().enumerate().skip(first) {
+            let h = step(&mut states, "infer", &[id], pos);
+            assert_eq!(h.shape(), [1, 1, hidden]);
+            let got = logits(&h);
+            let w = &want[pos * vocab..(pos + 1) * vocab];
+            max_d = got
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(max_d, f32::max);
+            agree += (argmax(&got) == argmax(w)) as usize;
+            total += 1;
+        }
+    }
+    println!(
+        "{model} {precision:?}: top-1 {agree}/{total}, max |Δlogit| {max_d:.4}, {:.2}s",
+        t0.elapsed().as_secs_f32()
+    );
+    // fp16 packages agree fully; LUT packages of random tiny weights are lossier (set the bar).
+    let min: f64 = std::env::var("ANEC_EXEC_E2E_MIN_TOP1")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.9);
+    assert!(
+        agree as f64 >= min * total as f64,
+        "top-1 agreement {agree}/{total} below {min}"
+    );
+}
+
+#[test]
+fn a_wrong_declared_type_in_a_real_package_fails_at_that_op() {
+    // The reader type-checks packages; the interpreter checks again, independently, at run time.
+    let mut model = mil::read_package(samples().join("decode.mlpackage")).unwrap();
+    let f = &mut model.program.functions[0].1;
+    let op = f.operations.iter_mut().find(|o| o.name == "fc2").unwrap();
+    op.outputs[0].1 = ValueType::Tensor(TensorType::new(DType::F16, &[1, 1, 32]));
+    let m = Interpreter::new(&model, Precision::F32);
+    let bytes = expected_bytes();
+    let e = SafeTensors::deserialize(&bytes).unwrap();
+    let err = m
+        .run(
+            "main",
+            &inputs(&[("x", st(&e, "decode_x")), ("pos", st(&e, "decode_pos"))]),
+            &mut m.zero_states("main").unwrap(),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("linear op `fc2`") && msg.contains("declared fp16 [1, 1, 32] but computed"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_interpreter_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Interpreter>();
+    assert_send_sync::<Tensor>();
+}
+
+// ------------------------------------------------------------------ properties
+
+/// Python's `slice(b, e, s).indices(n)` and the resulting positions, written the way the
+/// Python docs define it (independently of the interpreter's loop).
+fn py_slice(n: i64, b: Option<i64>, e: Option<i64>, s: i64) -> Vec<i64> {
+    let (lo, hi) = if s > 0 { (0, n) } else { (-1, n - 1) };
+    let fix = |v: i64| {
+        let v = if v < 0 { v + n } else { v };
+        v.clamp(lo, hi)
+    };
+    let start = b.map_or(if s > 0 { 0 } else { n - 1 }, fix);
+    let stop = e.map_or(if s > 0 { n } else { -1 }, fix);
+    let mut out = Vec::new();
+    let mut i = start;
+    while (s > 0 && i < stop) || (s < 0 && i > stop) {
+        out.push(i);
+        i += s;
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// slice_by_index picks Python's positions; slice_update writes exactly those and nothing else.
+    #[test]
+    fn slices_follow_python_and_updates_touch_only_the_slice(
+        shape in proptest::collection::vec(1usize..5, 1..4),
+        spec in proptest::collection::vec((-6i64..6, -6i64..6, proptest::prop_oneof![-3i64..0, 1i64..4], proptest::bool::ANY, proptest::bool::ANY), 3),
+    ) {
+        let rank = shape.len();
+        let spec = &spec[..rank];
+        let x = f32t(&shape, 7);
+        let pos: Vec<Vec<i64>> = shape.iter().zip(spec).map(|(&n, &(b, e, s, bm, em))| {
+            py_slice(n as i64, (!bm).then_some(b), (!em).then_some(e), s)
+        }).collect();
+        let out_shape: Vec<usize> = pos.iter().map(|p| p.len()).collect();
+        let mut g = G::default();
+        g.input("x", DType::F32, &shape);
+        let ints = |f: fn(&(i64, i64, i64, bool, bool)) -> i64| -> Vec<i32> { spec.iter().map(|t| f(t) as i32).collect() };
+        let bools = |f: fn(&(i64, i64, i64, bool, bool)) -> bool| -> Vec<bool> { spec.iter().map(f).collect() };
+        let params = || -> Vec<(&'static str, A)> {
+            vec![
+                ("begin", ci(&ints(|t| t.0))),
+                ("end", ci(&ints(|t| t.1))),
+                ("stride", ci(&ints(|t| t.2))),
+                ("begin_mask", c(ConstValue::vec_bool(&bools(|t| t.3)))),
+                ("end_mask", c(ConstValue::vec_bool(&bools(|t| t.4)))),
+            ]
+        };
+        let mut sp = vec![("x", v("x"))];
+        sp.extend(params());
+        let sl = g.op(OpKind::SliceByIndex, sp, DType::F32, &out_shape);
+        let n_out: usize = out_shape.iter().product();
+        let upd = g.cst(ConstValue::from_f32(&out_shape.iter().map(|&d| d as u64).collect::<Vec<_>>(), &vec![100.0; n_out]).unwrap());
+        let mut up = vec![("x", v("x")), ("update", v(&upd))];
+        up.extend(params());
+        let su = g.op(OpKind::SliceUpdate, up, DType::F32, &shape);
+        let out = run_main(&g.program(&[&sl, &su]), Precision::F32, &[("x", x.clone())]).unwrap();
+        let xv = x.to_f32_vec();
+        let want: Vec<f32> = coords(&out_shape)
+            .iter()
+            .map(|cd| {
+                let src: Vec<usize> = cd.iter().enumerate().map(|(d, &i)| pos[d][i] as usize).collect();
+                xv[at(&shape, &src)]
+            })
+            .collect();
+        proptest::prop_assert_eq!(out[&sl].to_f32_vec(), want);
+        let updated = out[&su].to_f32_vec();
+        for (k, cd) in coords(&shape).iter().enumerate() {
+            let inside = cd.iter().enumerate().all(|(d, &i)| pos[d].contains(&(i as i64)));
+            proptest::prop_assert_eq!(updated[k], if inside { 100.0 } else { xv[k] });
+        }
+    }
+}
+
+/// mil's type inference and exec's kernels are two implementations of every op's shape rules:
+/// a program of tricky ops built (and type-inferred) by `FunctionBuilder` must run, and the
+/// interpreter checks each computed type against the inferred one.
+#[test]
+fn builder_inferred_types_agree_with_computed_types() {
+    use mil::{ConvParams, FunctionBuilder, SliceParams};
+    let mut b = FunctionBuilder::new();
+    let x = b
+        .input("x", TensorType::new(DType::F16, &[2, 4, 5, 6]))
+        .unwrap();
+    let ids = b
+        .input("ids", TensorType::new(DType::I32, &[2, 3]))
+        .unwrap();
+    let w = b
+        .constant(
+            "w",
+            ConstValue::from_f16(&[6, 2, 3, 2], &[f16::from_f32(0.1); 72]).unwrap(),
+        )
+        .unwrap();
+    let mut outs = Vec::new();
+    let cp = ConvParams {
+        strides: Some(vec![2, 3]),
+        pad_type: Some("same".into()),
+        groups: Some(2),
+        ..Default::default()
+    };
+    outs.push(b.conv_with("conv", &x, &w, None, &cp).unwrap());
+    let sp = SliceParams {
+        stride: Some(vec![1, -2, 1, 2]),
+        end_mask: Some(vec![false, true, false, false]),
+        squeeze_mask: Some(vec![false, false, true, false]),
+        ..Default::default()
+    };
+    outs.push(
+        b.slice_const("slice", &x, &[-1, -1, 3, 0], &[2, 0, 4, 5], &sp)
+            .unwrap(),
+    );
+    outs.push(b.gather("gather", &x, &ids, 2, 1).unwrap());
+    let parts = b.split_sizes("split", &x, &[2, 4], 3).unwrap();
+    outs.push(
+        b.concat_with("inter", &[&parts[0], &parts[0]], 3, true)
+            .unwrap(),
+    );
+    outs.push(b.expand_dims("expand", &x, &[-1, 1]).unwrap());
+    outs.push(
+        b.squeeze("squeeze", &outs[outs.len() - 1].clone(), None)
+            .unwrap(),
+    );
+    outs.push(b.tile("tile", &x, &[1, 2, 1, 3]).unwrap());
+    outs.push(b.reduce_sum("rsum", &x, &[1, -1], true).unwrap());
+    outs.push(b.reduce_argmax("amax", &x, 2, false, DType::I32).unwrap());
+    outs.push(b.band_part("band", &x, 1, 0).unwrap());
+    outs.push(
+        b.fill("fill", &[3, 2], ConstValue::scalar_f16(f16::from_f32(2.0)))
+            .unwrap(),
+    );
+    outs.push(b.transpose("tr", &x, &[3, 0, 2, 1]).unwrap());
+    outs.push(b.reshape("rs", &x, &[2, -1, 3]).unwrap());
+    outs.push(b.matmul("mm", &x, &x, false, true).unwrap());
+    outs.push(b.layer_norm("ln", &x, &[1, 3], None, None, 1e-5).unwrap());
+    outs.push(b.cast("cast", &x, DType::F32).unwrap());
+    let rsum = outs[7].clone(); // [2, 1, 5, 1]: broadcasts against x
+    let lt = b.less("lt", &x, &rsum).unwrap();
+    outs.push(b.select("sel", &lt, &x, &rsum).unwrap());
+    outs.push(
+        b.rsqrt("rsqrt", &outs[outs.len() - 2].clone(), 1e-3)
+            .unwrap(),
+    );
+    for o in &outs {
+        b.output(o).unwrap();
+    }
+    let f = b.finish().unwrap();
+    let p = Program {
+        functions: vec![("main".into(), f)],
+        default_function: "main".into(),
+    };
+    let ids_t = Tensor::i32(vec![2, 3], vec![0, 4, 2, 1, 1, 3]).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let x_t = Tensor::f16_from_f32(vec![2, 4, 5, 6], &rand(240, 400)).unwrap();
+        let out = Interpreter::new(&p, precision)
+            .run(
+                "main",
+                &inputs(&[("x", x_t), ("ids", ids_t.clone())]),
+                &mut BTreeMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("{precision:?}: {e}"));
+        assert_eq!(out.len(), outs.len());
+    }
 }

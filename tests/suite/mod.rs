@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod exec;
 pub mod mil;
+pub mod quant;
 pub mod reference;
 pub mod source;
 pub mod util;

@@ -495,7 +495,11 @@ pub struct ConvertReport {
 impl fmt::Display for ConvertReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.dry_run {
-            writeln!(f, "dry run: nothing written; {} would hold:", self.output.display())?;
+            writeln!(
+                f,
+                "dry run: nothing written; {} would hold:",
+                self.output.display()
+            )?;
             return write!(f, "{}", self.plan);
         }
         writeln!(
@@ -537,23 +541,39 @@ fn skipped_layer(name: &str, layers: usize) -> bool {
 }
 
 /// The Core ML metadata of one part (shown by Xcode and `anec inspect`).
-fn package_metadata(cfg: &DecoderConfig, source: &str, plan: &ConvertPlan, kind: &PartKind) -> Metadata {
+fn package_metadata(
+    cfg: &DecoderConfig,
+    source: &str,
+    plan: &ConvertPlan,
+    kind: &PartKind,
+) -> Metadata {
     let what = match kind {
         PartKind::Embeddings => "embeddings".to_string(),
         PartKind::LmHead => "LM head".to_string(),
         PartKind::Chunk { index, layers } => {
-            format!("transformer chunk {index} (layers {}..{})", layers.start, layers.end)
+            format!(
+                "transformer chunk {index} (layers {}..{})",
+                layers.start, layers.end
+            )
         }
     };
     let mut user_defined = std::collections::BTreeMap::new();
     user_defined.insert("com.anec.source".to_string(), source.to_string());
     user_defined.insert("com.anec.architecture".to_string(), cfg.model_type.clone());
-    user_defined.insert("com.anec.context_length".to_string(), plan.context_length.to_string());
-    user_defined.insert("com.anec.batch_size".to_string(), plan.batch_size.to_string());
+    user_defined.insert(
+        "com.anec.context_length".to_string(),
+        plan.context_length.to_string(),
+    );
+    user_defined.insert(
+        "com.anec.batch_size".to_string(),
+        plan.batch_size.to_string(),
+    );
     Metadata {
         author: "anec".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        short_description: format!("{source} {what}, converted by anec for the Apple Neural Engine"),
+        short_description: format!(
+            "{source} {what}, converted by anec for the Apple Neural Engine"
+        ),
         license: String::new(),
         user_defined,
     }
@@ -607,7 +627,10 @@ fn compile_package(pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
         .arg(pkg)
         .arg(dir)
         .output()
-        .map_err(io_err(format!("cannot run xcrun coremlcompiler on {}", pkg.display())))?;
+        .map_err(io_err(format!(
+            "cannot run xcrun coremlcompiler on {}",
+            pkg.display()
+        )))?;
     let stem = pkg
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -635,10 +658,14 @@ fn replace_dir(tmp: tempfile::TempDir, out: &Path, parent: &Path) -> Result<(), 
         let aside = tempfile::Builder::new()
             .prefix(".anec-old-")
             .tempdir_in(parent)
-            .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?
+            .map_err(io_err(format!(
+                "cannot create a temp folder in {}",
+                parent.display()
+            )))?
             .keep();
         let target = aside.join("old");
-        std::fs::rename(out, &target).map_err(io_err(format!("cannot move {} aside", out.display())))?;
+        std::fs::rename(out, &target)
+            .map_err(io_err(format!("cannot move {} aside", out.display())))?;
         old = Some(aside);
     }
     std::fs::rename(&built, out).map_err(io_err(format!(
@@ -694,7 +721,10 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let tmp = tempfile::Builder::new()
         .prefix(".anec-convert-")
         .tempdir_in(&parent)
-        .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?;
+        .map_err(io_err(format!(
+            "cannot create a temp folder in {}",
+            parent.display()
+        )))?;
 
     let weights = WeightStore::open(&files)?;
     let opts = PartOptions {
@@ -721,7 +751,9 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     for p in &parts.parts {
         let file = format!("{}.mlpackage", p.name);
         let path = tmp.path().join(&file);
-        progress.bar.set_message(format!("{file} ({} tensors done)", tensors_done.get()));
+        progress
+            .bar
+            .set_message(format!("{file} ({} tensors done)", tensors_done.get()));
         let mut writer = PackageWriter::create(&path, false)?;
         let mut ctx = Ctx {
             cfg: &cfg,
@@ -764,7 +796,9 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         .filter(|n| !skipped_layer(n, parts.layers))
         .collect();
     if !unused.is_empty() {
-        return Err(ConvertError::Weights(WeightError::Unused { tensors: unused }));
+        return Err(ConvertError::Weights(WeightError::Unused {
+            tensors: unused,
+        }));
     }
     progress.bar.finish_and_clear();
 
@@ -901,6 +935,7 @@ mod tests {
             torch_dtype: None,
             bos_token_id: None,
             eos_token_ids: vec![],
+            max_position_embeddings: 131072,
         }
     }
 

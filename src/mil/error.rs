@@ -132,6 +132,13 @@ pub enum MilError {
     /// Enumerated input shapes that are empty or of differing rank.
     #[error("input {name:?}: {detail}")]
     BadInput { name: String, detail: String },
+    /// An error inside one function of a program.
+    #[error("function {function:?}: {source}")]
+    InFunction {
+        function: String,
+        #[source]
+        source: Box<MilError>,
+    },
     /// A program whose default function is not one of its functions, or with repeated function names.
     #[error("program: {detail}")]
     BadProgram { detail: String },

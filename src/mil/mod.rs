@@ -14,9 +14,14 @@ pub mod package;
 mod proto;
 pub mod value;
 
-pub use builder::{check_identifier, ConvParams, FunctionBuilder, SliceParams, Var};
+pub use builder::{
+    check_identifier, ConvParams, EnumeratedShapes, FunctionBuilder, SliceParams, Var,
+};
 pub use error::{MilError, Result};
-pub use infer::{check_function, check_program, op_kind_from_name, op_type_name, type_string, types_compatible};
+pub use infer::{
+    check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
+    types_compatible, ALL_KINDS,
+};
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;
 pub use model::{InputShapes, Metadata, Model};

@@ -242,6 +242,30 @@ fn weights_report(p: &Program) -> WeightsReport {
         }
     }
     let mut r = WeightsReport::default();
+    // Block-quantized weights (data + scale + offset) count once, as "other".
+    for (_, f) in &p.functions {
+        let consts = const_map(f);
+        for op in f
+            .operations
+            .iter()
+            .filter(|op| op.kind == OpKind::ConstexprBlockwiseShiftScale)
+        {
+            let mut bytes = 0;
+            for param in ["data", "scale", "offset"] {
+                if let Some((off, size)) =
+                    bound_const(&consts, op.inputs.get(param)).and_then(stored)
+                {
+                    if seen.insert(off) {
+                        bytes += size;
+                    }
+                }
+            }
+            if bytes > 0 {
+                r.other.count += 1;
+                r.other.bytes += bytes;
+            }
+        }
+    }
     for (_, f) in &p.functions {
         let values = f.operations.iter().flat_map(|op| {
             op.val
@@ -281,7 +305,7 @@ fn weights_report(p: &Program) -> WeightsReport {
 }
 
 fn mib(bytes: u64) -> String {
-    format!("{:.2}", bytes as f64 / (1024.0 * 1024.0))
+    format!("{:.3}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn shape_text(f: &FeatureReport) -> String {

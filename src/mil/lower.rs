@@ -1211,9 +1211,8 @@ pub fn decode_model(m: &pb::Model, path: &Path, blobs: Option<&BlobReader>) -> R
             ),
         ));
     };
-    if !desc.functions.is_empty()
-        && !(desc.input.is_empty() && desc.output.is_empty() && desc.state.is_empty())
-    {
+    let top_level = !desc.input.is_empty() || !desc.output.is_empty() || !desc.state.is_empty();
+    if !desc.functions.is_empty() && top_level {
         return Err(d.err("description", "both top-level features and a function list"));
     }
     let mut functions = Vec::with_capacity(order.len());
@@ -1237,4 +1236,283 @@ pub fn decode_model(m: &pb::Model, path: &Path, blobs: Option<&BlobReader>) -> R
         input_shapes,
         metadata: metadata_from_proto(desc.metadata.as_ref()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mil::builder::FunctionBuilder;
+    use half::f16;
+    use prost::Message;
+
+    /// Records what would go to weight.bin and hands out consecutive offsets.
+    #[derive(Default)]
+    struct Rec(Vec<ConstValue>);
+
+    impl BlobSink for Rec {
+        fn store(&mut self, c: &ConstValue) -> Result<StoredBlob> {
+            self.0.push(c.clone());
+            Ok(StoredBlob {
+                offset: 64 * self.0.len() as u64,
+                size_in_bytes: c.bytes().map_or(0, |b| b.len() as u64),
+                bytes: None,
+            })
+        }
+    }
+
+    fn immediate(c: ConstValue) -> TV {
+        match value_to_proto(&c, &mut Rec::default(), "test")
+            .unwrap()
+            .value
+        {
+            Some(ValueKind::ImmediateValue(mil::value::ImmediateValue {
+                value: Some(Imm::Tensor(mil::TensorValue { value: Some(v) })),
+            })) => v,
+            other => panic!("not an immediate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn immediates_use_coremltools_fields() {
+        // fp16 goes in `bytes`: 2.0 → 00 40, 1e-5 → A8 00 (COREML-FORMAT.md §4.1).
+        let v = ConstValue::from_f16(&[2], &[f16::from_f32(2.0), f16::from_f32(1e-5)]).unwrap();
+        assert_eq!(
+            immediate(v),
+            TV::Bytes(mil::tensor_value::RepeatedBytes {
+                values: vec![0x00, 0x40, 0xA8, 0x00]
+            })
+        );
+        assert_eq!(
+            immediate(ConstValue::scalar_f32(1.5)),
+            TV::Floats(mil::tensor_value::RepeatedFloats { values: vec![1.5] })
+        );
+        assert_eq!(
+            immediate(ConstValue::vec_i32(&[-1, 7])),
+            TV::Ints(mil::tensor_value::RepeatedInts {
+                values: vec![-1, 7]
+            })
+        );
+        assert_eq!(
+            immediate(ConstValue::vec_bool(&[true, false])),
+            TV::Bools(mil::tensor_value::RepeatedBools {
+                values: vec![true, false]
+            })
+        );
+        assert_eq!(
+            immediate(ConstValue::string("valid")),
+            TV::Strings(mil::tensor_value::RepeatedStrings {
+                values: vec!["valid".to_string()]
+            })
+        );
+        assert_eq!(
+            immediate(ConstValue::from_indices(4, &[3], &[12, 15, 1]).unwrap()),
+            TV::Bytes(mil::tensor_value::RepeatedBytes {
+                values: vec![0xFC, 0x01]
+            })
+        );
+    }
+
+    #[test]
+    fn ten_elements_go_to_the_blob_fewer_stay_inline() {
+        let mut rec = Rec::default();
+        let ten = ConstValue::from_f16(&[10], &[f16::ONE; 10]).unwrap();
+        let v = value_to_proto(&ten, &mut rec, "t").unwrap();
+        match v.value {
+            Some(ValueKind::BlobFileValue(b)) => {
+                assert_eq!((b.file_name.as_str(), b.offset), (WEIGHT_FILE_REF, 64))
+            }
+            other => panic!("{other:?}"),
+        }
+        let nine = ConstValue::from_f16(&[9], &[f16::ONE; 9]).unwrap();
+        assert!(matches!(
+            value_to_proto(&nine, &mut rec, "t").unwrap().value,
+            Some(ValueKind::ImmediateValue(_))
+        ));
+        let bools = ConstValue::from_bool(&[12], &[true; 12]).unwrap();
+        assert!(matches!(
+            value_to_proto(&bools, &mut rec, "t").unwrap().value,
+            Some(ValueKind::ImmediateValue(_))
+        ));
+        assert_eq!(rec.0.len(), 1);
+    }
+
+    #[test]
+    fn decoding_rejects_fp16_stored_as_floats() {
+        let v = mil::Value {
+            doc_string: String::new(),
+            r#type: Some(value_type_to_proto(&ValueType::Tensor(TensorType::new(
+                DType::F16,
+                &[1],
+            )))),
+            value: Some(ValueKind::ImmediateValue(mil::value::ImmediateValue {
+                value: Some(Imm::Tensor(mil::TensorValue {
+                    value: Some(TV::Floats(mil::tensor_value::RepeatedFloats {
+                        values: vec![1.0],
+                    })),
+                })),
+            })),
+        };
+        let d = Dec {
+            path: Path::new("m.mlmodel"),
+            blobs: None,
+        };
+        let e = d.value("op \"x\"", &v).unwrap_err().to_string();
+        assert!(
+            e.contains("fp16 immediate stored as Floats, expected Bytes"),
+            "{e}"
+        );
+    }
+
+    fn stateful() -> Function {
+        let mut b = FunctionBuilder::new();
+        let x = b.input("x", TensorType::new(DType::F16, &[1, 4])).unwrap();
+        let s = b.state("kv", TensorType::new(DType::F16, &[1, 4])).unwrap();
+        let r = b.read_state("r", &s).unwrap();
+        let y = b.add("y", &x, &r).unwrap();
+        b.write_state("w", &s, &y).unwrap();
+        b.output(&y).unwrap();
+        b.finish().unwrap()
+    }
+
+    fn model(names: &[&str]) -> Model {
+        Model::new(Program {
+            functions: names.iter().map(|n| (n.to_string(), stateful())).collect(),
+            default_function: names[0].to_string(),
+        })
+    }
+
+    #[test]
+    fn single_main_function_is_described_top_level_with_states_apart() {
+        let m = encode_model(&model(&["main"]), &mut Rec::default()).unwrap();
+        assert_eq!(m.specification_version, 9);
+        let d = m.description.as_ref().unwrap();
+        assert!(d.functions.is_empty() && d.default_function_name.is_empty());
+        assert_eq!(d.input.iter().map(|f| &f.name).collect::<Vec<_>>(), ["x"]);
+        assert_eq!(d.state.iter().map(|f| &f.name).collect::<Vec<_>>(), ["kv"]);
+        assert_eq!(d.output.iter().map(|f| &f.name).collect::<Vec<_>>(), ["y"]);
+        match d.state[0].r#type.as_ref().and_then(|t| t.r#type.as_ref()) {
+            Some(FeatureKind::StateType(pb::StateFeatureType {
+                r#type: Some(StateKind::ArrayType(a)),
+            })) => {
+                assert_eq!(a.shape, [1, 4]);
+                assert_eq!(a.data_type, ArrayDataType::Float16 as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+        // mlProgram is field 502: tag bytes B2 1F.
+        let bytes = m.encode_to_vec();
+        assert!(bytes.windows(2).any(|w| w == [0xB2, 0x1F]));
+    }
+
+    #[test]
+    fn several_functions_are_listed_with_the_default_and_opset() {
+        let m = encode_model(&model(&["infer", "prefill"]), &mut Rec::default()).unwrap();
+        let d = m.description.as_ref().unwrap();
+        assert!(d.input.is_empty() && d.output.is_empty() && d.state.is_empty());
+        assert_eq!(
+            d.functions.iter().map(|f| &f.name).collect::<Vec<_>>(),
+            ["infer", "prefill"]
+        );
+        assert_eq!(d.default_function_name, "infer");
+        assert_eq!(d.functions[1].state[0].name, "kv");
+        let Some(pb::model::Type::MlProgram(p)) = &m.r#type else {
+            panic!("not an ML program")
+        };
+        assert_eq!(p.version, 1);
+        for f in p.functions.values() {
+            assert_eq!(f.opset, "CoreML8");
+            assert_eq!(
+                f.block_specializations.keys().collect::<Vec<_>>(),
+                ["CoreML8"]
+            );
+            let block = &f.block_specializations["CoreML8"];
+            for op in &block.operations {
+                assert!(op.attributes.contains_key("name"), "{}", op.r#type);
+            }
+            let w = block
+                .operations
+                .iter()
+                .find(|o| o.r#type == "write_state")
+                .unwrap();
+            assert!(w.outputs.is_empty());
+            assert!(matches!(
+                w.inputs["input"].arguments[0].binding,
+                Some(PbBinding::Name(ref n)) if n == "kv"
+            ));
+        }
+        // The multi-function spec starts 08 09 12 <len> A2 01 (COREML-FORMAT.md §4.2).
+        let bytes = m.encode_to_vec();
+        assert_eq!(&bytes[..3], &[0x08, 0x09, 0x12]);
+    }
+
+    #[test]
+    fn enumerated_shapes_are_written_with_the_default_first() {
+        let mut b = FunctionBuilder::new();
+        let ids = b
+            .input_enumerated("input_ids", DType::I32, &[vec![1, 1], vec![1, 64]])
+            .unwrap();
+        let y = b.cast("y", &ids, DType::F16).unwrap();
+        b.output(&y).unwrap();
+        let (f, shapes) = b.finish_with_shapes().unwrap();
+        let m = Model::new(Program {
+            functions: vec![("main".to_string(), f)],
+            default_function: "main".to_string(),
+        })
+        .with_enumerated_shapes("main", "input_ids", shapes["input_ids"].clone());
+        let p = encode_model(&m, &mut Rec::default()).unwrap();
+        let d = p.description.unwrap();
+        let Some(FeatureKind::MultiArrayType(a)) =
+            d.input[0].r#type.as_ref().and_then(|t| t.r#type.clone())
+        else {
+            panic!("not a multi-array input")
+        };
+        assert_eq!(a.shape, [1, 1]);
+        assert_eq!(a.data_type, ArrayDataType::Int32 as i32);
+        let Some(ShapeFlexibility::EnumeratedShapes(e)) = a.shape_flexibility else {
+            panic!("no enumerated shapes")
+        };
+        let list: Vec<Vec<i64>> = e.shapes.into_iter().map(|s| s.shape).collect();
+        assert_eq!(list, [vec![1, 1], vec![1, 64]]);
+
+        // Without the shapes, an unknown dimension is an error naming the input.
+        let mut bare = m.clone();
+        bare.input_shapes.clear();
+        let e = encode_model(&bare, &mut Rec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("input_ids") && e.contains("no enumerated shapes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_fp16_states_and_bool_outputs_are_refused() {
+        let mut m = model(&["main"]);
+        m.program.functions[0].1.inputs[1].1 =
+            ValueType::State(TensorType::new(DType::F32, &[1, 4]));
+        let e = encode_model(&m, &mut Rec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"kv\"") && e.contains("states must be fp16"),
+            "{e}"
+        );
+
+        let mut b = FunctionBuilder::new();
+        let x = b.input("x", TensorType::new(DType::F16, &[2])).unwrap();
+        let y = b.equal("y", &x, &x).unwrap();
+        b.output(&y).unwrap();
+        let m = Model::new(Program {
+            functions: vec![("main".to_string(), b.finish().unwrap())],
+            default_function: "main".to_string(),
+        });
+        let e = encode_model(&m, &mut Rec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("output \"y\"") && e.contains("bool is not"),
+            "{e}"
+        );
+    }
 }

@@ -25,4 +25,4 @@ pub use infer::{
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;
 pub use model::{InputShapes, Metadata, Model};
-pub use package::{read_package, PackageWriter};
+pub use package::{read_package, read_package_info, PackageInfo, PackageWriter};

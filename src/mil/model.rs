@@ -93,6 +93,19 @@ impl Model {
         self
     }
 
+    /// Declares every enumerated shape a builder collected for `function`
+    /// ([`FunctionBuilder::finish_with_shapes`](super::FunctionBuilder::finish_with_shapes)).
+    pub fn with_function_shapes(
+        mut self,
+        function: &str,
+        shapes: BTreeMap<String, Vec<Vec<u64>>>,
+    ) -> Model {
+        for (input, s) in shapes {
+            self = self.with_enumerated_shapes(function, &input, s);
+        }
+        self
+    }
+
     pub fn with_metadata(mut self, metadata: Metadata) -> Model {
         self.metadata = metadata;
         self

@@ -1,5 +1,7 @@
 //! One module per area; `util` is the shared harness.
 
-pub mod util;
 pub mod convert;
+pub mod convert_e2e;
+pub mod exec;
 pub mod mil;
+pub mod util;

@@ -162,14 +162,14 @@ fn margin(v: &[f32]) -> f32 {
 
 /// Compares the converted model run through `exec` with transformers' logits; returns
 /// (max |Δlogit|, top-1 agreement over positions with margin > 0.05, positions compared).
-fn compare(model: &str, lut: bool) -> (f32, f64, usize) {
+fn compare(model: &str, use_lut: bool) -> (f32, f64, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut p = plan(model, &out);
     p.context_length = 128;
     p.batch_size = 32;
-    if lut {
-        p.lut_ffn = super::lut(6, 8);
+    if use_lut {
+        p.lut_ffn = lut(6, 8);
     }
     convert::run(&p).unwrap();
     let mut max_err = 0f32;
@@ -208,5 +208,17 @@ fn converted_models_match_transformers_through_the_host_protocol() {
         );
         assert!(top1 >= 0.99, "{model}: top-1 agreement {top1}");
         assert!(max_err < 0.25, "{model}: max |Δlogit| {max_err}");
+    }
+}
+
+#[test]
+fn lut6_models_stay_close_to_transformers() {
+    for model in MODELS {
+        let (max_err, top1, n) = compare(model, true);
+        eprintln!(
+            "{model} LUT6 g8 FFN: max |Δlogit| {max_err:.4}, top-1 agreement {:.1}% over {n} positions",
+            top1 * 100.0
+        );
+        assert!(top1 >= 0.85, "{model}: top-1 agreement {top1}");
     }
 }

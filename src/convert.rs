@@ -211,7 +211,10 @@ pub enum ConvertError {
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
     #[error("{part}: {source}")]
-    Part { part: String, source: AneError },
+    Part {
+        part: String,
+        source: Box<AneError>,
+    },
 }
 
 /// What one output file is.
@@ -773,7 +776,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         };
         let model = built.map_err(|source| ConvertError::Part {
             part: p.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         writer.finish(&model)?;

@@ -32,6 +32,12 @@ fn var_arg(v: &Var) -> Vec<Arg> {
     vec![Arg::Var(v.name.clone())]
 }
 
+impl Default for G {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl G {
     pub fn new() -> Self {
         G {

@@ -211,10 +211,7 @@ pub enum ConvertError {
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
     #[error("{part}: {source}")]
-    Part {
-        part: String,
-        source: Box<AneError>,
-    },
+    Part { part: String, source: Box<AneError> },
 }
 
 /// What one output file is.
@@ -615,16 +612,16 @@ fn total_weight_bytes(cfg: &DecoderConfig, layers: usize) -> u64 {
     2 * (per_layer * layers as u64 + 2 * cfg.vocab_size as u64 * h + h)
 }
 
-/// Whether `xcrun` is an executable on PATH.
-fn xcrun_on_path() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("xcrun").is_file()))
-        .unwrap_or(false)
+/// The first file called `name` in the directories of `path` (a PATH value).
+fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    std::env::split_paths(path?)
+        .map(|d| d.join(name))
+        .find(|f| f.is_file())
 }
 
-/// `xcrun coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
-fn compile_package(pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
-    let out = std::process::Command::new("xcrun")
+/// `<xcrun> coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
+fn compile_package(xcrun: &Path, pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
+    let out = std::process::Command::new(xcrun)
         .arg("coremlcompiler")
         .arg("compile")
         .arg(pkg)
@@ -746,10 +743,13 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         progress.bar.inc(bytes);
     };
     let source_name = model_display_name(&files, &plan.model);
-    let compile = match plan.compile {
-        Compile::Always => true,
-        Compile::Never => false,
-        Compile::Auto => xcrun_on_path(),
+    let path_var = std::env::var_os("PATH");
+    let xcrun = match plan.compile {
+        Compile::Always => {
+            Some(find_on_path("xcrun", path_var.as_deref()).unwrap_or_else(|| "xcrun".into()))
+        }
+        Compile::Never => None,
+        Compile::Auto => find_on_path("xcrun", path_var.as_deref()),
     };
     for p in &parts.parts {
         let file = format!("{}.mlpackage", p.name);
@@ -780,11 +780,12 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         })?;
         let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         writer.finish(&model)?;
-        let compiled = if compile {
-            progress.bar.set_message(format!("compiling {file}"));
-            Some(compile_package(&path, tmp.path())?)
-        } else {
-            None
+        let compiled = match &xcrun {
+            Some(xcrun) => {
+                progress.bar.set_message(format!("compiling {file}"));
+                Some(compile_package(xcrun, &path, tmp.path())?)
+            }
+            None => None,
         };
         report.files.push(FileReport {
             name: file,
@@ -994,6 +995,40 @@ mod tests {
             flag_of(p.validate().unwrap_err()),
             ("--prefix", "a b".into())
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn compile_runs_xcrun_coremlcompiler_and_names_the_mlmodelc() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let xcrun = bin.join("xcrun");
+        // A fake xcrun: logs its arguments, makes <dir>/<stem>.mlmodelc.
+        std::fs::write(
+            &xcrun,
+            "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/log\"\n\
+             [ \"$1 $2\" = \"coremlcompiler compile\" ] || exit 3\n\
+             mkdir -p \"$4/$(basename \"$3\" .mlpackage).mlmodelc\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&xcrun, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path_var = std::env::join_paths([dir.path().join("none"), bin.clone()]).unwrap();
+        assert_eq!(find_on_path("xcrun", Some(&path_var)), Some(xcrun.clone()));
+        assert_eq!(find_on_path("xcrun", None), None);
+        let pkg = dir.path().join("lm_head.mlpackage");
+        std::fs::create_dir(&pkg).unwrap();
+        let name = compile_package(&xcrun, &pkg, dir.path()).unwrap();
+        assert_eq!(name, "lm_head.mlmodelc");
+        assert!(dir.path().join("lm_head.mlmodelc").is_dir());
+        let log = std::fs::read_to_string(bin.join("log")).unwrap();
+        assert!(log.starts_with("coremlcompiler compile "), "{log}");
+        // A compiler that fails is an error naming the package.
+        std::fs::write(&xcrun, "#!/bin/sh\necho broken >&2\nexit 1\n").unwrap();
+        let err = compile_package(&xcrun, &pkg, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("lm_head.mlpackage"), "{err}");
+        assert!(err.to_string().contains("broken"), "{err}");
     }
 
     #[test]

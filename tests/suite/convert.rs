@@ -434,7 +434,7 @@ fn dry_run_plans_without_writing() {
 }
 
 /// Writes every fixture converted (fp16 and LUT, 2 chunks, default context/batch) into
-/// `$ANEC_CONVERT_OUT/<model>-{fp16,lut}` for the coremltools validator:
+/// `$ANEC_CONVERT_OUT/<model>-{fp16,lut,argmax}` for the coremltools validator:
 /// `ANEC_CONVERT_OUT=/tmp/conv cargo test --test tests convert_fixtures_for_validation -- --ignored`.
 #[test]
 #[ignore]
@@ -444,7 +444,7 @@ fn convert_fixtures_for_validation() {
     };
     let root = PathBuf::from(root);
     for model in MODELS {
-        for (tag, lut_on) in [("fp16", false), ("lut", true)] {
+        for (tag, lut_on) in [("fp16", false), ("lut", true), ("argmax", false)] {
             let mut p = plan(model, &root.join(format!("{model}-{tag}")));
             p.context_length = 512;
             p.batch_size = 64;
@@ -453,6 +453,12 @@ fn convert_fixtures_for_validation() {
                 p.lut_ffn = lut(6, 8);
                 p.lut_lmhead = lut(6, 8);
                 p.lut_embed = lut(4, 8);
+            }
+            if tag == "argmax" {
+                p.argmax = true;
+                p.prefix = "tiny".into();
+                p.chunks = Chunks::Count(3);
+                p.lut_lmhead = lut(4, 16);
             }
             let report = convert::run(&p).unwrap();
             eprintln!("{model} {tag}:\n{report}");

@@ -22,6 +22,7 @@ struct Runner {
     c: usize,
     b: usize,
     h: usize,
+    parts: Vec<usize>,
 }
 
 fn mask_rows(c: usize, start: usize, n: usize) -> Tensor {
@@ -49,6 +50,7 @@ impl Runner {
             c: p.context_length,
             b: p.batch_size,
             h: p.hidden_size,
+            parts: p.lm_head_chunk_sizes.clone(),
         }
     }
 
@@ -115,8 +117,19 @@ impl Runner {
             ins.insert("hidden_states".to_string(), hidden);
             let outs = self.head.run("main", &ins, &mut BTreeMap::new()).unwrap();
             let mut row = Vec::new();
-            for k in 1..=outs.len() {
-                row.extend(outs[&format!("logits{k}")].to_f32_vec());
+            if let Some(idx) = outs.get("argmax_idx") {
+                // In-model argmax: the runner picks the part with the largest value and adds
+                // its offset; return that as a logits row with a single finite entry.
+                let idx = idx.as_i32().unwrap().to_vec();
+                let val = outs["argmax_val"].to_f32_vec();
+                let best = (0..val.len()).fold(0, |b, i| if val[i] > val[b] { i } else { b });
+                let offset: usize = self.parts[..best].iter().sum();
+                row = vec![f32::NEG_INFINITY; self.parts.iter().sum()];
+                row[offset + idx[best] as usize] = val[best];
+            } else {
+                for k in 1..=outs.len() {
+                    row.extend(outs[&format!("logits{k}")].to_f32_vec());
+                }
             }
             logits.push((pos, row));
             pos += 1;
@@ -163,11 +176,16 @@ fn margin(v: &[f32]) -> f32 {
 /// Compares the converted model run through `exec` with transformers' logits; returns
 /// (max |Δlogit|, top-1 agreement over positions with margin > 0.05, positions compared).
 fn compare(model: &str, use_lut: bool) -> (f32, f64, usize) {
+    compare_with(model, use_lut, false)
+}
+
+fn compare_with(model: &str, use_lut: bool, argmax_in_model: bool) -> (f32, f64, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut p = plan(model, &out);
     p.context_length = 128;
     p.batch_size = 32;
+    p.argmax = argmax_in_model;
     if use_lut {
         p.lut_ffn = lut(6, 8);
     }
@@ -220,5 +238,17 @@ fn lut6_models_stay_close_to_transformers() {
             top1 * 100.0
         );
         assert!(top1 >= 0.85, "{model}: top-1 agreement {top1}");
+    }
+}
+
+#[test]
+fn in_model_argmax_picks_the_reference_top1() {
+    for model in ["tiny-llama", "tiny-qwen2"] {
+        let (_, top1, n) = compare_with(model, false, true);
+        eprintln!(
+            "{model} --argmax: top-1 agreement {:.1}% over {n} positions",
+            top1 * 100.0
+        );
+        assert!(top1 >= 0.99, "{model}: top-1 agreement {top1}");
     }
 }

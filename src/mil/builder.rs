@@ -96,6 +96,10 @@ impl From<&Var> for Arg {
     }
 }
 
+/// An op call that inference refused: kind, name, bindings with constants inlined.
+#[cfg(test)]
+type Rejected = (OpKind, String, BTreeMap<String, Vec<Arg>>);
+
 /// Non-default `conv` parameters; `None` = Core ML's default (strides 1, `"valid"`, pad 0,
 /// dilations 1, groups 1), which is still written as a const.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -131,7 +135,7 @@ pub struct FunctionBuilder {
     /// Ops that inference refused, with constant bindings inlined (for the coremltools
     /// differential test).
     #[cfg(test)]
-    rejected: Vec<(OpKind, String, BTreeMap<String, Vec<Arg>>)>,
+    rejected: Vec<Rejected>,
 }
 
 fn check_const_value(name: &str, v: &ConstValue) -> Result<()> {
@@ -2421,6 +2425,19 @@ mod tests {
     }
 
     #[test]
+    fn unused_inputs_are_listed() {
+        assert!(infer::unused_inputs(&every_op_function()).is_empty());
+        let mut b = FunctionBuilder::new();
+        let x = b.input("x", t16(&[2])).unwrap();
+        b.input("spare", t16(&[2])).unwrap();
+        b.state("kv", t16(&[2])).unwrap();
+        let y = b.relu("y", &x).unwrap();
+        b.output(&y).unwrap();
+        let f = b.finish().unwrap();
+        assert_eq!(infer::unused_inputs(&f), vec!["spare", "kv"]);
+    }
+
+    #[test]
     fn building_is_deterministic() {
         assert_eq!(every_op_function(), every_op_function());
     }
@@ -2696,7 +2713,7 @@ mod tests {
 
     /// Calls the builder must refuse; `dump_for_coremltools` checks that coremltools refuses
     /// them too (or lists where anec is deliberately stricter).
-    fn negative_cases() -> (Function, Vec<(OpKind, String, BTreeMap<String, Vec<Arg>>)>) {
+    fn negative_cases() -> (Function, Vec<Rejected>) {
         let mut b = FunctionBuilder::new();
         let none = SliceParams::default();
         let x = b.input("x", t16(&[1, 64, 1, 8])).unwrap();
@@ -2711,7 +2728,7 @@ mod tests {
         let kv = b.state("kv", t16(&[1, 64, 1, 8])).unwrap();
         let bg = b.input("bg", TensorType::new(DType::I32, &[4])).unwrap();
         let en = b.input("en", TensorType::new(DType::I32, &[4])).unwrap();
-        let mut expect_err = |r: Result<Vec<Var>>| assert!(r.is_err(), "{r:?}");
+        let expect_err = |r: Result<Vec<Var>>| assert!(r.is_err(), "{r:?}");
         let w_bad = b
             .constant(
                 "w_bad",

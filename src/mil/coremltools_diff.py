@@ -12,8 +12,7 @@ import numpy as np
 from coremltools import target
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import Function, types
-from coremltools.converters.mil.mil.types.symbolic import is_symbolic, any_symbolic
-from coremltools.converters.mil.mil.types.symbolic import k_used_symbols
+from coremltools.converters.mil.mil.types.symbolic import is_symbolic
 from coremltools.converters.mil.mil import get_new_symbol
 
 NP = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "int8": np.int8, "uint8": np.uint8,

@@ -20,7 +20,7 @@ pub use builder::{
 pub use error::{MilError, Result};
 pub use infer::{
     check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
-    types_compatible, ALL_KINDS,
+    types_compatible, unused_inputs, ALL_KINDS,
 };
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;

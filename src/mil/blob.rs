@@ -354,6 +354,14 @@ impl BlobReader {
             source,
         };
         let f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        if len < HEADER_SIZE {
+            // (Mapping an empty file fails; report the real problem.)
+            return Err(MilError::BlobFileTooShort {
+                path: path.to_path_buf(),
+                len,
+            });
+        }
         // SAFETY: the map is read-only; anec does not modify a package while reading it. A file
         // truncated by another process during the read would fault, as with any mmap reader.
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
@@ -786,6 +794,15 @@ mod tests {
                 "{name}: rewrite differs"
             );
         }
+    }
+
+    #[test]
+    fn empty_file_is_too_short_not_an_mmap_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("weight.bin");
+        std::fs::write(&p, b"").unwrap();
+        let e = BlobReader::open(&p).err().unwrap().to_string();
+        assert!(e.contains("weight.bin: 0 bytes, shorter than"), "{e}");
     }
 
     #[test]

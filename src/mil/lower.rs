@@ -1515,4 +1515,35 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn decoding_checks_the_description_against_the_program() {
+        let path = Path::new("m.mlmodel");
+        let good = encode_model(&model(&["infer", "prefill"]), &mut Rec::default()).unwrap();
+        let back = decode_model(&good, path, None).unwrap();
+        assert_eq!(back, model(&["infer", "prefill"]));
+
+        let mut bad = good.clone();
+        bad.description.as_mut().unwrap().functions[1].input[0].name = "z".to_string();
+        let e = decode_model(&bad, path, None).unwrap_err().to_string();
+        assert!(
+            e.contains("m.mlmodel") && e.contains("\"prefill\"") && e.contains("[\"z\"]"),
+            "{e}"
+        );
+
+        let mut bad = good.clone();
+        bad.description.as_mut().unwrap().default_function_name = "main".to_string();
+        let e = decode_model(&bad, path, None).unwrap_err().to_string();
+        assert!(e.contains("default function \"main\""), "{e}");
+
+        let mut bad = good.clone();
+        let state = bad.description.as_mut().unwrap().functions[0]
+            .state
+            .remove(0);
+        bad.description.as_mut().unwrap().functions[0]
+            .input
+            .push(state);
+        let e = decode_model(&bad, path, None).unwrap_err().to_string();
+        assert!(e.contains("inputs") && e.contains("kv"), "{e}");
+    }
 }

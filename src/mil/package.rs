@@ -163,16 +163,23 @@ impl PackageWriter {
     }
 
     /// Streams `value` into weight.bin now (or finds identical content already there) and
-    /// returns it as a stored constant. Already-stored constants come back unchanged.
+    /// returns it as a stored constant. A constant this writer stored already (bytes not
+    /// loaded) comes back unchanged; one read from another package is copied in.
     pub fn store(&mut self, value: ConstValue) -> Result<ConstValue> {
         let blob = match &value.data {
-            ConstData::Stored(_) => return Ok(value),
+            ConstData::Stored(s) if s.bytes.is_none() => return Ok(value),
             ConstData::Strings(_) => {
                 return Err(MilError::BlobUnsupported {
                     dtype: value.ty.dtype.mil_name(),
                 })
             }
-            ConstData::Bytes(b) => self.blobs.append(value.ty.dtype, value.num_elements(), b)?,
+            ConstData::Bytes(_) | ConstData::Stored(_) => {
+                let n = value.num_elements();
+                let bytes = value.bytes().ok_or(MilError::BlobUnsupported {
+                    dtype: value.ty.dtype.mil_name(),
+                })?;
+                self.blobs.append(value.ty.dtype, n, bytes)?
+            }
         };
         Ok(ConstValue {
             ty: value.ty,
@@ -299,6 +306,15 @@ fn read_manifest(pkg: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     let data = pkg.join("Data");
     let mut weights = None;
     for (id, item) in &m.item_info_entries {
+        let inside = Path::new(&item.path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(bad(format!(
+                "item {id} path {:?} leaves the package's Data folder",
+                item.path
+            )));
+        }
         let p = data.join(&item.path);
         if !p.exists() {
             return Err(bad(format!(
@@ -401,6 +417,25 @@ mod tests {
         assert_eq!(id.matches('-').count(), 4);
         assert_eq!(&id[14..15], "8");
         assert_eq!(a.item_info_entries.len(), 2);
+    }
+
+    #[test]
+    fn manifest_items_must_exist_inside_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str| {
+            let m = format!(
+                r#"{{"fileFormatVersion":"1.0.0","rootModelIdentifier":"a","itemInfoEntries":{{"a":{{"author":"x","description":"y","name":"model.mlmodel","path":"{path}"}}}}}}"#
+            );
+            std::fs::write(dir.path().join(MANIFEST), m).unwrap();
+            read_manifest(dir.path()).unwrap_err().to_string()
+        };
+        let e = write("../../etc/passwd");
+        assert!(e.contains("leaves the package"), "{e}");
+        let e = write("com.apple.CoreML/model.mlmodel");
+        assert!(
+            e.contains("does not exist") && e.contains("model.mlmodel"),
+            "{e}"
+        );
     }
 
     #[test]

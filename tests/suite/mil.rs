@@ -728,3 +728,80 @@ fn coremltools_samples_rewrite_to_the_same_program_and_weights() {
         );
     }
 }
+
+#[test]
+fn store_copies_constants_read_from_another_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = read_package(sample("decode.mlpackage")).unwrap();
+    let lut = m.program.functions[0]
+        .1
+        .operations
+        .iter()
+        .find(|o| o.kind == OpKind::ConstexprLutToDense)
+        .map(|o| match &o.inputs["lut"][0] {
+            Arg::Value(c) => c.clone(),
+            Arg::Var(v) => panic!("{v}"),
+        })
+        .unwrap();
+    let mut w = PackageWriter::create(dir.path().join("p.mlpackage"), false).unwrap();
+    let pad = w
+        .store(ConstValue::from_f16(&[40], &f16s(40, 1)).unwrap())
+        .unwrap();
+    let copied = w.store(lut.clone()).unwrap();
+    let (ConstData::Stored(a), ConstData::Stored(b)) = (&pad.data, &copied.data) else {
+        panic!("not stored")
+    };
+    assert_eq!(
+        (a.offset, b.offset),
+        (64, 256),
+        "copied into this file, not the source offset"
+    );
+    assert_eq!(
+        w.store(copied.clone()).unwrap(),
+        copied,
+        "stored by this writer: unchanged"
+    );
+    let e = w.store(ConstValue::string("x")).unwrap_err().to_string();
+    assert!(e.contains("string constants cannot be stored"), "{e}");
+}
+
+/// Streams 256 MiB of fp16 weights through a package and reads them back (timing, opt-in:
+/// `cargo test --test tests large_weights -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn large_weights_stream_through_a_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mlpackage");
+    let t = std::time::Instant::now();
+    let mut w = PackageWriter::create(&path, false).unwrap();
+    let mut b = FunctionBuilder::new();
+    let x = b
+        .input("x", TensorType::new(DType::F16, &[1, 4096, 1, 1]))
+        .unwrap();
+    let mut h = x;
+    for i in 0..8 {
+        let vals: Vec<f16> = (0..4096 * 4096)
+            .map(|k| f16::from_f32(((k + i) % 251) as f32 / 251.0))
+            .collect();
+        let wt = w
+            .store(ConstValue::from_f16(&[4096, 4096, 1, 1], &vals).unwrap())
+            .unwrap();
+        let wv = b.constant(&format!("w{i}"), wt).unwrap();
+        h = b.conv(&format!("conv{i}"), &h, &wv, None).unwrap();
+    }
+    b.output(&h).unwrap();
+    let m = Model::new(Program {
+        functions: vec![("main".to_string(), b.finish().unwrap())],
+        default_function: "main".to_string(),
+    });
+    w.finish(&m).unwrap();
+    let written = t.elapsed();
+    let t = std::time::Instant::now();
+    let r = mil::inspect(&path).unwrap();
+    println!(
+        "wrote {} MiB in {written:.2?}, read + checked + inspected in {:.2?}",
+        r.weight_file_bytes >> 20,
+        t.elapsed()
+    );
+    assert_eq!(r.weights.dense_fp16.count, 8);
+}

@@ -79,6 +79,8 @@ pub enum SourceError {
     },
     #[error("--revision {revision} is given for the local folder {}; revisions apply to hub ids only", path.display())]
     RevisionForFolder { path: PathBuf, revision: String },
+    #[error("--revision \"{revision}\" is not a branch, tag or commit name")]
+    BadRevision { revision: String },
     #[error("cannot locate the Hugging Face cache: none of HF_HUB_CACHE, HF_HOME, HOME is set")]
     NoCacheDir,
     #[error("{repo_id} (revision {revision}) is not in the Hugging Face cache and offline mode is on (HF_HUB_OFFLINE or --offline): looked in {}, {missing}", looked.display())]
@@ -99,6 +101,8 @@ pub enum SourceError {
     },
     #[error("{repo_id} (revision {revision}) has no safetensors weights (neither model.safetensors nor model.safetensors.index.json)")]
     NoHubWeights { repo_id: String, revision: String },
+    #[error("the hub answered commit \"{sha}\" for {repo_id}, which is not a 40-hex commit hash")]
+    BadCommit { repo_id: String, sha: String },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -201,6 +205,14 @@ pub fn resolve_with(spec: &ModelSpec, env: &HubEnv) -> Result<ModelFiles> {
         });
     }
     let revision = spec.revision.clone().unwrap_or_else(|| "main".to_string());
+    let revision_ok = !revision.is_empty()
+        && !revision.starts_with('/')
+        && revision
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if !revision_ok {
+        return Err(SourceError::BadRevision { revision });
+    }
     let cache = env.cache_dir()?;
     match from_cache(&cache, &spec.model, &revision) {
         Ok(files) => Ok(files),
@@ -416,9 +428,27 @@ fn download(cache: &Path, repo_id: &str, revision: &str, env: &HubEnv) -> Result
         revision.to_string(),
     ));
     let info = repo.info().map_err(|e| fail("(repository listing)", e))?;
+    if !is_commit_hash(&info.sha) {
+        return Err(SourceError::BadCommit {
+            repo_id: repo_id.to_string(),
+            sha: info.sha,
+        });
+    }
     let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let config = repo
-        .get("config.json")
+    // Pin the revision to the commit just listed, so files already cached under that commit are
+    // reused and every new one lands in the same snapshot.
+    Cache::new(cache.to_path_buf())
+        .repo(Repo::with_revision(
+            repo_id.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+        .create_ref(&info.sha)
+        .map_err(|source| SourceError::Io {
+            path: repo_cache_dir(cache, repo_id).join("refs").join(revision),
+            source,
+        })?;
+    repo.get("config.json")
         .map_err(|e| fail("config.json", e))?;
     if listed.contains(WEIGHTS_INDEX) {
         let index = repo
@@ -441,10 +471,9 @@ fn download(cache: &Path, repo_id: &str, revision: &str, env: &HubEnv) -> Result
             repo.get(f).map_err(|e| fail(f, e))?;
         }
     }
-    let dir = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| cache.to_path_buf());
+    let dir = repo_cache_dir(cache, repo_id)
+        .join("snapshots")
+        .join(&info.sha);
     Ok(ModelFiles {
         repo_id: Some(repo_id.to_string()),
         revision: Some(info.sha),

@@ -639,6 +639,70 @@ mod tests {
         assert!(tensor(Dtype::F32, &[0; 4]).codes16().is_none());
     }
 
+    fn header_file(header: &str, data: usize) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat_n(0u8, data));
+        v
+    }
+
+    #[test]
+    fn empty_tensors_and_metadata_are_fine() {
+        let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[0,4],"data_offsets":[0,0]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#;
+        let t = parse_header(Path::new("x"), &header_file(h, 4)).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["b"].end - t["b"].start, 4);
+    }
+
+    #[test]
+    fn size_overflow_is_an_error_not_a_panic() {
+        let h = r#"{"a":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,8]}}"#;
+        let e = parse_header(Path::new("x"), &header_file(h, 8)).unwrap_err();
+        assert!(matches!(e, WeightError::SizeMismatch { .. }), "{e}");
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#;
+        let e = parse_header(Path::new("x"), &header_file(h, 8)).unwrap_err();
+        assert!(matches!(e, WeightError::OutOfBounds { .. }), "{e}");
+        let h = r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#;
+        let e = parse_header(Path::new("x"), &header_file(h, 8)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("x: tensor a has an invalid header entry"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any bytes, and any single-byte corruption of a valid file: an error or a valid
+        /// table whose ranges lie inside the file, never a panic.
+        #[test]
+        fn header_parsing_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(t) = parse_header(Path::new("x"), &bytes) {
+                for info in t.values() {
+                    proptest::prop_assert!(info.start <= info.end && info.end <= bytes.len());
+                }
+            }
+        }
+
+        #[test]
+        fn corrupted_valid_header_never_panics(pos in 0usize..200, byte in proptest::prelude::any::<u8>()) {
+            let h = r#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[16,24]}}"#;
+            let mut f = header_file(h, 24);
+            let pos = pos % f.len();
+            f[pos] = byte;
+            if let Ok(t) = parse_header(Path::new("x"), &f) {
+                for info in t.values() {
+                    proptest::prop_assert!(info.start <= info.end && info.end <= f.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn store_is_shareable_across_threads() {
+        fn sync<T: Send + Sync>() {}
+        sync::<WeightStore>();
+    }
+
     #[test]
     fn infinities_pass_through() {
         let bytes: Vec<u8> = f32::INFINITY.to_le_bytes().to_vec();

@@ -71,10 +71,14 @@ pub(crate) struct HfBase {
     pub intermediate_size: Option<usize>,
     pub num_hidden_layers: Option<usize>,
     pub num_attention_heads: Option<usize>,
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
-    pub head_dim: Option<usize>,
+    /// Absent: the architecture's default; null: `num_attention_heads` (as transformers).
+    #[serde(default, deserialize_with = "nullable")]
+    pub num_key_value_heads: Option<Option<usize>>,
+    /// Absent: the architecture's default; null: `hidden_size / num_attention_heads`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub head_dim: Option<Option<usize>>,
+    /// RoPE on part of each head only (not used by the supported families; refused unless 1).
+    pub partial_rotary_factor: Option<f64>,
     pub hidden_act: Option<String>,
     pub max_position_embeddings: Option<usize>,
     pub rms_norm_eps: Option<f64>,
@@ -124,10 +128,11 @@ impl HfBase {
         }
         let hidden_size = self.hidden_size.unwrap_or(d.hidden_size);
         let num_heads = self.num_attention_heads.unwrap_or(d.num_attention_heads);
-        let num_kv_heads = self
-            .num_key_value_heads
-            .or(d.num_key_value_heads)
-            .unwrap_or(num_heads);
+        let num_kv_heads = match self.num_key_value_heads {
+            Some(explicit) => explicit,
+            None => d.num_key_value_heads,
+        }
+        .unwrap_or(num_heads);
         for (field, v) in [
             ("hidden_size", hidden_size),
             ("num_attention_heads", num_heads),
@@ -137,7 +142,18 @@ impl HfBase {
                 return Err(invalid(field, "0".into(), "must be positive"));
             }
         }
-        let head_dim = match self.head_dim.or(d.head_dim) {
+        if let Some(f) = self.partial_rotary_factor.filter(|&f| f != 1.0) {
+            return Err(invalid(
+                "partial_rotary_factor",
+                f.to_string(),
+                "partial rotary embeddings are not supported (only 1.0)",
+            ));
+        }
+        let head_dim = match self.head_dim {
+            Some(explicit) => explicit,
+            None => d.head_dim,
+        };
+        let head_dim = match head_dim {
             Some(h) => h,
             None => {
                 if hidden_size % num_heads != 0 {

@@ -60,3 +60,68 @@ pub fn rope_inv_freq(cfg: &DecoderConfig) -> Vec<f64> {
     };
     scaled.into_iter().map(f64::from).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(theta: f64, head_dim: usize, rope_scaling: RopeScaling) -> DecoderConfig {
+        let mut c = DecoderConfig::from_json_str(r#"{"model_type": "llama"}"#).unwrap();
+        c.rope_theta = theta;
+        c.head_dim = head_dim;
+        c.rope_scaling = rope_scaling;
+        c
+    }
+
+    /// Pinned against transformers' float32 steps replayed in numpy float32 (torch is not
+    /// available here): `1/(theta ** (arange(0,d,2)/d))`, then the llama3 smoothing. One value
+    /// differs: numpy's float32 `5e5 ** 0.75` is 18803.014, one ulp below the correctly rounded
+    /// 18803.016 (exact 18803.01547) that anec uses; torch's pow kernel may land on either, a
+    /// relative difference of 1e-7 in one frequency.
+    #[test]
+    fn matches_transformers_float32_steps() {
+        let llama3 = RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        assert_eq!(
+            rope_inv_freq(&cfg(5e5, 16, llama3.clone())),
+            [
+                1.0,
+                0.193922758102417,
+                0.03760603070259094,
+                0.00729266507551074,
+                0.000429556705057621,
+                8.570255886297673e-06,
+                1.6619674170215148e-06, // numpy: 1.6619676443951903e-06
+                3.2229328894572973e-07
+            ]
+        );
+        let wide: Vec<f64> = rope_inv_freq(&cfg(5e5, 64, llama3))
+            .into_iter()
+            .step_by(8)
+            .collect();
+        assert_eq!(
+            wide,
+            [
+                1.0,
+                0.03760603070259094,
+                0.000429556705057621,
+                1.6619674170215148e-06 // the same 5e5 ** 0.75
+            ]
+        );
+        let d = rope_inv_freq(&cfg(1e6, 32, RopeScaling::None));
+        assert_eq!(d.len(), 16);
+        assert_eq!(
+            [d[1], d[2], d[8], d[15]],
+            [
+                0.4216965138912201,
+                0.17782793939113617,
+                0.0010000000474974513,
+                2.3713737391517498e-06
+            ]
+        );
+    }
+}

@@ -4,4 +4,5 @@ pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
 pub mod mil;
+pub mod source;
 pub mod util;

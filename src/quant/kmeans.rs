@@ -5,13 +5,35 @@
 /// Reusable buffers for [`optimal_bounds`]; one per worker thread, never shrunk.
 #[derive(Debug, Default)]
 pub(crate) struct Dp {
-    /// Prefix sums `[Σw, Σw·d, Σw·d²]` over the first `j` points, `d = x − μ`; `n + 1` entries.
-    pre: Vec<[f64; 3]>,
+    /// Prefix sums over the first `j` points (`n + 1` entries each), `d = x − μ`: Σw, Σw·d,
+    /// Σw·d², as three arrays so the row scan vectorizes.
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
     prev: Vec<f64>,
     cur: Vec<f64>,
     /// `opt[(m − 1)·(n + 1) + j]`: start of the last segment in the best `m`-segment split of
     /// points `0..j`. At most 65,536 points (one per 16-bit code), so a split index fits `u16`.
     opt: Vec<u16>,
+    /// Allowed range of each boundary, `k + 1` entries.
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    prev_bounds: Vec<usize>,
+}
+
+/// The three prefix-sum arrays.
+#[derive(Clone, Copy)]
+struct Pre<'a> {
+    p0: &'a [f64],
+    p1: &'a [f64],
+    p2: &'a [f64],
+}
+
+impl Pre<'_> {
+    #[inline(always)]
+    fn at(&self, j: usize) -> [f64; 3] {
+        [self.p0[j], self.p1[j], self.p2[j]]
+    }
 }
 
 /// Squared error of points `i..j` around their weighted mean, from the prefix sums.
@@ -31,7 +53,7 @@ fn cost(a: [f64; 3], b: [f64; 3]) -> f64 {
 /// Splits the sorted points `x` (strictly increasing or equal-valued neighbours, weights `w > 0`)
 /// into `k` non-empty contiguous segments with the least total weighted squared error around the
 /// segment means. Writes the `k + 1` boundaries `0 = b₀ < b₁ < … < b_k = n` into `bounds` and
-/// returns that error. Requires `1 ≤ k ≤ n`. Ties keep the leftmost split (deterministic).
+/// returns that error. Requires `1 ≤ k ≤ n ≤ 65,536`. Ties keep the leftmost split.
 pub(crate) fn optimal_bounds(
     x: &[f64],
     w: &[f64],
@@ -40,46 +62,127 @@ pub(crate) fn optimal_bounds(
     bounds: &mut Vec<usize>,
 ) -> f64 {
     let n = x.len();
-    debug_assert!(k >= 1 && k <= n && n <= 1 << 16 && w.len() == n);
+    prefix_sums(x, w, dp);
+    // Every boundary may sit anywhere that leaves one point per segment on either side.
+    dp.lo.clear();
+    dp.hi.clear();
+    dp.lo.extend((0..=k).map(|m| if m == k { n } else { m }));
+    dp.hi
+        .extend((0..=k).map(|m| if m == 0 { 0 } else { n - (k - m) }));
+    windowed(n, k, true, dp, bounds)
+}
+
+/// Improves a partition of `x` into `k` segments (`bounds`, as from [`optimal_bounds`] on
+/// coarser points) by the exact DP restricted to boundaries within `radius` points of the current
+/// ones, re-centred until no boundary moves (at most `rounds` times). Each round can only lower
+/// the error, and the result is optimal among all partitions whose boundaries lie in the final
+/// windows. Returns the error.
+pub(crate) fn refine_bounds(
+    x: &[f64],
+    w: &[f64],
+    radius: usize,
+    rounds: usize,
+    dp: &mut Dp,
+    bounds: &mut Vec<usize>,
+) -> f64 {
+    let n = x.len();
+    let k = bounds.len() - 1;
+    prefix_sums(x, w, dp);
+    let mut err = f64::INFINITY;
+    for _ in 0..rounds.max(1) {
+        dp.lo.clear();
+        dp.hi.clear();
+        for (m, &b) in bounds.iter().enumerate() {
+            let lo = if m == 0 {
+                0
+            } else {
+                // Keep room for one point in every earlier segment.
+                b.saturating_sub(radius).max(m).max(dp.lo[m - 1] + 1)
+            };
+            let hi = if m == 0 {
+                0
+            } else if m == k {
+                n
+            } else {
+                (b + radius).min(n - (k - m)).max(lo)
+            };
+            dp.lo.push(if m == k { n } else { lo });
+            dp.hi.push(hi);
+        }
+        dp.prev_bounds.clear();
+        dp.prev_bounds.extend_from_slice(bounds);
+        err = windowed(n, k, false, dp, bounds);
+        if *bounds == dp.prev_bounds {
+            break;
+        }
+    }
+    err
+}
+
+/// Centred prefix sums of the points into `dp.pre`.
+fn prefix_sums(x: &[f64], w: &[f64], dp: &mut Dp) {
+    debug_assert!(x.len() <= 1 << 16 && w.len() == x.len());
     // Centre on the weighted mean to limit cancellation in the prefix sums.
     let (sw, swx) = x
         .iter()
         .zip(w)
         .fold((0.0f64, 0.0f64), |(a, b), (&x, &w)| (a + w, b + w * x));
     let mu = swx / sw;
-    dp.pre.clear();
-    dp.pre.push([0.0; 3]);
-    let mut acc = [0.0f64; 3];
+    dp.p0.clear();
+    dp.p1.clear();
+    dp.p2.clear();
+    let (mut a0, mut a1, mut a2) = (0.0f64, 0.0f64, 0.0f64);
+    dp.p0.push(a0);
+    dp.p1.push(a1);
+    dp.p2.push(a2);
     for (&x, &w) in x.iter().zip(w) {
         let d = x - mu;
-        acc[0] += w;
-        acc[1] += w * d;
-        acc[2] += w * d * d;
-        dp.pre.push(acc);
+        a0 += w;
+        a1 += w * d;
+        a2 += w * d * d;
+        dp.p0.push(a0);
+        dp.p1.push(a1);
+        dp.p2.push(a2);
     }
-    dp.prev.clear();
-    dp.prev.resize(n + 1, f64::INFINITY);
-    dp.cur.clear();
-    dp.cur.resize(n + 1, f64::INFINITY);
-    dp.opt.clear();
-    dp.opt.resize(k * (n + 1), 0);
+}
 
-    let pre = &dp.pre[..];
-    for j in 1..=n {
-        dp.prev[j] = cost(pre[0], pre[j]);
+/// The DP over layers `m = 1..=k`, boundary `m` restricted to `dp.lo[m]..=dp.hi[m]` (with
+/// `lo[m] > lo[m − 1]`), on the prefix sums in `dp.pre`. Only cells inside the windows are
+/// written or read, so the buffers need no clearing between calls.
+fn windowed(n: usize, k: usize, use_lower: bool, dp: &mut Dp, bounds: &mut Vec<usize>) -> f64 {
+    debug_assert!(k >= 1 && k <= n);
+    if dp.prev.len() < n + 1 {
+        dp.prev.resize(n + 1, f64::INFINITY);
+        dp.cur.resize(n + 1, f64::INFINITY);
+    }
+    if dp.opt.len() < k * (n + 1) {
+        dp.opt.resize(k * (n + 1), 0);
+    }
+    let pre = Pre {
+        p0: &dp.p0,
+        p1: &dp.p1,
+        p2: &dp.p2,
+    };
+    for j in dp.lo[1]..=dp.hi[1] {
+        dp.prev[j] = cost(pre.at(0), pre.at(j));
     }
     for m in 2..=k {
-        let opt = &mut dp.opt[(m - 1) * (n + 1)..m * (n + 1)];
-        if m == k {
-            // Only D[k][n] is needed on the last layer: one row, scanned directly.
-            let (best, arg) = row_min(pre, &dp.prev, n, m - 1, n - 1);
-            dp.cur[n] = best;
-            opt[n] = arg as u16;
-        } else {
-            // Segment ends that still leave one point for each later segment.
-            let (jlo, jhi) = (m, n - (k - m));
-            solve(pre, &dp.prev, &mut dp.cur, opt, jlo, jhi, m - 1, jhi - 1);
-        }
+        let (done, rest) = dp.opt.split_at_mut((m - 1) * (n + 1));
+        let opt = &mut rest[..n + 1];
+        let lower = (use_lower && m >= 3).then(|| Lower {
+            opt: &done[(m - 2) * (n + 1)..],
+            lo: dp.lo[m - 1],
+            hi: dp.hi[m - 1],
+        });
+        solve(
+            pre,
+            &dp.prev,
+            &mut dp.cur,
+            opt,
+            lower,
+            (dp.lo[m], dp.hi[m]),
+            (dp.lo[m - 1], dp.hi[m - 1]),
+        );
         std::mem::swap(&mut dp.prev, &mut dp.cur);
     }
     bounds.clear();
@@ -91,45 +194,99 @@ pub(crate) fn optimal_bounds(
     dp.prev[n]
 }
 
-/// `min over i in ilo..=ihi of prev[i] + cost(i, j)`, leftmost on ties.
+/// `min over i in ilo..=ihi of prev[i] + cost(i, j)`, leftmost on ties. Four independent
+/// lanes keep the divisions in flight; merging them by (value, index) keeps the leftmost
+/// minimum, so the result equals the plain scan's.
 #[inline(always)]
-fn row_min(pre: &[[f64; 3]], prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
-    let pj = pre[j];
-    let mut best = f64::INFINITY;
-    let mut arg = ilo;
-    for (off, (&p, &d)) in pre[ilo..=ihi].iter().zip(&prev[ilo..=ihi]).enumerate() {
-        let v = d + cost(p, pj);
-        if v < best {
-            best = v;
-            arg = ilo + off;
+fn row_min(pre: Pre<'_>, prev: &[f64], j: usize, ilo: usize, ihi: usize) -> (f64, usize) {
+    let pj = pre.at(j);
+    let (p0, p1, p2, d) = (
+        &pre.p0[ilo..=ihi],
+        &pre.p1[ilo..=ihi],
+        &pre.p2[ilo..=ihi],
+        &prev[ilo..=ihi],
+    );
+    let len = d.len();
+    let mut best = [f64::INFINITY; 4];
+    let mut arg = [usize::MAX; 4];
+    let chunks = len / 4;
+    for c in 0..chunks {
+        let base = c * 4;
+        let a0: [f64; 4] = p0[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a1: [f64; 4] = p1[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let a2: [f64; 4] = p2[base..base + 4].try_into().unwrap_or([0.0; 4]);
+        let dc: [f64; 4] = d[base..base + 4].try_into().unwrap_or([f64::INFINITY; 4]);
+        let mut v = [0.0f64; 4];
+        for l in 0..4 {
+            v[l] = dc[l] + cost([a0[l], a1[l], a2[l]], pj);
+        }
+        for l in 0..4 {
+            if v[l] < best[l] {
+                best[l] = v[l];
+                arg[l] = base + l;
+            }
         }
     }
-    (best, arg)
+    let (mut bv, mut bi) = (f64::INFINITY, usize::MAX);
+    for l in 0..4 {
+        if best[l] < bv || (best[l] == bv && arg[l] < bi) {
+            bv = best[l];
+            bi = arg[l];
+        }
+    }
+    for off in chunks * 4..len {
+        let v = d[off] + cost([p0[off], p1[off], p2[off]], pj);
+        if v < bv {
+            bv = v;
+            bi = off;
+        }
+    }
+    if bi == usize::MAX {
+        // Every candidate was +inf (cannot happen with finite data): keep the leftmost.
+        bi = 0;
+    }
+    (bv, ilo + bi)
 }
 
 /// Divide and conquer over the segment ends `jlo..=jhi`, whose best split lies in `ilo..=ihi`.
 #[allow(clippy::too_many_arguments)]
 fn solve(
-    pre: &[[f64; 3]],
+    pre: Pre<'_>,
     prev: &[f64],
     cur: &mut [f64],
     opt: &mut [u16],
-    jlo: usize,
-    jhi: usize,
-    ilo: usize,
-    ihi: usize,
+    lower: Option<Lower<'_>>,
+    (jlo, jhi): (usize, usize),
+    (ilo, ihi): (usize, usize),
 ) {
     if jlo > jhi {
         return;
     }
     let mid = (jlo + jhi) / 2;
-    let (best, arg) = row_min(pre, prev, mid, ilo, ihi.min(mid - 1));
+    let to = ihi.min(mid - 1);
+    // The previous layer's split for the same end bounds this one from below (clamped, so
+    // round-off can never empty the range).
+    let from = match lower {
+        Some(l) if mid >= l.lo && mid <= l.hi => ilo.max(l.opt[mid] as usize).min(to),
+        _ => ilo,
+    };
+    let (best, arg) = row_min(pre, prev, mid, from, to);
     cur[mid] = best;
     opt[mid] = arg as u16;
     if mid > jlo {
-        solve(pre, prev, cur, opt, jlo, mid - 1, ilo, arg);
+        solve(pre, prev, cur, opt, lower, (jlo, mid - 1), (ilo, arg));
     }
-    solve(pre, prev, cur, opt, mid + 1, jhi, arg, ihi);
+    solve(pre, prev, cur, opt, lower, (mid + 1, jhi), (arg, ihi));
+}
+
+/// The previous layer's split points, valid for segment ends `lo..=hi`: with one segment more,
+/// the last segment of an optimal split of the same prefix starts no earlier
+/// (`opt[m − 1][j] ≤ opt[m][j]`, from the same quadrangle inequality).
+#[derive(Clone, Copy)]
+struct Lower<'a> {
+    opt: &'a [u16],
+    lo: usize,
+    hi: usize,
 }
 
 /// Weighted mean of each segment `bounds[m]..bounds[m + 1]`, into `out`.
@@ -139,45 +296,6 @@ pub(crate) fn segment_means(x: &[f64], w: &[f64], bounds: &[usize], out: &mut Ve
         let (sw, swx) =
             (s[0]..s[1]).fold((0.0f64, 0.0f64), |(a, b), t| (a + w[t], b + w[t] * x[t]));
         out.push(swx / sw);
-    }
-}
-
-/// Lloyd iterations on the sorted points from the centroids `c` (ascending): assign each point to
-/// its nearest centroid (ties to the lower), move each non-empty centroid to its points' mean.
-/// Stops when the assignment no longer changes or after `max_iter` rounds. Never raises the error.
-pub(crate) fn lloyd_polish(
-    x: &[f64],
-    w: &[f64],
-    c: &mut [f64],
-    bounds: &mut Vec<usize>,
-    scratch: &mut Vec<usize>,
-    max_iter: usize,
-) {
-    let k = c.len();
-    let n = x.len();
-    for _ in 0..max_iter {
-        scratch.clear();
-        scratch.push(0);
-        for m in 0..k - 1 {
-            let mid = 0.5 * (c[m] + c[m + 1]);
-            let lo = *scratch.last().unwrap_or(&0);
-            // Points at or below the midpoint stay with the lower centroid.
-            let b = lo + x[lo..].partition_point(|&v| v <= mid);
-            scratch.push(b);
-        }
-        scratch.push(n);
-        if scratch == bounds {
-            return;
-        }
-        std::mem::swap(bounds, scratch);
-        for m in 0..k {
-            let (a, b) = (bounds[m], bounds[m + 1]);
-            if b > a {
-                let (sw, swx) =
-                    (a..b).fold((0.0f64, 0.0f64), |(s, t), i| (s + w[i], t + w[i] * x[i]));
-                c[m] = swx / sw;
-            }
-        }
     }
 }
 
@@ -280,24 +398,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn lloyd_never_raises_the_error() {
-        let (x, w) = sorted_points(3, 180);
-        let k = 8;
-        // A poor start: equal-count segments.
-        let mut b: Vec<usize> = (0..=k).map(|m| m * x.len() / k).collect();
-        let mut c = Vec::new();
-        segment_means(&x, &w, &b, &mut c);
-        let sse = |b: &[usize], c: &[f64]| -> f64 {
-            b.windows(2)
-                .zip(c)
-                .map(|(s, &m)| (s[0]..s[1]).map(|t| w[t] * (x[t] - m).powi(2)).sum::<f64>())
-                .sum()
-        };
-        let before = sse(&b, &c);
-        let mut s = Vec::new();
-        lloyd_polish(&x, &w, &mut c, &mut b, &mut s, 50);
-        let after = sse(&b, &c);
-        assert!(after < before, "{after} !< {before}");
-        assert!(after >= brute_force(&x, &w, k) * (1.0 - 1e-12));
+    fn refining_a_coarse_partition_reaches_the_optimum() {
+        let mut dp = Dp::default();
+        let (mut b, mut exact) = (Vec::new(), Vec::new());
+        for seed in 0..30u64 {
+            let (x, w) = sorted_points(100 + seed, 200);
+            for k in [2usize, 5, 16] {
+                let want = optimal_bounds(&x, &w, k, &mut dp, &mut exact);
+                // A deliberately poor start: equal-count segments.
+                b.clear();
+                b.extend((0..=k).map(|m| m * x.len() / k));
+                let got = refine_bounds(&x, &w, 8, 64, &mut dp, &mut b);
+                let total = brute_force(&x, &w, 1);
+                assert!(
+                    got >= want - 1e-12 * total,
+                    "seed {seed} k {k}: {got} < optimum {want}"
+                );
+                // With a window as wide as the data it is the exact DP.
+                b.clear();
+                b.extend((0..=k).map(|m| m * x.len() / k));
+                let full = refine_bounds(&x, &w, x.len(), 1, &mut dp, &mut b);
+                assert!((full - want).abs() <= 1e-12 * total, "seed {seed} k {k}");
+                assert_eq!(b, exact);
+            }
+        }
     }
 }

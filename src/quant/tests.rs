@@ -397,27 +397,63 @@ fn f32_input_is_rounded_to_fp16_first() {
 }
 
 #[test]
-fn coarsened_groups_match_the_exact_dp() {
-    // fp16-native 8×4096 group: ~12k distinct values, so the DP runs on bf16-resolution bins.
-    let f = synth::matrix(8, 4096, 31);
+fn default_is_exact_and_coarsening_is_near_exact() {
+    // fp16-native 8×4096 groups: ~12k distinct values each. By default the DP runs on the fine
+    // bins: the LUT is optimal, never worse than coremltools' exact kmeans1d. With
+    // `Options::coarsen` the DP runs on bf16-resolution bins and is then refined on the fine bins.
+    let (rows, cols) = (32, 4096);
+    let f = synth::matrix(rows, cols, 31);
     let codes = synth::to_f16_codes(&f);
     let vals = synth::f16_values(&codes);
-    let (x, w) = histogram(&vals);
-    assert!(x.len() > COARSEN_ABOVE);
-    for bits in [4u32, 6] {
-        let p = palettize(WeightView::F16Codes(&codes), 8, 4096, spec(bits, Some(8))).unwrap();
-        assert_eq!(p.coarsened_groups, 1);
-        let mut dp = kmeans::Dp::default();
-        let mut b = Vec::new();
-        let opt = kmeans::optimal_bounds(&x, &w, 1 << bits, &mut dp, &mut b);
-        let cml = coremltools_style_sse(&x, &w, &b);
-        assert!(p.sse >= opt * (1.0 - 1e-12));
-        // Within 0.01 dB of coremltools' exact result (in practice better: reassignment).
-        assert!(
-            p.sse <= cml * 10f64.powf(0.001),
-            "bits {bits}: {} vs {cml}",
-            p.sse
-        );
+    for bits in [4u32, 6, 8] {
+        let exact = palettize(
+            WeightView::F16Codes(&codes),
+            rows,
+            cols,
+            spec(bits, Some(8)),
+        )
+        .unwrap();
+        let opts = Options { coarsen: true };
+        let coarse = palettize_with(
+            WeightView::F16Codes(&codes),
+            rows,
+            cols,
+            spec(bits, Some(8)),
+            opts,
+        )
+        .unwrap();
+        assert_eq!(exact.coarsened_groups, 0);
+        // LUT8 is never coarsened: 256 narrow segments need boundary moves too long for the
+        // windowed refinement.
+        assert_eq!(coarse.coarsened_groups, if bits == 8 { 0 } else { 4 });
+        let (de, dc) = (exact.decode(), coarse.decode());
+        for g in 0..exact.groups {
+            let span = g * 8 * cols..(g + 1) * 8 * cols;
+            let (x, w) = histogram(&vals[span.clone()]);
+            assert!(x.len() > COARSEN_ABOVE);
+            let mut dp = kmeans::Dp::default();
+            let mut b = Vec::new();
+            let opt = kmeans::optimal_bounds(&x, &w, 1 << bits, &mut dp, &mut b);
+            let cml = coremltools_style_sse(&x, &w, &b);
+            let sse = |dec: &[f16]| -> f64 {
+                vals[span.clone()]
+                    .iter()
+                    .zip(&dec[span.clone()])
+                    .map(|(v, q)| (v - q.to_f64()).powi(2))
+                    .sum()
+            };
+            let (e, c) = (sse(&de), sse(&dc));
+            assert!(e >= opt * (1.0 - 1e-9), "bits {bits} group {g}");
+            assert!(
+                e <= cml * (1.0 + 1e-12),
+                "bits {bits} group {g}: {e} vs coremltools {cml}"
+            );
+            // Coarsened: within 0.001 dB of the exact result.
+            assert!(
+                c <= e * 10f64.powf(0.0001),
+                "bits {bits} group {g}: coarse {c} vs exact {e}"
+            );
+        }
     }
 }
 

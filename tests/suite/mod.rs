@@ -4,5 +4,6 @@ pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
 pub mod mil;
+pub mod quant;
 pub mod source;
 pub mod util;

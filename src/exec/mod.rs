@@ -11,6 +11,21 @@
 //! Tensors are the module's own small type ([`Tensor`]: f32/i32/bool storage tagged with the MIL
 //! dtype), not candle's: Core ML's dtype rules (fp16 values held exactly, int/bool results of
 //! comparisons and casts, fp16 rounding after every op) read directly in plain loops.
+//!
+//! Semantics decisions, each from coremltools' op definitions (ops/defs/iOS15..18):
+//! - `Precision::F16` rounds every fp16-typed op output to fp16 (ties to even, overflow to ±inf);
+//!   ops that only move values (slices, reshapes, gather, concat, states, …) need no rounding.
+//!   `Precision::F32` never rounds computed values. Decompressed fp16 weights are fp16 in both.
+//! - `rsqrt` is `1/sqrt(x + epsilon)`, epsilon defaulting to 1e-12 cast to x's dtype (0 in fp16).
+//! - `gather` indices must be in `[0, D)`: since iOS 17 negative indices are out of bounds
+//!   (undefined without `validate_indices`), so they are an error here, as are indices ≥ D.
+//! - `slice_by_index` / `slice_update` follow Python slicing (negative indices wrap, out-of-range
+//!   ends clip, masks select the full range, `squeeze_mask` picks `begin`).
+//! - `cast` float → int truncates toward zero (numpy `astype`); to bool is `x != 0`.
+//! - `reshape` takes one `-1` and `0` = copy the input dimension.
+//! - `constexpr_lut_to_dense` (iOS 18): `out[i…] = lut[i_0/b_0, …, indices[i…], v]` with
+//!   contiguous blocks `b_d = indices_d / lut_d`; `constexpr_blockwise_shift_scale`:
+//!   `scale[blk] · (data − offset[blk])`.
 
 mod ops;
 mod tensor;
@@ -22,7 +37,7 @@ use crate::mil::{
     Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, ValueType,
 };
 
-pub use ops::{gemm_nt, Binary, PadType, Reduce, Unary};
+use ops::{Binary, PadType, Reduce, Unary};
 pub use tensor::{round_f16, Data, Tensor, TensorError};
 use tensor::{storage_of, Storage};
 
@@ -363,6 +378,8 @@ impl Interpreter {
             let values = self
                 .eval(fi, oi, op, &env, &mut local_states)
                 .map_err(wrap)?;
+            // Constants come out of the cache already checked and rounded.
+            let checked = is_weight(op.kind);
             if values.len() != op.outputs.len() {
                 return Err(wrap(OpProblem::Internal(format!(
                     "{} outputs computed, {} declared",
@@ -371,7 +388,11 @@ impl Interpreter {
                 ))));
             }
             for (v, (name, ty)) in values.into_iter().zip(&op.outputs) {
-                let v = self.check_output(op, name, ty, v).map_err(wrap)?;
+                let v = if checked {
+                    v
+                } else {
+                    self.check_output(op, name, ty, v).map_err(wrap)?
+                };
                 if let (Some((keep, tr)), Value::Tensor(t)) = (trace.as_mut(), &v) {
                     if op.kind != OpKind::Const && keep(name) {
                         tr.push((name.clone(), t.clone()));
@@ -479,15 +500,33 @@ impl Interpreter {
             .retagged(tt.dtype)
             .map_err(|e| OpProblem::Internal(e.to_string()))?;
         // Weights are data, not math: a decompressed fp16 weight is fp16 in either precision.
-        let is_weight = matches!(
+
+        // Ops that only move or select values keep fp16 values fp16: no rounding pass needed
+        // (in F16 mode every fp16-typed value is already exact).
+        let moves_data = matches!(
             op.kind,
-            OpKind::Const | OpKind::ConstexprLutToDense | OpKind::ConstexprBlockwiseShiftScale
+            OpKind::ReadState
+                | OpKind::SliceByIndex
+                | OpKind::SliceUpdate
+                | OpKind::Reshape
+                | OpKind::Transpose
+                | OpKind::ExpandDims
+                | OpKind::Squeeze
+                | OpKind::Gather
+                | OpKind::Concat
+                | OpKind::Split
+                | OpKind::Tile
+                | OpKind::Select
         );
-        Ok(Value::Tensor(if is_weight && tt.dtype == DType::F16 {
-            t.rounded_f16()
-        } else {
-            self.round_if(tt.dtype, t)
-        }))
+        Ok(Value::Tensor(
+            if is_weight(op.kind) && tt.dtype == DType::F16 {
+                t.rounded_f16()
+            } else if moves_data {
+                t
+            } else {
+                self.round_if(tt.dtype, t)
+            },
+        ))
     }
 
     fn eval(
@@ -525,6 +564,19 @@ impl Interpreter {
                     OpKind::ConstexprLutToDense => vec![Value::Tensor(lut_to_dense(&p)?)],
                     _ => vec![Value::Tensor(blockwise_shift_scale(&p)?)],
                 };
+                if v.len() != op.outputs.len() {
+                    return Err(OpProblem::Internal(format!(
+                        "{} outputs computed, {} declared",
+                        v.len(),
+                        op.outputs.len()
+                    )));
+                }
+                // Checked (and rounded) once, then cached as checked.
+                let v = v
+                    .into_iter()
+                    .zip(&op.outputs)
+                    .map(|(v, (name, ty))| self.check_output(op, name, ty, v))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -597,9 +649,11 @@ impl Interpreter {
             OpKind::Greater => p.binary(Binary::Greater),
             OpKind::GreaterEqual => p.binary(Binary::GreaterEqual),
             OpKind::Rsqrt => {
-                // coremltools: epsilon defaults to 1e-12 (cast to x's dtype: 0 in fp16).
-                let eps = p.opt_float("epsilon")?.unwrap_or(1e-12);
-                one(ops::unary(Unary::Rsqrt(eps), &p.tensor("x")?)?)
+                // coremltools: epsilon defaults to 1e-12 cast to x's dtype (0 in fp16).
+                let x = p.tensor("x")?;
+                let default = if x.dtype() == DType::F16 { 0.0 } else { 1e-12 };
+                let eps = p.opt_float("epsilon")?.unwrap_or(default);
+                one(ops::unary(Unary::Rsqrt(eps), &x)?)
             }
             OpKind::Sqrt => one(ops::unary(Unary::Sqrt, &p.tensor("x")?)?),
             OpKind::Exp => one(ops::unary(Unary::Exp, &p.tensor("x")?)?),
@@ -765,6 +819,14 @@ impl Interpreter {
             OpKind::Tile => one(ops::tile(&p.tensor("x")?, &p.ints("reps")?)?),
         }
     }
+}
+
+/// Ops whose outputs are constant data (cached once per interpreter).
+fn is_weight(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Const | OpKind::ConstexprLutToDense | OpKind::ConstexprBlockwiseShiftScale
+    )
 }
 
 fn describe_type(tt: &crate::mil::TensorType) -> String {

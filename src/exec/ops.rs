@@ -591,6 +591,13 @@ pub fn conv(
             why: "must be positive".into(),
         });
     }
+    if [h, wi, kh, kw].contains(&0) {
+        return Err(shape_err(format!(
+            "empty spatial or kernel dimension: x {:?}, weight {:?}",
+            x.shape(),
+            w.shape()
+        )));
+    }
     let ek = [(kh - 1) * dl[0] + 1, (kw - 1) * dl[1] + 1];
     let ins = [h, wi];
     let mut before = [0usize; 2];

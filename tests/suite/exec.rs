@@ -1858,3 +1858,468 @@ fn declared_output_types_are_checked() {
         "{msg}"
     );
 }
+
+// ------------------------------------------------------------------ through mil's builder and package files
+
+/// A chunk-like function built with mil's `FunctionBuilder`: a palettized 1×1 conv over
+/// `x [1, C, 1, S]`, the result written into a cache state at `pos`, then a softmax over the
+/// channels of `y` plus the cache's total.
+fn chunk_like(seq: u64, indices: &ConstValue, lut: &ConstValue) -> mil::Result<Function> {
+    use mil::{FunctionBuilder, SliceParams};
+    let mut b = FunctionBuilder::new();
+    let x = b.input("x", TensorType::new(DType::F16, &[1, 8, 1, seq]))?;
+    let pos = b.input("pos", TensorType::new(DType::I32, &[1]))?;
+    let kv = b.state("kv", TensorType::new(DType::F16, &[1, 8, 1, 6]))?;
+    let w = b.lut_to_dense("w", indices.clone(), lut.clone())?;
+    let y = b.conv("y", &x, &w, None)?;
+    let cur = b.read_state("cur", &kv)?;
+    let z = b.constant("z", ConstValue::vec_i32(&[0, 0, 0]))?;
+    let begin = b.concat("begin", &[&z, &pos], 0)?;
+    let ext = b.constant("ext", ConstValue::vec_i32(&[1, 8, 1, seq as i32]))?;
+    let end = b.add("end", &begin, &ext)?;
+    let upd = b.slice_update("upd", &cur, &y, &begin, &end, &SliceParams::default())?;
+    b.write_state("kv_write", &kv, &upd)?;
+    let after = b.read_state("after", &kv)?;
+    let total = b.reduce_sum("total", &after, &[1, 2, 3], false)?;
+    let probs = b.softmax("probs", &y, 1)?;
+    b.output(&probs)?;
+    b.output(&total)?;
+    b.finish()
+}
+
+#[test]
+fn builder_program_runs_the_same_before_and_after_a_package_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chunk.mlpackage");
+    let lut_vals: Vec<f16> = rand(2 * 16, 300).into_iter().map(f16::from_f32).collect();
+    let idx: Vec<u8> = (0..64).map(|i| ((i * 5 + 3) % 16) as u8).collect();
+    let indices = ConstValue::from_indices(4, &[8, 8, 1, 1], &idx).unwrap();
+    let lut = ConstValue::from_f16(&[2, 1, 1, 1, 16, 1], &lut_vals).unwrap();
+    let program = |indices: &ConstValue, lut: &ConstValue| Program {
+        functions: vec![
+            ("infer".into(), chunk_like(1, indices, lut).unwrap()),
+            ("prefill".into(), chunk_like(3, indices, lut).unwrap()),
+        ],
+        default_function: "infer".into(),
+    };
+    let in_memory = program(&indices, &lut);
+    let mut w = mil::PackageWriter::create(&path, false).unwrap();
+    let (si, sl) = (
+        w.store(indices.clone()).unwrap(),
+        w.store(lut.clone()).unwrap(),
+    );
+    w.finish(&mil::Model::new(program(&si, &sl))).unwrap();
+    let read = mil::read_package(&path).unwrap();
+
+    let dense: Vec<f32> = (0..64)
+        .map(|i| lut_vals[(i / 8 / 4) * 16 + idx[i] as usize].to_f32())
+        .collect();
+    for precision in [Precision::F32, Precision::F16] {
+        let a = Interpreter::new(&in_memory, precision);
+        let b = Interpreter::new(&read, precision);
+        let mut sa = a.zero_states("infer").unwrap();
+        let mut sb = b.zero_states("infer").unwrap();
+        let mut total = 0f32;
+        for (f, seq, pos) in [("prefill", 3usize, 0i32), ("infer", 1, 3), ("infer", 1, 4)] {
+            let x =
+                Tensor::f16_from_f32(vec![1, 8, 1, seq], &rand(8 * seq, 310 + pos as u64)).unwrap();
+            let ins = inputs(&[
+                ("x", x.clone()),
+                ("pos", Tensor::i32(vec![1], vec![pos]).unwrap()),
+            ]);
+            let oa = a.run(f, &ins, &mut sa).unwrap();
+            let ob = b.run(f, &ins, &mut sb).unwrap();
+            assert_eq!(
+                oa, ob,
+                "{precision:?} {f}: same outputs from memory and from the package"
+            );
+            assert_eq!(sa, sb);
+            // naive: y = W·x per position; softmax over channels; cache total accumulates y
+            let xv = x.to_f32_vec();
+            let mut probs = vec![0f32; 8 * seq];
+            for s in 0..seq {
+                let y: Vec<f32> = (0..8)
+                    .map(|o| (0..8).map(|k| dense[o * 8 + k] * xv[k * seq + s]).sum())
+                    .collect();
+                total += y.iter().sum::<f32>();
+                let m = y.iter().cloned().fold(f32::MIN, f32::max);
+                let den: f32 = y.iter().map(|v| (v - m).exp()).sum();
+                for o in 0..8 {
+                    probs[o * seq + s] = (y[o] - m).exp() / den;
+                }
+            }
+            let tol = if precision == Precision::F16 {
+                2e-3
+            } else {
+                1e-5
+            };
+            let probs_name = oa.keys().find(|k| k.starts_with("probs")).unwrap();
+            let total_name = oa.keys().find(|k| k.starts_with("total")).unwrap();
+            assert_close(
+                &oa[probs_name],
+                &probs,
+                tol,
+                &format!("{precision:?} {f} probs"),
+            );
+            assert_close(
+                &oa[total_name],
+                &[total],
+                tol * 10.0,
+                &format!("{precision:?} {f} cache total"),
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ opt-in: anec's own output
+
+/// Runs a converted output folder (`ANEC_EXEC_E2E_DIR`, converted from the fixture named by
+/// `ANEC_EXEC_E2E_MODEL`) through the runner protocol of ANE-CONTRACT.md and compares the
+/// logits with transformers' reference: every position via `infer`, and sequence 2 (84 tokens)
+/// with one 64-token `prefill` batch then `infer`. Opt-in (`cargo test -- --ignored`) because
+/// the converter is not part of this module: it prints the numbers and checks top-1 agreement
+/// (`ANEC_EXEC_E2E_MIN_TOP1`, default 0.9; `ANEC_EXEC_E2E_PRECISION=f32` for fp32 math).
+#[test]
+#[ignore]
+fn converted_model_matches_transformers_reference() {
+    let (Ok(dir), Ok(model)) = (
+        std::env::var("ANEC_EXEC_E2E_DIR"),
+        std::env::var("ANEC_EXEC_E2E_MODEL"),
+    ) else {
+        eprintln!("set ANEC_EXEC_E2E_DIR and ANEC_EXEC_E2E_MODEL");
+        return;
+    };
+    let precision = match std::env::var("ANEC_EXEC_E2E_PRECISION").as_deref() {
+        Ok("f32") => Precision::F32,
+        _ => Precision::F16,
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let p = &meta["model_info"]["parameters"];
+    let ctx = p["context_length"].as_u64().unwrap() as usize;
+    let batch = p["batch_size"].as_u64().unwrap() as usize;
+    let hidden = p["hidden_size"].as_u64().unwrap() as usize;
+    let load =
+        |name: &str| Interpreter::new(&mil::read_package(dir.join(name)).unwrap(), precision);
+    let emb = load(p["embeddings"].as_str().unwrap());
+    let head = load(p["lm_head"].as_str().unwrap());
+    let chunks: Vec<Interpreter> = p["chunk_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| load(f.as_str().unwrap()))
+        .collect();
+    let ef = emb.program().default_function.clone();
+    let hf = head.program().default_function.clone();
+    let mask_rows = |start: usize, n: usize| -> Tensor {
+        let v: Vec<f32> = (0..n)
+            .flat_map(|r| {
+                (0..ctx).map(move |c| {
+                    if c <= start + r {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        Tensor::f16_from_f32(vec![1, 1, n, ctx], &v).unwrap()
+    };
+    let i32s = |shape: Vec<usize>, v: Vec<i32>| Tensor::i32(shape, v).unwrap();
+    // One step of `n` tokens at `start` through embeddings and every chunk's function `f`.
+    let step =
+        |states: &mut BTreeMap<String, Tensor>, f: &str, ids: &[i32], start: usize| -> Tensor {
+            let n = ids.len();
+            let h = emb
+                .run(
+                    &ef,
+                    &inputs(&[("input_ids", i32s(vec![1, n], ids.to_vec()))]),
+                    &mut BTreeMap::new(),
+                )
+                .unwrap();
+            let mut h = h["hidden_states"].clone();
+            let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+            for c in &chunks {
+                let o = c
+                    .run(
+                        f,
+                        &inputs(&[
+                            ("hidden_states", h.clone()),
+                            ("position_ids", i32s(vec![n], pos.clone())),
+                            ("causal_mask", mask_rows(start, n)),
+                            ("current_pos", i32s(vec![1], vec![start as i32])),
+                        ]),
+                        states,
+                    )
+                    .unwrap();
+                h = o["output_hidden_states"].clone();
+            }
+            h
+        };
+    let logits = |h: &Tensor| -> Vec<f32> {
+        let o = head
+            .run(
+                &hf,
+                &inputs(&[("hidden_states", h.clone())]),
+                &mut BTreeMap::new(),
+            )
+            .unwrap();
+        let mut parts: Vec<(usize, Vec<f32>)> = o
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("logits")
+                    .and_then(|i| i.parse().ok())
+                    .map(|i| (i, v.to_f32_vec()))
+            })
+            .collect();
+        parts.sort_by_key(|p| p.0);
+        parts.into_iter().flat_map(|p| p.1).collect()
+    };
+    let bytes = std::fs::read(fixture(&model).join("reference.safetensors")).unwrap();
+    let r = SafeTensors::deserialize(&bytes).unwrap();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0
+    };
+    let t0 = std::time::Instant::now();
+    let mut agree = 0;
+    let mut total = 0;
+    let mut max_d = 0f32;
+    for s in 0..3 {
+        let ids = st(&r, &format!("ids_{s}")).as_i32().unwrap().to_vec();
+        let want = st(&r, &format!("logits_{s}")).to_f32_vec();
+        let vocab = want.len() / ids.len();
+        let mut states = chunks[0].zero_states("infer").unwrap();
+        let mut first = 0;
+        if ids.len() >= batch {
+            step(&mut states, "prefill", &ids[..batch], 0);
+            first = batch;
+        }
+        for (pos, &id) in ids.iter().enumerate().skip(first) {
+            let h = step(&mut states, "infer", &[id], pos);
+            assert_eq!(h.shape(), [1, 1, hidden]);
+            let got = logits(&h);
+            let w = &want[pos * vocab..(pos + 1) * vocab];
+            max_d = got
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(max_d, f32::max);
+            agree += (argmax(&got) == argmax(w)) as usize;
+            total += 1;
+        }
+    }
+    println!(
+        "{model} {precision:?}: top-1 {agree}/{total}, max |Δlogit| {max_d:.4}, {:.2}s",
+        t0.elapsed().as_secs_f32()
+    );
+    // fp16 packages agree fully; LUT packages of random tiny weights are lossier (set the bar).
+    let min: f64 = std::env::var("ANEC_EXEC_E2E_MIN_TOP1")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.9);
+    assert!(
+        agree as f64 >= min * total as f64,
+        "top-1 agreement {agree}/{total} below {min}"
+    );
+}
+
+#[test]
+fn a_wrong_declared_type_in_a_real_package_fails_at_that_op() {
+    // The reader type-checks packages; the interpreter checks again, independently, at run time.
+    let mut model = mil::read_package(samples().join("decode.mlpackage")).unwrap();
+    let f = &mut model.program.functions[0].1;
+    let op = f.operations.iter_mut().find(|o| o.name == "fc2").unwrap();
+    op.outputs[0].1 = ValueType::Tensor(TensorType::new(DType::F16, &[1, 1, 32]));
+    let m = Interpreter::new(&model, Precision::F32);
+    let bytes = expected_bytes();
+    let e = SafeTensors::deserialize(&bytes).unwrap();
+    let err = m
+        .run(
+            "main",
+            &inputs(&[("x", st(&e, "decode_x")), ("pos", st(&e, "decode_pos"))]),
+            &mut m.zero_states("main").unwrap(),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("linear op `fc2`") && msg.contains("declared fp16 [1, 1, 32] but computed"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_interpreter_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Interpreter>();
+    assert_send_sync::<Tensor>();
+}
+
+// ------------------------------------------------------------------ properties
+
+/// Python's `slice(b, e, s).indices(n)` and the resulting positions, written the way the
+/// Python docs define it (independently of the interpreter's loop).
+fn py_slice(n: i64, b: Option<i64>, e: Option<i64>, s: i64) -> Vec<i64> {
+    let (lo, hi) = if s > 0 { (0, n) } else { (-1, n - 1) };
+    let fix = |v: i64| {
+        let v = if v < 0 { v + n } else { v };
+        v.clamp(lo, hi)
+    };
+    let start = b.map_or(if s > 0 { 0 } else { n - 1 }, fix);
+    let stop = e.map_or(if s > 0 { n } else { -1 }, fix);
+    let mut out = Vec::new();
+    let mut i = start;
+    while (s > 0 && i < stop) || (s < 0 && i > stop) {
+        out.push(i);
+        i += s;
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// slice_by_index picks Python's positions; slice_update writes exactly those and nothing else.
+    #[test]
+    fn slices_follow_python_and_updates_touch_only_the_slice(
+        shape in proptest::collection::vec(1usize..5, 1..4),
+        spec in proptest::collection::vec((-6i64..6, -6i64..6, proptest::prop_oneof![-3i64..0, 1i64..4], proptest::bool::ANY, proptest::bool::ANY), 3),
+    ) {
+        let rank = shape.len();
+        let spec = &spec[..rank];
+        let x = f32t(&shape, 7);
+        let pos: Vec<Vec<i64>> = shape.iter().zip(spec).map(|(&n, &(b, e, s, bm, em))| {
+            py_slice(n as i64, (!bm).then_some(b), (!em).then_some(e), s)
+        }).collect();
+        let out_shape: Vec<usize> = pos.iter().map(|p| p.len()).collect();
+        let mut g = G::default();
+        g.input("x", DType::F32, &shape);
+        let ints = |f: fn(&(i64, i64, i64, bool, bool)) -> i64| -> Vec<i32> { spec.iter().map(|t| f(t) as i32).collect() };
+        let bools = |f: fn(&(i64, i64, i64, bool, bool)) -> bool| -> Vec<bool> { spec.iter().map(f).collect() };
+        let params = || -> Vec<(&'static str, A)> {
+            vec![
+                ("begin", ci(&ints(|t| t.0))),
+                ("end", ci(&ints(|t| t.1))),
+                ("stride", ci(&ints(|t| t.2))),
+                ("begin_mask", c(ConstValue::vec_bool(&bools(|t| t.3)))),
+                ("end_mask", c(ConstValue::vec_bool(&bools(|t| t.4)))),
+            ]
+        };
+        let mut sp = vec![("x", v("x"))];
+        sp.extend(params());
+        let sl = g.op(OpKind::SliceByIndex, sp, DType::F32, &out_shape);
+        let n_out: usize = out_shape.iter().product();
+        let upd = g.cst(ConstValue::from_f32(&out_shape.iter().map(|&d| d as u64).collect::<Vec<_>>(), &vec![100.0; n_out]).unwrap());
+        let mut up = vec![("x", v("x")), ("update", v(&upd))];
+        up.extend(params());
+        let su = g.op(OpKind::SliceUpdate, up, DType::F32, &shape);
+        let out = run_main(&g.program(&[&sl, &su]), Precision::F32, &[("x", x.clone())]).unwrap();
+        let xv = x.to_f32_vec();
+        let want: Vec<f32> = coords(&out_shape)
+            .iter()
+            .map(|cd| {
+                let src: Vec<usize> = cd.iter().enumerate().map(|(d, &i)| pos[d][i] as usize).collect();
+                xv[at(&shape, &src)]
+            })
+            .collect();
+        proptest::prop_assert_eq!(out[&sl].to_f32_vec(), want);
+        let updated = out[&su].to_f32_vec();
+        for (k, cd) in coords(&shape).iter().enumerate() {
+            let inside = cd.iter().enumerate().all(|(d, &i)| pos[d].contains(&(i as i64)));
+            proptest::prop_assert_eq!(updated[k], if inside { 100.0 } else { xv[k] });
+        }
+    }
+}
+
+/// mil's type inference and exec's kernels are two implementations of every op's shape rules:
+/// a program of tricky ops built (and type-inferred) by `FunctionBuilder` must run, and the
+/// interpreter checks each computed type against the inferred one.
+#[test]
+fn builder_inferred_types_agree_with_computed_types() {
+    use mil::{ConvParams, FunctionBuilder, SliceParams};
+    let mut b = FunctionBuilder::new();
+    let x = b
+        .input("x", TensorType::new(DType::F16, &[2, 4, 5, 6]))
+        .unwrap();
+    let ids = b
+        .input("ids", TensorType::new(DType::I32, &[2, 3]))
+        .unwrap();
+    let w = b
+        .constant(
+            "w",
+            ConstValue::from_f16(&[6, 2, 3, 2], &[f16::from_f32(0.1); 72]).unwrap(),
+        )
+        .unwrap();
+    let mut outs = Vec::new();
+    let cp = ConvParams {
+        strides: Some(vec![2, 3]),
+        pad_type: Some("same".into()),
+        groups: Some(2),
+        ..Default::default()
+    };
+    outs.push(b.conv_with("conv", &x, &w, None, &cp).unwrap());
+    let sp = SliceParams {
+        stride: Some(vec![1, -2, 1, 2]),
+        end_mask: Some(vec![false, true, false, false]),
+        squeeze_mask: Some(vec![false, false, true, false]),
+        ..Default::default()
+    };
+    outs.push(
+        b.slice_const("slice", &x, &[-1, -1, 3, 0], &[2, 0, 4, 5], &sp)
+            .unwrap(),
+    );
+    outs.push(b.gather("gather", &x, &ids, 2, 1).unwrap());
+    let parts = b.split_sizes("split", &x, &[2, 4], 3).unwrap();
+    outs.push(
+        b.concat_with("inter", &[&parts[0], &parts[0]], 3, true)
+            .unwrap(),
+    );
+    outs.push(b.expand_dims("expand", &x, &[-1, 1]).unwrap());
+    outs.push(
+        b.squeeze("squeeze", &outs[outs.len() - 1].clone(), None)
+            .unwrap(),
+    );
+    outs.push(b.tile("tile", &x, &[1, 2, 1, 3]).unwrap());
+    outs.push(b.reduce_sum("rsum", &x, &[1, -1], true).unwrap());
+    outs.push(b.reduce_argmax("amax", &x, 2, false, DType::I32).unwrap());
+    outs.push(b.band_part("band", &x, 1, 0).unwrap());
+    outs.push(
+        b.fill("fill", &[3, 2], ConstValue::scalar_f16(f16::from_f32(2.0)))
+            .unwrap(),
+    );
+    outs.push(b.transpose("tr", &x, &[3, 0, 2, 1]).unwrap());
+    outs.push(b.reshape("rs", &x, &[2, -1, 3]).unwrap());
+    outs.push(b.matmul("mm", &x, &x, false, true).unwrap());
+    outs.push(b.layer_norm("ln", &x, &[1, 3], None, None, 1e-5).unwrap());
+    outs.push(b.cast("cast", &x, DType::F32).unwrap());
+    let rsum = outs[7].clone(); // [2, 1, 5, 1]: broadcasts against x
+    let lt = b.less("lt", &x, &rsum).unwrap();
+    outs.push(b.select("sel", &lt, &x, &rsum).unwrap());
+    outs.push(
+        b.rsqrt("rsqrt", &outs[outs.len() - 2].clone(), 1e-3)
+            .unwrap(),
+    );
+    for o in &outs {
+        b.output(o).unwrap();
+    }
+    let f = b.finish().unwrap();
+    let p = Program {
+        functions: vec![("main".into(), f)],
+        default_function: "main".into(),
+    };
+    let ids_t = Tensor::i32(vec![2, 3], vec![0, 4, 2, 1, 1, 3]).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let x_t = Tensor::f16_from_f32(vec![2, 4, 5, 6], &rand(240, 400)).unwrap();
+        let out = Interpreter::new(&p, precision)
+            .run(
+                "main",
+                &inputs(&[("x", x_t), ("ids", ids_t.clone())]),
+                &mut BTreeMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("{precision:?}: {e}"));
+        assert_eq!(out.len(), outs.len());
+    }
+}

@@ -141,6 +141,11 @@ fn check_chunk(pkg: &Path, d: &Dims, expect_lut: bool) {
                 tensor(DType::F16, &[1, s, d.h])
             )]
         );
+        assert!(
+            mil::infer::unused_inputs(f).is_empty(),
+            "{name}: unused inputs {:?}",
+            mil::infer::unused_inputs(f)
+        );
         let kinds: BTreeSet<OpKind> = f.operations.iter().map(|o| o.kind).collect();
         assert!(kinds.contains(&OpKind::WriteState) && kinds.contains(&OpKind::ReadState));
         assert_eq!(

@@ -211,7 +211,7 @@ pub enum ConvertError {
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
     #[error("{part}: {source}")]
-    Part { part: String, source: AneError },
+    Part { part: String, source: Box<AneError> },
 }
 
 /// What one output file is.
@@ -495,7 +495,11 @@ pub struct ConvertReport {
 impl fmt::Display for ConvertReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.dry_run {
-            writeln!(f, "dry run: nothing written; {} would hold:", self.output.display())?;
+            writeln!(
+                f,
+                "dry run: nothing written; {} would hold:",
+                self.output.display()
+            )?;
             return write!(f, "{}", self.plan);
         }
         writeln!(
@@ -537,23 +541,39 @@ fn skipped_layer(name: &str, layers: usize) -> bool {
 }
 
 /// The Core ML metadata of one part (shown by Xcode and `anec inspect`).
-fn package_metadata(cfg: &DecoderConfig, source: &str, plan: &ConvertPlan, kind: &PartKind) -> Metadata {
+fn package_metadata(
+    cfg: &DecoderConfig,
+    source: &str,
+    plan: &ConvertPlan,
+    kind: &PartKind,
+) -> Metadata {
     let what = match kind {
         PartKind::Embeddings => "embeddings".to_string(),
         PartKind::LmHead => "LM head".to_string(),
         PartKind::Chunk { index, layers } => {
-            format!("transformer chunk {index} (layers {}..{})", layers.start, layers.end)
+            format!(
+                "transformer chunk {index} (layers {}..{})",
+                layers.start, layers.end
+            )
         }
     };
     let mut user_defined = std::collections::BTreeMap::new();
     user_defined.insert("com.anec.source".to_string(), source.to_string());
     user_defined.insert("com.anec.architecture".to_string(), cfg.model_type.clone());
-    user_defined.insert("com.anec.context_length".to_string(), plan.context_length.to_string());
-    user_defined.insert("com.anec.batch_size".to_string(), plan.batch_size.to_string());
+    user_defined.insert(
+        "com.anec.context_length".to_string(),
+        plan.context_length.to_string(),
+    );
+    user_defined.insert(
+        "com.anec.batch_size".to_string(),
+        plan.batch_size.to_string(),
+    );
     Metadata {
         author: "anec".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        short_description: format!("{source} {what}, converted by anec for the Apple Neural Engine"),
+        short_description: format!(
+            "{source} {what}, converted by anec for the Apple Neural Engine"
+        ),
         license: String::new(),
         user_defined,
     }
@@ -592,22 +612,25 @@ fn total_weight_bytes(cfg: &DecoderConfig, layers: usize) -> u64 {
     2 * (per_layer * layers as u64 + 2 * cfg.vocab_size as u64 * h + h)
 }
 
-/// Whether `xcrun` is an executable on PATH.
-fn xcrun_on_path() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("xcrun").is_file()))
-        .unwrap_or(false)
+/// The first file called `name` in the directories of `path` (a PATH value).
+fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    std::env::split_paths(path?)
+        .map(|d| d.join(name))
+        .find(|f| f.is_file())
 }
 
-/// `xcrun coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
-fn compile_package(pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
-    let out = std::process::Command::new("xcrun")
+/// `<xcrun> coremlcompiler compile <pkg> <dir>` → `<dir>/<stem>.mlmodelc`.
+fn compile_package(xcrun: &Path, pkg: &Path, dir: &Path) -> Result<String, ConvertError> {
+    let out = std::process::Command::new(xcrun)
         .arg("coremlcompiler")
         .arg("compile")
         .arg(pkg)
         .arg(dir)
         .output()
-        .map_err(io_err(format!("cannot run xcrun coremlcompiler on {}", pkg.display())))?;
+        .map_err(io_err(format!(
+            "cannot run xcrun coremlcompiler on {}",
+            pkg.display()
+        )))?;
     let stem = pkg
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -635,10 +658,14 @@ fn replace_dir(tmp: tempfile::TempDir, out: &Path, parent: &Path) -> Result<(), 
         let aside = tempfile::Builder::new()
             .prefix(".anec-old-")
             .tempdir_in(parent)
-            .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?
+            .map_err(io_err(format!(
+                "cannot create a temp folder in {}",
+                parent.display()
+            )))?
             .keep();
         let target = aside.join("old");
-        std::fs::rename(out, &target).map_err(io_err(format!("cannot move {} aside", out.display())))?;
+        std::fs::rename(out, &target)
+            .map_err(io_err(format!("cannot move {} aside", out.display())))?;
         old = Some(aside);
     }
     std::fs::rename(&built, out).map_err(io_err(format!(
@@ -694,7 +721,10 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let tmp = tempfile::Builder::new()
         .prefix(".anec-convert-")
         .tempdir_in(&parent)
-        .map_err(io_err(format!("cannot create a temp folder in {}", parent.display())))?;
+        .map_err(io_err(format!(
+            "cannot create a temp folder in {}",
+            parent.display()
+        )))?;
 
     let weights = WeightStore::open(&files)?;
     let opts = PartOptions {
@@ -713,15 +743,20 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         progress.bar.inc(bytes);
     };
     let source_name = model_display_name(&files, &plan.model);
-    let compile = match plan.compile {
-        Compile::Always => true,
-        Compile::Never => false,
-        Compile::Auto => xcrun_on_path(),
+    let path_var = std::env::var_os("PATH");
+    let xcrun = match plan.compile {
+        Compile::Always => {
+            Some(find_on_path("xcrun", path_var.as_deref()).unwrap_or_else(|| "xcrun".into()))
+        }
+        Compile::Never => None,
+        Compile::Auto => find_on_path("xcrun", path_var.as_deref()),
     };
     for p in &parts.parts {
         let file = format!("{}.mlpackage", p.name);
         let path = tmp.path().join(&file);
-        progress.bar.set_message(format!("{file} ({} tensors done)", tensors_done.get()));
+        progress
+            .bar
+            .set_message(format!("{file} ({} tensors done)", tensors_done.get()));
         let mut writer = PackageWriter::create(&path, false)?;
         let mut ctx = Ctx {
             cfg: &cfg,
@@ -741,15 +776,16 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         };
         let model = built.map_err(|source| ConvertError::Part {
             part: p.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         writer.finish(&model)?;
-        let compiled = if compile {
-            progress.bar.set_message(format!("compiling {file}"));
-            Some(compile_package(&path, tmp.path())?)
-        } else {
-            None
+        let compiled = match &xcrun {
+            Some(xcrun) => {
+                progress.bar.set_message(format!("compiling {file}"));
+                Some(compile_package(xcrun, &path, tmp.path())?)
+            }
+            None => None,
         };
         report.files.push(FileReport {
             name: file,
@@ -764,7 +800,9 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         .filter(|n| !skipped_layer(n, parts.layers))
         .collect();
     if !unused.is_empty() {
-        return Err(ConvertError::Weights(WeightError::Unused { tensors: unused }));
+        return Err(ConvertError::Weights(WeightError::Unused {
+            tensors: unused,
+        }));
     }
     progress.bar.finish_and_clear();
 
@@ -901,6 +939,7 @@ mod tests {
             torch_dtype: None,
             bos_token_id: None,
             eos_token_ids: vec![],
+            max_position_embeddings: 131072,
         }
     }
 
@@ -956,6 +995,40 @@ mod tests {
             flag_of(p.validate().unwrap_err()),
             ("--prefix", "a b".into())
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn compile_runs_xcrun_coremlcompiler_and_names_the_mlmodelc() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let xcrun = bin.join("xcrun");
+        // A fake xcrun: logs its arguments, makes <dir>/<stem>.mlmodelc.
+        std::fs::write(
+            &xcrun,
+            "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/log\"\n\
+             [ \"$1 $2\" = \"coremlcompiler compile\" ] || exit 3\n\
+             mkdir -p \"$4/$(basename \"$3\" .mlpackage).mlmodelc\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&xcrun, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path_var = std::env::join_paths([dir.path().join("none"), bin.clone()]).unwrap();
+        assert_eq!(find_on_path("xcrun", Some(&path_var)), Some(xcrun.clone()));
+        assert_eq!(find_on_path("xcrun", None), None);
+        let pkg = dir.path().join("lm_head.mlpackage");
+        std::fs::create_dir(&pkg).unwrap();
+        let name = compile_package(&xcrun, &pkg, dir.path()).unwrap();
+        assert_eq!(name, "lm_head.mlmodelc");
+        assert!(dir.path().join("lm_head.mlmodelc").is_dir());
+        let log = std::fs::read_to_string(bin.join("log")).unwrap();
+        assert!(log.starts_with("coremlcompiler compile "), "{log}");
+        // A compiler that fails is an error naming the package.
+        std::fs::write(&xcrun, "#!/bin/sh\necho broken >&2\nexit 1\n").unwrap();
+        let err = compile_package(&xcrun, &pkg, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("lm_head.mlpackage"), "{err}");
+        assert!(err.to_string().contains("broken"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,12 @@ fn var_arg(v: &Var) -> Vec<Arg> {
     vec![Arg::Var(v.name.clone())]
 }
 
+impl Default for G {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl G {
     pub fn new() -> Self {
         G {
@@ -327,7 +333,14 @@ impl G {
     }
 
     /// `gather(x, indices, axis)`; `shape` is the output shape.
-    pub fn gather(&mut self, x: &T, indices: &T, axis: i32, shape: Vec<u64>, name: Option<&str>) -> R<T> {
+    pub fn gather(
+        &mut self,
+        x: &T,
+        indices: &T,
+        axis: i32,
+        shape: Vec<u64>,
+        name: Option<&str>,
+    ) -> R<T> {
         let ax = self.int(axis)?;
         let bd = self.int(0)?;
         let vi = self.boolean(false)?;
@@ -370,7 +383,12 @@ impl G {
         self.op(
             OpKind::ReduceArgmax,
             &name,
-            &[("x", x.arg()), ("axis", ax), ("keep_dims", kd), ("output_dtype", odt)],
+            &[
+                ("x", x.arg()),
+                ("axis", ax),
+                ("keep_dims", kd),
+                ("output_dtype", odt),
+            ],
             shape,
         )
     }
@@ -438,8 +456,16 @@ pub fn broadcast(a: &[u64], b: &[u64]) -> Vec<u64> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             da.max(db)
         })
         .collect()

@@ -133,7 +133,13 @@ impl Ctx<'_> {
     }
 
     /// A whole `[rows, cols]` projection as a 1×1 conv weight.
-    fn conv_weight(&mut self, name: &str, rows: usize, cols: usize, lut: Option<LutSpec>) -> R<Stored> {
+    fn conv_weight(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        lut: Option<LutSpec>,
+    ) -> R<Stored> {
         self.matrix(name, rows, cols, 0..rows, true, lut)
     }
 
@@ -185,9 +191,8 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
     )?;
     let b = ctx.opts.batch_size as u64;
     let mut g = G::new();
-    let ids = g
-        .b
-        .input_enumerated("input_ids", DType::I32, &[vec![1, 1], vec![1, b]])?;
+    let ids =
+        g.b.input_enumerated("input_ids", DType::I32, &[vec![1, 1], vec![1, b]])?;
     let ids = T {
         var: ids,
         shape: vec![1, 1],
@@ -326,13 +331,14 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
     let mut out = Vec::new();
     for i in layers {
         use arch::names as n;
-        let bias = |ctx: &mut Ctx<'_>, on: bool, name: String, len: usize| -> R<Option<ConstValue>> {
-            if on {
-                ctx.vector(&name, len, &[len as u64]).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
+        let bias =
+            |ctx: &mut Ctx<'_>, on: bool, name: String, len: usize| -> R<Option<ConstValue>> {
+                if on {
+                    ctx.vector(&name, len, &[len as u64]).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
         let lw = LayerWeights {
             index: i,
             input_norm: ctx.vector(&n::input_layernorm(i).weight(), h, &hv)?,
@@ -410,7 +416,12 @@ fn stored_const(g: &mut G, p: &str, c: &Option<ConstValue>) -> R<Option<T>> {
 }
 
 /// One function (`infer` with S = 1 or `prefill` with S = B) of a chunk.
-fn chunk_function(cfg: &DecoderConfig, opts: &PartOptions, w: &ChunkWeights, s: u64) -> R<Function> {
+fn chunk_function(
+    cfg: &DecoderConfig,
+    opts: &PartOptions,
+    w: &ChunkWeights,
+    s: u64,
+) -> R<Function> {
     let h = cfg.hidden_size as u64;
     let (nh, kvh, d) = (
         cfg.num_heads as u64,
@@ -510,7 +521,11 @@ fn chunk_function(cfg: &DecoderConfig, opts: &PartOptions, w: &ChunkWeights, s: 
         let kv = g.read_state(&state)?;
         let lu = li as u64;
         let k_all = g.slice(&kv, &[lu, 0, 0, 0], &[lu + 1, kvh, c, d])?;
-        let v_all = g.slice(&kv, &[l_total + lu, 0, 0, 0], &[l_total + lu + 1, kvh, c, d])?;
+        let v_all = g.slice(
+            &kv,
+            &[l_total + lu, 0, 0, 0],
+            &[l_total + lu + 1, kvh, c, d],
+        )?;
         let k_all = g.reshape(&k_all, &[kvh, c, d])?;
         let v_all = g.reshape(&v_all, &[kvh, c, d])?;
 

@@ -1,6 +1,7 @@
 //! One module per area; `util` is the shared harness.
 
 pub mod convert;
+pub mod convert_e2e;
 pub mod exec;
 pub mod mil;
 pub mod quant;

@@ -669,6 +669,15 @@ impl Thresholds {
         }
     }
 
+    /// These limits with `o`'s replacements.
+    pub fn with(self, o: ThresholdOverrides) -> Thresholds {
+        Thresholds {
+            min_top1: o.min_top1.unwrap_or(self.min_top1),
+            max_mean_kl: o.max_mean_kl.unwrap_or(self.max_mean_kl),
+            min_chunk_cosine: o.min_chunk_cosine.unwrap_or(self.min_chunk_cosine),
+        }
+    }
+
     /// From a conversion's meta: the smallest of lut_ffn / lut_lmhead / lut_embeddings.
     pub fn for_params(p: &Parameters) -> Thresholds {
         let bits = [p.lut_ffn, p.lut_lmhead, p.lut_embeddings]
@@ -849,8 +858,18 @@ pub struct VerifyOptions {
     /// Greedy tokens generated after each prompt by both models.
     pub tokens: usize,
     pub precision: Precision,
-    /// `None` = from the conversion's LUT settings ([`Thresholds::for_params`]).
-    pub thresholds: Option<Thresholds>,
+    /// Use only the local HF cache when meta's source is a hub id (for `model: None`).
+    pub offline: bool,
+    /// Limits replacing the defaults of [`Thresholds::for_params`] (`--min-top1`, `--max-kl`).
+    pub overrides: ThresholdOverrides,
+}
+
+/// Per-limit overrides of the default thresholds; `None` keeps the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ThresholdOverrides {
+    pub min_top1: Option<f64>,
+    pub max_mean_kl: Option<f64>,
+    pub min_chunk_cosine: Option<f64>,
 }
 
 impl VerifyOptions {
@@ -861,14 +880,15 @@ impl VerifyOptions {
             prompts: Vec::new(),
             tokens: 16,
             precision: Precision::F32,
-            thresholds: None,
+            offline: false,
+            overrides: ThresholdOverrides::default(),
         }
     }
 }
 
 /// Where the original weights are: `model` when given, else meta's source (the folder the
 /// conversion read, or, when that is gone, its hub id and revision through the cache).
-pub fn original_files(meta: &Meta, model: Option<&ModelSpec>) -> Result<ModelFiles> {
+pub fn original_files(meta: &Meta, model: Option<&ModelSpec>, offline: bool) -> Result<ModelFiles> {
     let spec = match model {
         Some(m) => m.clone(),
         None => {
@@ -877,7 +897,7 @@ pub fn original_files(meta: &Meta, model: Option<&ModelSpec>) -> Result<ModelFil
                 Some(id) if !Path::new(&src.path).is_dir() => ModelSpec {
                     model: id.clone(),
                     revision: src.revision.clone(),
-                    offline: false,
+                    offline,
                 },
                 _ => ModelSpec {
                     model: src.path.clone(),
@@ -908,7 +928,7 @@ pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
 /// tokens and judges the differences.
 pub fn run(opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut conv = Converted::open(&opts.output, opts.precision)?;
-    let files = original_files(conv.meta(), opts.model.as_ref())?;
+    let files = original_files(conv.meta(), opts.model.as_ref(), opts.offline)?;
     let reference = load_reference(&files, conv.params().num_layers)?;
     let tok = Tok::open(&opts.output)?;
     verify_with(&mut conv, &reference, &tok, opts)
@@ -966,9 +986,7 @@ pub fn verify_with(
         pooled.merge(pool);
     }
     let overall = pooled.report("overall".into(), 0);
-    let thresholds = opts
-        .thresholds
-        .unwrap_or_else(|| Thresholds::for_params(&p));
+    let thresholds = Thresholds::for_params(&p).with(opts.overrides);
     let failures = judge(&overall, &thresholds);
     let lut = |b: LutBits| match b {
         LutBits::None => "none".to_string(),
@@ -1319,6 +1337,12 @@ mod tests {
         assert_eq!(Thresholds::for_lut_bits(Some(8)).max_mean_kl, 0.01);
         assert_eq!(Thresholds::for_lut_bits(Some(4)).max_mean_kl, 0.05);
         assert_eq!(Thresholds::for_lut_bits(Some(4)).min_top1, 0.90);
+        let o = ThresholdOverrides {
+            min_top1: Some(0.5),
+            ..Default::default()
+        };
+        let t = Thresholds::FP16.with(o);
+        assert_eq!((t.min_top1, t.max_mean_kl), (0.5, 1e-3));
     }
 
     fn pool(top1: &[bool], kl: &[f64], cos: Vec<f64>) -> Pool {

@@ -11,7 +11,8 @@ use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 use anec::verify::{
-    self, Converted, GenerateOptions, Thresholds, Tok, VerifyError, VerifyOptions, VerifyReport,
+    self, Converted, GenerateOptions, ThresholdOverrides, Thresholds, Tok, VerifyError,
+    VerifyOptions, VerifyReport,
 };
 use candle_core::Device;
 use half::f16;
@@ -404,7 +405,10 @@ fn verify_judges_lut_conversions_by_their_bits() {
         if bits == Some(6) {
             assert!(r.passed(), "LUT6: {:?}", r.failures);
             let mut strict = VerifyOptions::new(&out);
-            strict.thresholds = Some(Thresholds::FP16);
+            strict.overrides = ThresholdOverrides {
+                max_mean_kl: Some(Thresholds::FP16.max_mean_kl),
+                ..Default::default()
+            };
             let r = verify::run(&strict).expect("verify");
             assert!(!r.passed(), "LUT6 against the fp16 thresholds");
             assert!(
@@ -440,7 +444,7 @@ fn verify_handles_in_model_argmax_and_cut_layers() {
     assert!(r.passed(), "{:?}", r.failures);
     // against the full 4-layer model it would be far off: the cut is what made it pass
     let mut conv = Converted::open(&out, Precision::F32).expect("open");
-    let files = verify::original_files(conv.meta(), None).expect("files");
+    let files = verify::original_files(conv.meta(), None, true).expect("files");
     let full = verify::load_reference(&files, 4).expect("4 layers");
     let tok = Tok::open(&out).expect("tok");
     let err = verify::verify_with(&mut conv, &full, &tok, &VerifyOptions::new(&out))

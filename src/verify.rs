@@ -157,6 +157,22 @@ impl Converted {
                 p.lm_head_chunk_sizes, p.vocab_size, p.split_lm_head
             )));
         }
+        let mut next = 0;
+        for r in &p.chunk_layers {
+            if r[0] != next || r[1] <= r[0] {
+                return Err(bad(format!(
+                    "chunk_layers {:?} are not consecutive non-empty ranges from layer 0",
+                    p.chunk_layers
+                )));
+            }
+            next = r[1];
+        }
+        if next != p.num_layers {
+            return Err(bad(format!(
+                "chunk_layers {:?} do not end at num_layers {}",
+                p.chunk_layers, p.num_layers
+            )));
+        }
         if p.context_length == 0 || p.batch_size == 0 {
             return Err(bad(format!(
                 "context_length {} / batch_size {}",
@@ -398,7 +414,19 @@ impl Converted {
             }
             let best = reference::argmax(&val);
             let offset: usize = p.lm_head_chunk_sizes[..best].iter().sum();
-            return Ok((None, (offset + idx[best] as usize) as u32));
+            let within = idx[best];
+            if !(within >= 0.0 && (within as usize) < p.lm_head_chunk_sizes[best]) {
+                return Err(VerifyError::Output {
+                    part: part.clone(),
+                    function: "main".into(),
+                    message: format!(
+                        "argmax_idx {within} outside part {} of size {}",
+                        best + 1,
+                        p.lm_head_chunk_sizes[best]
+                    ),
+                });
+            }
+            return Ok((None, (offset + within as usize) as u32));
         }
         let mut logits = Vec::with_capacity(p.vocab_size);
         for (k, &size) in p.lm_head_chunk_sizes.iter().enumerate() {

@@ -369,6 +369,35 @@ fn verify_fails_when_a_bias_is_dropped() {
 }
 
 #[test]
+fn verify_refuses_inconsistent_meta() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("m");
+    convert_fixture("tiny-llama", &out);
+    let path = out.join("meta.json");
+    let good = std::fs::read_to_string(&path).expect("meta.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&good).expect("json");
+    meta["model_info"]["parameters"]["chunk_layers"] = serde_json::json!([[0, 2], [3, 4]]);
+    std::fs::write(&path, meta.to_string()).expect("write");
+    let err = Converted::open(&out, Precision::F32).expect_err("gap in chunk_layers");
+    assert!(
+        err.to_string().contains("chunk_layers [[0, 2], [3, 4]]"),
+        "{err}"
+    );
+
+    let mut meta: serde_json::Value = serde_json::from_str(&good).expect("json");
+    meta["model_info"]["parameters"]["lm_head_chunk_sizes"] = serde_json::json!([500]);
+    std::fs::write(&path, meta.to_string()).expect("write");
+    let err = Converted::open(&out, Precision::F32).expect_err("sizes do not sum to vocab");
+    assert!(err.to_string().contains("[500]"), "{err}");
+
+    let mut meta: serde_json::Value = serde_json::from_str(&good).expect("json");
+    meta["model_info"]["parameters"]["chunk_files"][1] = serde_json::json!("missing.mlpackage");
+    std::fs::write(&path, meta.to_string()).expect("write");
+    let err = Converted::open(&out, Precision::F32).expect_err("missing package");
+    assert!(err.to_string().contains("missing.mlpackage"), "{err}");
+}
+
+#[test]
 fn verify_refuses_a_folder_without_meta() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let err = verify::run(&VerifyOptions::new(tmp.path())).expect_err("no meta.json");

@@ -1,9 +1,15 @@
 //! The command line: clap structs close to the flags, resolved into the library's validated
 //! settings (`ConvertPlan`, verify options) before any work runs. Nothing below this module sees clap.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::convert::{Chunks, Compile, ConvertPlan};
+use crate::exec::Precision;
+use crate::quant::LutSpec;
+use crate::source::ModelSpec;
+use crate::verify::{GenerateOptions, ThresholdOverrides, VerifyOptions};
 
 /// Convert HuggingFace LLMs into Core ML packages for the Apple Neural Engine, and check them on the CPU.
 #[derive(Debug, Parser)]
@@ -143,6 +149,116 @@ pub struct GenerateArgs {
     pub fp16: bool,
 }
 
+/// A flag whose value cannot be used, named with the value.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {value:?}: {reason}")]
+pub struct CliError {
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConvertArgs {
+    /// Resolves defaults and flag interplay into the library's plan; `ConvertPlan::validate`
+    /// then checks what needs no model (sizes, bits), `convert::run` what needs the config.
+    pub fn into_plan(self) -> Result<ConvertPlan, CliError> {
+        let lut = |flag: &'static str, value: &str| {
+            LutSpec::parse_optional(value).map_err(|e| CliError {
+                flag,
+                value: value.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let chunks = match self.chunks.as_str() {
+            "auto" => Chunks::Auto {
+                max_chunk_mb: self.max_chunk_mb,
+            },
+            n => Chunks::Count(n.parse().map_err(|_| CliError {
+                flag: "--chunks",
+                value: n.to_string(),
+                reason: "expected a number of chunks or `auto`".to_string(),
+            })?),
+        };
+        let output = self.output.unwrap_or_else(|| default_output(&self.model));
+        let mut plan = ConvertPlan::new(
+            ModelSpec {
+                model: self.model,
+                revision: self.revision,
+                offline: self.offline,
+            },
+            output,
+        );
+        plan.force = self.force;
+        plan.context_length = self.context_length;
+        plan.batch_size = self.batch_size;
+        plan.chunks = chunks;
+        plan.prefix = self.prefix.unwrap_or_default();
+        plan.argmax = self.argmax;
+        plan.lut_ffn = lut("--lut", &self.lut)?;
+        plan.lut_lmhead = lut("--lut-lmhead", &self.lut_lmhead)?;
+        plan.lut_embed = lut("--lut-embed", &self.lut_embed)?;
+        plan.num_layers = self.num_layers;
+        plan.dry_run = self.dry_run;
+        plan.quiet = self.quiet || self.json;
+        plan.compile = match (self.compile, self.no_compile) {
+            (true, _) => Compile::Always,
+            (_, true) => Compile::Never,
+            _ => Compile::Auto,
+        };
+        Ok(plan)
+    }
+}
+
+impl VerifyArgs {
+    pub fn into_options(self) -> VerifyOptions {
+        VerifyOptions {
+            output: self.output,
+            model: self.model.map(|model| ModelSpec {
+                model,
+                revision: None,
+                offline: self.offline,
+            }),
+            prompts: self.prompt,
+            tokens: self.tokens,
+            precision: precision(self.fp16),
+            offline: self.offline,
+            overrides: ThresholdOverrides {
+                min_top1: self.min_top1,
+                max_mean_kl: self.max_kl,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl GenerateArgs {
+    pub fn into_options(self) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            precision: precision(self.fp16),
+            ..GenerateOptions::new(self.output, self.prompt)
+        }
+    }
+}
+
+fn precision(fp16: bool) -> Precision {
+    if fp16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    }
+}
+
+/// `./<last component of the model id or folder>-anec`.
+fn default_output(model: &str) -> PathBuf {
+    let name = Path::new(model.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| "model".to_string());
+    PathBuf::from(format!("{name}-anec"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +285,50 @@ mod tests {
             ),
             ("2", "6", "6", "none")
         );
+    }
+
+    fn plan(args: &[&str]) -> Result<ConvertPlan, CliError> {
+        let cli =
+            Cli::try_parse_from([&["anec", "convert", "--model", "org/My-Model"], args].concat())
+                .unwrap();
+        let Command::Convert(a) = cli.command else {
+            panic!("not convert")
+        };
+        a.into_plan()
+    }
+
+    #[test]
+    fn lut_flags_resolve_bits_and_groups() {
+        let p = plan(&["--lut", "4,16", "--lut-lmhead", "none", "--lut-embed", "8"]).unwrap();
+        assert_eq!(p.lut_ffn, Some(LutSpec::new(4, Some(16)).unwrap()));
+        assert_eq!(p.lut_lmhead, None);
+        assert_eq!(p.lut_embed, Some(LutSpec::new(8, Some(8)).unwrap()));
+        let p = plan(&[]).unwrap();
+        assert_eq!(
+            p.lut_ffn,
+            Some(LutSpec::new(6, Some(8)).unwrap()),
+            "--lut 6 means 6 bits, group 8"
+        );
+    }
+
+    #[test]
+    fn bad_lut_and_chunks_name_the_flag_and_value() {
+        let e = plan(&["--lut", "5"]).unwrap_err();
+        assert_eq!((e.flag, e.value.as_str()), ("--lut", "5"));
+        let e = plan(&["--chunks", "two"]).unwrap_err();
+        assert_eq!((e.flag, e.value.as_str()), ("--chunks", "two"));
+        assert_eq!(
+            plan(&["--chunks", "auto", "--max-chunk-mb", "300"])
+                .unwrap()
+                .chunks,
+            Chunks::Auto { max_chunk_mb: 300 }
+        );
+    }
+
+    #[test]
+    fn output_defaults_to_the_model_name() {
+        assert_eq!(plan(&[]).unwrap().output, PathBuf::from("My-Model-anec"));
+        assert_eq!(default_output("./models/tiny/"), PathBuf::from("tiny-anec"));
     }
 
     #[test]

@@ -1,3 +1,107 @@
-//! The `anec` binary: parse the command line, run, print errors as `anec: error: …`.
+//! The `anec` binary: parse the command line, run, print errors as `anec: error: …` with their
+//! causes, and exit with a documented code.
+//!
+//! Exit codes: 0 success; 1 verification ran and failed its thresholds; 2 usage or input error
+//! (bad flags, missing or corrupt model files, unsupported configs, an existing output);
+//! 3 I/O error (a file could not be read or written).
 
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+
+use anec::cli::{Cli, Command};
+use clap::Parser;
+
+const EXIT_VERIFY_FAILED: u8 = 1;
+const EXIT_INPUT: u8 = 2;
+const EXIT_IO: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("anec: error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Convert(args) => {
+            let json = args.json;
+            let plan = args.into_plan()?;
+            plan.validate()?;
+            let report = anec::convert::run(&plan)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+        }
+        Command::Inspect(args) => {
+            let report = anec::mil::inspect(&args.package)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+        }
+        Command::Verify(args) => {
+            let json = args.json;
+            let report = anec::verify::run(&args.into_options())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.passed() {
+                eprintln!("anec: verification failed: {}", report.failures.join("; "));
+                return Ok(ExitCode::from(EXIT_VERIFY_FAILED));
+            }
+        }
+        Command::Generate(args) => {
+            let opts = args.into_options();
+            let mut out = std::io::stdout();
+            print!("{}", opts.prompt);
+            let generation = anec::verify::generate(&opts, &mut |piece| {
+                print!("{piece}");
+                let _ = out.flush();
+            })?;
+            println!();
+            eprintln!(
+                "{} prompt tokens, {} generated, {:.1} tokens/s{}",
+                generation.prompt_tokens,
+                generation.ids.len(),
+                generation.tokens_per_second,
+                if generation.stopped_at_eos {
+                    ", stopped at end of sequence"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// I/O failures (a read-only output, a full disk) exit 3; everything the user can fix in the
+/// input or the flags exits 2, a file that does not exist included. Typed module errors carry
+/// their io::Error as a source.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let io = err.chain().find_map(|e| e.downcast_ref::<std::io::Error>());
+    match io {
+        Some(e) if e.kind() != std::io::ErrorKind::NotFound => EXIT_IO,
+        _ => EXIT_INPUT,
+    }
+}

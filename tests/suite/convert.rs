@@ -470,3 +470,32 @@ fn convert_fixtures_for_validation() {
         }
     }
 }
+
+/// Converts `$ANEC_MODEL` (a folder) into `$ANEC_CONVERT_OUT` with LUT6 chunks and LM head,
+/// printing the report (for measuring real-shaped checkpoints without the CLI).
+#[test]
+#[ignore]
+fn convert_model_from_env() {
+    let (Some(model), Some(out)) = (
+        std::env::var_os("ANEC_MODEL"),
+        std::env::var_os("ANEC_CONVERT_OUT"),
+    ) else {
+        panic!("set ANEC_MODEL and ANEC_CONVERT_OUT");
+    };
+    let mut p = ConvertPlan::new(
+        ModelSpec {
+            model: model.to_string_lossy().into_owned(),
+            revision: None,
+            offline: true,
+        },
+        PathBuf::from(out),
+    );
+    p.force = true;
+    // Progress on stderr when it is a terminal and ANEC_PROGRESS is set.
+    p.quiet = std::env::var_os("ANEC_PROGRESS").is_none();
+    p.compile = Compile::Never;
+    p.lut_ffn = lut(6, 8);
+    p.lut_lmhead = lut(6, 8);
+    let report = convert::run(&p).unwrap();
+    println!("{report}");
+}

@@ -18,6 +18,9 @@ use crate::quant::{LutSpec, QuantReport};
 use crate::source::{ModelFiles, ModelSpec};
 use crate::weights::{WeightError, WeightStore};
 
+/// Chat templates kept beside the tokenizer (transformers ≥ 4.43 writes `chat_template.jinja`).
+pub const CHAT_TEMPLATE_FILES: [&str; 2] = ["chat_template.jinja", "chat_template.json"];
+
 /// iOS refuses to load a model file larger than this.
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
 /// macOS's per-file limit.
@@ -815,9 +818,14 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     }
     progress.bar.finish_and_clear();
 
-    for f in &files.tokenizer_files {
+    // Tokenizer files, plus the chat template when the source keeps it in its own file.
+    let templates = CHAT_TEMPLATE_FILES
+        .iter()
+        .map(|n| files.dir.join(n))
+        .filter(|p| p.is_file());
+    for f in files.tokenizer_files.iter().cloned().chain(templates) {
         if let Some(name) = f.file_name() {
-            std::fs::copy(f, tmp.path().join(name))
+            std::fs::copy(&f, tmp.path().join(name))
                 .map_err(io_err(format!("cannot copy {}", f.display())))?;
         }
     }

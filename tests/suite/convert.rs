@@ -499,3 +499,34 @@ fn convert_model_from_env() {
     let report = convert::run(&p).unwrap();
     println!("{report}");
 }
+
+#[test]
+fn chat_template_and_tokenizer_files_are_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    std::fs::create_dir(&src).unwrap();
+    for e in std::fs::read_dir(fixture("tiny-qwen3")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, src.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(src.join("chat_template.jinja"), "{{ messages }}").unwrap();
+    let out = tmp.path().join("out");
+    let mut p = plan("tiny-qwen3", &out);
+    p.model.model = src.display().to_string();
+    p.chunks = Chunks::Count(1);
+    convert::run(&p).unwrap();
+    let files = files_in(&out);
+    for f in [
+        "chat_template.jinja",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing in {files:?}");
+    }
+    let meta = Meta::read(&out).unwrap();
+    assert_eq!(
+        Path::new(&meta.model_info.parameters.source.path),
+        std::fs::canonicalize(&src).unwrap()
+    );
+}

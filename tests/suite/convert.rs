@@ -219,6 +219,19 @@ fn check_lm_head(pkg: &Path, d: &Dims, argmax: bool) {
     }
 }
 
+/// The dry run's size estimates are within 10% of the weight.bin files written.
+fn check_estimates(report: &convert::ConvertReport) {
+    assert_eq!(report.plan.parts.len(), report.files.len());
+    for (part, file) in report.plan.parts.iter().zip(&report.files) {
+        let (est, got) = (part.estimated_bytes as f64, file.weight_bytes as f64);
+        assert!(
+            (est - got).abs() <= 0.1 * got,
+            "{}: estimated {est} bytes, wrote {got}",
+            file.name
+        );
+    }
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -252,6 +265,7 @@ fn fp16_two_chunks_follow_the_contract_for_every_fixture() {
             );
         }
         assert!(report.quant.tensors.is_empty());
+        check_estimates(&report);
         check_embeddings(&out.join("embeddings.mlpackage"), &d);
         check_lm_head(&out.join("lm_head.mlpackage"), &d, false);
         for k in 1..=2 {
@@ -328,6 +342,7 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
         p.argmax = true;
         let report = convert::run(&p).unwrap();
         let d = dims(model);
+        check_estimates(&report);
         assert!(
             report.quant.tensors.iter().all(|q| q.snr_db.is_finite()),
             "{model}"
@@ -498,6 +513,12 @@ fn convert_model_from_env() {
     p.lut_lmhead = lut(6, 8);
     let report = convert::run(&p).unwrap();
     println!("{report}");
+    for (part, file) in report.plan.parts.iter().zip(&report.files) {
+        println!(
+            "{:40} estimated {:>12} bytes, weight.bin {:>12} bytes",
+            file.name, part.estimated_bytes, file.weight_bytes
+        );
+    }
 }
 
 #[test]

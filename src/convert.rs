@@ -18,6 +18,9 @@ use crate::quant::{LutSpec, QuantReport};
 use crate::source::{ModelFiles, ModelSpec};
 use crate::weights::{WeightError, WeightStore};
 
+/// Chat templates kept beside the tokenizer (transformers ≥ 4.43 writes `chat_template.jinja`).
+pub const CHAT_TEMPLATE_FILES: [&str; 2] = ["chat_template.jinja", "chat_template.json"];
+
 /// iOS refuses to load a model file larger than this.
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
 /// macOS's per-file limit.
@@ -592,7 +595,7 @@ impl Progress {
         } else {
             let bar = indicatif::ProgressBar::new(total_bytes);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} {msg:56} [{bar:30}] {binary_bytes}/{binary_total_bytes} eta {eta}",
+                "{spinner} {msg:72} [{bar:30}] {binary_bytes}/{binary_total_bytes} eta {eta}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -738,8 +741,16 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     };
     let progress = Progress::new(plan.quiet, total_weight_bytes(&cfg, parts.layers));
     let tensors_done = std::cell::Cell::new(0usize);
-    let on_tensor = |_: &str, bytes: u64| {
+    let current_part = std::cell::RefCell::new(String::new());
+    let on_tensor = |tensor: &str, bytes: u64| {
         tensors_done.set(tensors_done.get() + 1);
+        let short = tensor.strip_prefix("model.").unwrap_or(tensor);
+        let short = short.strip_suffix(".weight").unwrap_or(short);
+        progress.bar.set_message(format!(
+            "{} · {short} · {} tensors",
+            current_part.borrow(),
+            tensors_done.get()
+        ));
         progress.bar.inc(bytes);
     };
     let source_name = model_display_name(&files, &plan.model);
@@ -754,9 +765,10 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     for p in &parts.parts {
         let file = format!("{}.mlpackage", p.name);
         let path = tmp.path().join(&file);
+        *current_part.borrow_mut() = p.name.clone();
         progress
             .bar
-            .set_message(format!("{file} ({} tensors done)", tensors_done.get()));
+            .set_message(format!("{} · {} tensors", p.name, tensors_done.get()));
         let mut writer = PackageWriter::create(&path, false)?;
         let mut ctx = Ctx {
             cfg: &cfg,
@@ -806,9 +818,14 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     }
     progress.bar.finish_and_clear();
 
-    for f in &files.tokenizer_files {
+    // Tokenizer files, plus the chat template when the source keeps it in its own file.
+    let templates = CHAT_TEMPLATE_FILES
+        .iter()
+        .map(|n| files.dir.join(n))
+        .filter(|p| p.is_file());
+    for f in files.tokenizer_files.iter().cloned().chain(templates) {
         if let Some(name) = f.file_name() {
-            std::fs::copy(f, tmp.path().join(name))
+            std::fs::copy(&f, tmp.path().join(name))
                 .map_err(io_err(format!("cannot copy {}", f.display())))?;
         }
     }

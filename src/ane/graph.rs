@@ -1,6 +1,8 @@
 //! A thin layer over `mil::FunctionBuilder` for the graph code: fresh op names, every optional
 //! parameter bound explicitly (as coremltools does), and shapes tracked beside the variables.
 
+use std::collections::HashMap;
+
 use half::f16;
 
 use crate::mil::{Arg, ConstValue, DType, FunctionBuilder, OpKind, TensorType, Var};
@@ -26,6 +28,9 @@ impl T {
 pub struct G {
     pub b: FunctionBuilder,
     n: usize,
+    /// Parameter constants already emitted, by value: one `const` op serves every op that
+    /// binds the same small value (strides, axes, flags), keeping the program small.
+    params: HashMap<String, Var>,
 }
 
 fn var_arg(v: &Var) -> Vec<Arg> {
@@ -43,6 +48,7 @@ impl G {
         G {
             b: FunctionBuilder::new(),
             n: 0,
+            params: HashMap::new(),
         }
     }
 
@@ -69,8 +75,13 @@ impl G {
     }
 
     fn param(&mut self, v: ConstValue) -> R<Vec<Arg>> {
+        let key = format!("{:?}|{:?}", v.ty, v.data);
+        if let Some(var) = self.params.get(&key) {
+            return Ok(var_arg(var));
+        }
         let name = self.fresh("p");
         let var = self.b.constant(&name, v)?;
+        self.params.insert(key, var.clone());
         Ok(var_arg(&var))
     }
 

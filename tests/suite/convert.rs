@@ -219,6 +219,19 @@ fn check_lm_head(pkg: &Path, d: &Dims, argmax: bool) {
     }
 }
 
+/// The dry run's size estimates are within 10% of the weight.bin files written.
+fn check_estimates(report: &convert::ConvertReport) {
+    assert_eq!(report.plan.parts.len(), report.files.len());
+    for (part, file) in report.plan.parts.iter().zip(&report.files) {
+        let (est, got) = (part.estimated_bytes as f64, file.weight_bytes as f64);
+        assert!(
+            (est - got).abs() <= 0.1 * got,
+            "{}: estimated {est} bytes, wrote {got}",
+            file.name
+        );
+    }
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -252,6 +265,7 @@ fn fp16_two_chunks_follow_the_contract_for_every_fixture() {
             );
         }
         assert!(report.quant.tensors.is_empty());
+        check_estimates(&report);
         check_embeddings(&out.join("embeddings.mlpackage"), &d);
         check_lm_head(&out.join("lm_head.mlpackage"), &d, false);
         for k in 1..=2 {
@@ -328,6 +342,7 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
         p.argmax = true;
         let report = convert::run(&p).unwrap();
         let d = dims(model);
+        check_estimates(&report);
         assert!(
             report.quant.tensors.iter().all(|q| q.snr_db.is_finite()),
             "{model}"
@@ -469,4 +484,70 @@ fn convert_fixtures_for_validation() {
             eprintln!("{model} {tag}:\n{report}");
         }
     }
+}
+
+/// Converts `$ANEC_MODEL` (a folder) into `$ANEC_CONVERT_OUT` with LUT6 chunks and LM head,
+/// printing the report (for measuring real-shaped checkpoints without the CLI).
+#[test]
+#[ignore]
+fn convert_model_from_env() {
+    let (Some(model), Some(out)) = (
+        std::env::var_os("ANEC_MODEL"),
+        std::env::var_os("ANEC_CONVERT_OUT"),
+    ) else {
+        panic!("set ANEC_MODEL and ANEC_CONVERT_OUT");
+    };
+    let mut p = ConvertPlan::new(
+        ModelSpec {
+            model: model.to_string_lossy().into_owned(),
+            revision: None,
+            offline: true,
+        },
+        PathBuf::from(out),
+    );
+    p.force = true;
+    // Progress on stderr when it is a terminal and ANEC_PROGRESS is set.
+    p.quiet = std::env::var_os("ANEC_PROGRESS").is_none();
+    p.compile = Compile::Never;
+    p.lut_ffn = lut(6, 8);
+    p.lut_lmhead = lut(6, 8);
+    let report = convert::run(&p).unwrap();
+    println!("{report}");
+    for (part, file) in report.plan.parts.iter().zip(&report.files) {
+        println!(
+            "{:40} estimated {:>12} bytes, weight.bin {:>12} bytes",
+            file.name, part.estimated_bytes, file.weight_bytes
+        );
+    }
+}
+
+#[test]
+fn chat_template_and_tokenizer_files_are_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    std::fs::create_dir(&src).unwrap();
+    for e in std::fs::read_dir(fixture("tiny-qwen3")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, src.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(src.join("chat_template.jinja"), "{{ messages }}").unwrap();
+    let out = tmp.path().join("out");
+    let mut p = plan("tiny-qwen3", &out);
+    p.model.model = src.display().to_string();
+    p.chunks = Chunks::Count(1);
+    convert::run(&p).unwrap();
+    let files = files_in(&out);
+    for f in [
+        "chat_template.jinja",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing in {files:?}");
+    }
+    let meta = Meta::read(&out).unwrap();
+    assert_eq!(
+        Path::new(&meta.model_info.parameters.source.path),
+        std::fs::canonicalize(&src).unwrap()
+    );
 }

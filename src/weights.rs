@@ -6,6 +6,7 @@
 //! sharing bytes), so a tensor handed out later is always a valid slice of the mapping. Nothing
 //! but the header is read until a tensor is asked for, and then only its bytes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
@@ -508,7 +509,7 @@ impl WeightStore {
     }
 }
 
-impl RawTensor<'_> {
+impl<'a> RawTensor<'a> {
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -530,10 +531,21 @@ impl RawTensor<'_> {
     /// The values as fp16, rounded to nearest even; a finite value beyond fp16's range is an
     /// error naming the tensor and the value (infinities and NaN pass through).
     pub fn to_f16(&self) -> Result<Vec<f16>> {
+        let bytes = self.to_f16_bytes()?;
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
+            .collect())
+    }
+
+    /// The tensor as little-endian fp16 bytes (weight.bin's encoding), with the same overflow
+    /// check as [`RawTensor::to_f16`]. An F16 tensor is its own bytes, borrowed from the mapping;
+    /// others are converted into one buffer of exactly the output size.
+    pub fn to_f16_bytes(&self) -> Result<Cow<'a, [u8]>> {
         if self.dtype == Dtype::F16 {
-            return Ok(self.u16s().map(f16::from_bits).collect());
+            return Ok(Cow::Borrowed(self.bytes));
         }
-        let mut out = Vec::with_capacity(self.numel());
+        let mut out = Vec::with_capacity(self.numel() * 2);
         for (index, v) in self.to_f32_iter().enumerate() {
             let h = f16::from_f32(v);
             if h.is_infinite() && v.is_finite() {
@@ -543,9 +555,9 @@ impl RawTensor<'_> {
                     index,
                 });
             }
-            out.push(h);
+            out.extend_from_slice(&h.to_le_bytes());
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 
     /// The raw 16-bit codes of an F16 or BF16 tensor (None for F32), for histogramming.
@@ -587,6 +599,22 @@ mod tests {
             bytes,
             file: Path::new("x.safetensors"),
         }
+    }
+
+    #[test]
+    fn f16_bytes_borrow_fp16_sources_and_convert_others() {
+        let src: Vec<u8> = [1.5f32, -2.0, 65504.0]
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let t = tensor(Dtype::F16, &src);
+        assert!(matches!(t.to_f16_bytes().unwrap(), Cow::Borrowed(b) if b == src.as_slice()));
+        let f32s: Vec<u8> = [1.5f32, -2.0, 65504.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let converted = tensor(Dtype::F32, &f32s).to_f16_bytes().unwrap();
+        assert_eq!(converted.as_ref(), src.as_slice());
     }
 
     #[test]

@@ -85,9 +85,8 @@ impl Ctx<'_> {
         };
         let stored = match lut {
             None => {
-                let vals = part.to_f16()?;
-                let c = ConstValue::from_f16(&out_shape, &vals)?;
-                Stored::Dense(self.writer.store(c)?)
+                let bytes = part.to_f16_bytes()?;
+                Stored::Dense(self.writer.store_bytes(DType::F16, &out_shape, &bytes)?)
             }
             Some(spec) => {
                 let pal = match (part.dtype, part.codes16()) {
@@ -146,10 +145,10 @@ impl Ctx<'_> {
     /// A 1-D fp16 tensor (norm weight, bias) stored with `shape`.
     fn vector(&mut self, name: &str, len: usize, shape: &[u64]) -> R<ConstValue> {
         let raw = self.weights.get(name, &[len])?;
-        let vals = raw.to_f16()?;
-        let c = ConstValue::from_f16(shape, &vals)?;
+        let bytes = raw.to_f16_bytes()?;
+        let c = self.writer.store_bytes(DType::F16, shape, &bytes)?;
         (self.progress)(name, (len * 2) as u64);
-        Ok(self.writer.store(c)?)
+        Ok(c)
     }
 
     fn fp16_table(&mut self, shape: &[u64], vals: &[f16]) -> R<ConstValue> {

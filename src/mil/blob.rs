@@ -170,7 +170,7 @@ fn padding_bits(dtype: DType, n: u64) -> Option<u64> {
     Some((8 - bits % 8) % 8)
 }
 
-fn overflow(what: &'static str) -> MilError {
+pub(super) fn overflow(what: &'static str) -> MilError {
     MilError::Overflow { what }
 }
 

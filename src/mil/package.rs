@@ -20,10 +20,10 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::blob::{BlobReader, BlobWriter};
+use super::blob::{overflow, BlobReader, BlobWriter};
 use super::error::{MilError, Result};
 use super::infer::check_program;
-use super::ir::{ConstData, ConstValue, StoredBlob};
+use super::ir::{ConstData, ConstValue, DType, StoredBlob, TensorType};
 use super::lower::{decode_model, encode_model, BlobSink};
 use super::model::Model;
 use super::proto::spec as pb;
@@ -183,6 +183,21 @@ impl PackageWriter {
         };
         Ok(ConstValue {
             ty: value.ty,
+            data: ConstData::Stored(blob),
+        })
+    }
+
+    /// Streams a constant given as blob-encoded bytes (borrowed, so a big weight is never copied
+    /// into a `ConstValue` first) into weight.bin, like [`PackageWriter::store`].
+    pub fn store_bytes(&mut self, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<ConstValue> {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or(overflow("sizing a blob"))?;
+        let ty = TensorType::new(dtype, shape);
+        let blob = self.blobs.append(dtype, n, bytes)?;
+        Ok(ConstValue {
+            ty,
             data: ConstData::Stored(blob),
         })
     }
@@ -392,6 +407,26 @@ pub fn read_package(path: impl AsRef<Path>) -> Result<Model> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Storing borrowed bytes is the same blob as storing the equal constant: one offset.
+    #[test]
+    fn store_bytes_is_store_without_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackageWriter::create(&dir.path().join("p.mlpackage"), false).unwrap();
+        let vals: Vec<half::f16> = (0..40).map(|i| half::f16::from_f32(i as f32)).collect();
+        let c = ConstValue::from_f16(&[4, 10], &vals).unwrap();
+        let a = w
+            .store_bytes(DType::F16, &[4, 10], c.bytes().unwrap())
+            .unwrap();
+        let b = w.store(c.clone()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.ty, c.ty);
+        let short = w.store_bytes(DType::F16, &[4, 10], &c.bytes().unwrap()[..78]);
+        assert!(
+            short.is_err(),
+            "a byte count that disagrees with the shape is refused"
+        );
+    }
 
     /// Our Manifest serialization reproduces coremltools' file byte for byte (same ids).
     #[test]

@@ -47,14 +47,20 @@ impl ConstValue {
     /// An fp16 tensor; `values.len()` must equal the shape's element count.
     pub fn from_f16(shape: &[u64], values: &[f16]) -> Result<ConstValue> {
         check_count(shape, values.len())?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(values.len() * 2);
+        values
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
         Ok(Self::from_raw(DType::F16, shape, bytes))
     }
 
     /// An fp32 tensor.
     pub fn from_f32(shape: &[u64], values: &[f32]) -> Result<ConstValue> {
         check_count(shape, values.len())?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        values
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
         Ok(Self::from_raw(DType::F32, shape, bytes))
     }
 

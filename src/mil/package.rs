@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn store_bytes_is_store_without_the_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = PackageWriter::create(&dir.path().join("p.mlpackage"), false).unwrap();
+        let mut w = PackageWriter::create(dir.path().join("p.mlpackage"), false).unwrap();
         let vals: Vec<half::f16> = (0..40).map(|i| half::f16::from_f32(i as f32)).collect();
         let c = ConstValue::from_f16(&[4, 10], &vals).unwrap();
         let a = w

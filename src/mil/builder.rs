@@ -2980,11 +2980,11 @@ mod tests {
 
     /// Writes the diff and negative cases as JSON for a differential check against coremltools'
     /// own type inference: `ANEC_MIL_DUMP=/tmp/cases.json cargo test --lib dump_for_coremltools
-    /// -- --ignored`, then `python src/mil/coremltools_diff.py /tmp/cases.json` (coremltools 9.0
-    /// venv). Last run: 261 op outputs, 0 differences; coremltools refuses 43 of the 50 refused
-    /// calls and accepts 7 where anec is stricter (softmax axis out of range, split_sizes not
-    /// summing to the dim, band_part on rank 1, non-scalar fill value, squeeze of a non-1 axis,
-    /// rank-1 matmul with batched y, select cond wider than a/b).
+    /// -- --ignored`, then `python tools/mil_infer_vs_coremltools.py /tmp/cases.json`
+    /// (coremltools 9.0 venv). Last run: 261 op outputs, 0 differences; coremltools refuses 43
+    /// of the 50 refused calls and accepts 7 where anec is stricter (softmax axis out of range,
+    /// split_sizes not summing to the dim, band_part on rank 1, non-scalar fill value, squeeze
+    /// of a non-1 axis, rank-1 matmul with batched y, select cond wider than a/b).
     #[test]
     #[ignore]
     fn dump_for_coremltools() {

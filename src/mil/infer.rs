@@ -18,7 +18,8 @@
 //! outputs and outputs of ops whose inputs are all constant may feed parameters Core ML requires
 //! to be compile-time (`linear.weight`, `layer_norm.gamma`, ...).
 //!
-//! Checked against coremltools 9.0 with `coremltools_diff.py` (every inferred type agrees).
+//! Checked against coremltools 9.0 with `tools/mil_infer_vs_coremltools.py` (every inferred
+//! type agrees).
 //! Deliberately stricter than coremltools, which accepts these invalid models: a softmax
 //! axis out of range, split_sizes not summing to the dim, band_part on rank < 2, a non-scalar
 //! fill value, squeeze of an axis whose size is not 1, a rank-1 matmul x with a batched y (where

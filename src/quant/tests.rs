@@ -582,9 +582,27 @@ fn report_flags_tensors_far_below_their_role() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["flagged"][0]["role"], "down_proj");
     assert_eq!(json["tensors"][5]["snr_db"], serde_json::Value::Null);
-    assert!(r
-        .to_string()
-        .contains("flagged: model.layers.3.mlp.down_proj.weight"));
+    let text = r.to_string();
+    assert!(text.contains("flagged: model.layers.3.mlp.down_proj.weight"));
+    // Summary first (roles, flags), then the per-tensor table; the last line ends.
+    assert!(text.ends_with('\n'), "{text:?}");
+    let at = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("{s:?} missing in\n{text}"))
+    };
+    assert!(
+        at("palettized 6 tensors in 3.00 s") < at("  down_proj"),
+        "{text}"
+    );
+    assert!(at("  down_proj") < at("flagged: model.layers.3"), "{text}");
+    assert!(at("flagged: model.layers.3") < at("per tensor:"), "{text}");
+    assert!(
+        at("per tensor:") < at("  model.layers.0.mlp.down_proj.weight"),
+        "{text}"
+    );
+    let mut none = QuantReport::new();
+    none.add(row("lm_head.weight", "lm_head", 20.0));
+    assert!(none.to_string().contains("flagged: none"), "{none}");
 
     assert_eq!(
         QuantReport::role_of("model.layers.3.self_attn.k_proj.weight"),

@@ -10,20 +10,13 @@ use anec::mil::{self, Arg, ConstData, DType, Dim, Function, OpKind, TensorType, 
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
-use super::util::{fixture, MODELS};
+use super::util::{fixture, spec, MODELS};
 
 const C: u64 = 64;
 const B: u64 = 16;
 
 pub fn plan(model: &str, out: &Path) -> ConvertPlan {
-    let mut p = ConvertPlan::new(
-        ModelSpec {
-            model: fixture(model).display().to_string(),
-            revision: None,
-            offline: true,
-        },
-        out,
-    );
+    let mut p = ConvertPlan::new(spec(model), out);
     p.context_length = C as usize;
     p.batch_size = B as usize;
     p.chunks = Chunks::Count(2);

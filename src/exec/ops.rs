@@ -2,6 +2,8 @@
 //! definitions and their numpy `value_inference`), each returning an [`OpProblem`] on bad input.
 //! They know nothing about programs; `exec::Interpreter` resolves parameters and calls them.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::tensor::{broadcast_index, broadcast_shapes, strides, Data, Storage, Tensor};
@@ -262,45 +264,23 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> R<Tensor> {
     let ic = broadcast_index(cond.shape(), &shape);
     let ia = broadcast_index(a.shape(), &shape);
     let ib = broadcast_index(b.shape(), &shape);
-    let pick = |k: usize| -> (bool, usize, usize) { (c[ic[k]], ia[k], ib[k]) };
-    let n = ic.len();
+    // Element k of the result: a's (broadcast) element where cond is true, else b's.
+    fn choose<T: Copy>(
+        c: &[bool],
+        ic: &[usize],
+        x: &[T],
+        ia: &[usize],
+        y: &[T],
+        ib: &[usize],
+    ) -> Arc<[T]> {
+        (0..ic.len())
+            .map(|k| if c[ic[k]] { x[ia[k]] } else { y[ib[k]] })
+            .collect()
+    }
     let data = match (a.data(), b.data()) {
-        (Data::Float(x), Data::Float(y)) => Data::Float(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::Int(x), Data::Int(y)) => Data::Int(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::Bool(x), Data::Bool(y)) => Data::Bool(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
+        (Data::Float(x), Data::Float(y)) => Data::Float(choose(c, &ic, x, &ia, y, &ib)),
+        (Data::Int(x), Data::Int(y)) => Data::Int(choose(c, &ic, x, &ia, y, &ib)),
+        (Data::Bool(x), Data::Bool(y)) => Data::Bool(choose(c, &ic, x, &ia, y, &ib)),
         _ => {
             return Err(OpProblem::ParamType {
                 param: "b".into(),

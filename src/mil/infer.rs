@@ -297,21 +297,6 @@ pub const ALL_KINDS: [OpKind; 44] = {
     ]
 };
 
-impl OpKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 44] = ALL_KINDS;
-
-    /// The MIL op type string (`"conv"`, `"constexpr_lut_to_dense"`, ...).
-    pub fn mil_name(self) -> &'static str {
-        op_type_name(self)
-    }
-
-    /// The kind of a MIL op type string; `None` for ops anec does not know.
-    pub fn from_mil_name(name: &str) -> Option<OpKind> {
-        op_kind_from_name(name)
-    }
-}
-
 /// The kind whose MIL op type is `name`.
 pub fn op_kind_from_name(name: &str) -> Option<OpKind> {
     ALL_KINDS.iter().copied().find(|&k| op_type_name(k) == name)

@@ -1,6 +1,10 @@
+//! quant's unit tests: the k-means optimum against brute force, fp16 rounding, group sizes, the
+//! LUT layout, errors and the report.
+
 use half::f16;
 use proptest::prelude::*;
 
+use super::kmeans::tests::brute_force_bounds;
 use super::synth::{self, Rng};
 use super::*;
 
@@ -34,36 +38,6 @@ fn histogram(vals: &[f64]) -> (Vec<f64>, Vec<f64>) {
         }
     }
     (x, w)
-}
-
-/// O(k·n²) DP: the optimal error and boundaries.
-fn brute_force_bounds(x: &[f64], w: &[f64], k: usize) -> (f64, Vec<usize>) {
-    let n = x.len();
-    let seg = |i: usize, j: usize| {
-        let (sw, swx) = (i..j).fold((0.0, 0.0), |(a, b), t| (a + w[t], b + w[t] * x[t]));
-        let mean = swx / sw;
-        (i..j).map(|t| w[t] * (x[t] - mean).powi(2)).sum::<f64>()
-    };
-    let mut d = vec![vec![f64::INFINITY; n + 1]; k + 1];
-    let mut arg = vec![vec![0usize; n + 1]; k + 1];
-    d[0][0] = 0.0;
-    for m in 1..=k {
-        for j in m..=n {
-            for i in (m - 1)..j {
-                let v = d[m - 1][i] + seg(i, j);
-                if v < d[m][j] {
-                    d[m][j] = v;
-                    arg[m][j] = i;
-                }
-            }
-        }
-    }
-    let mut b = vec![0; k + 1];
-    b[k] = n;
-    for m in (1..=k).rev() {
-        b[m - 1] = arg[m][b[m]];
-    }
-    (d[k][n], b)
 }
 
 /// What coremltools ends with: the optimal partition, its means cast to fp16, no reassignment.

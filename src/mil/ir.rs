@@ -266,6 +266,29 @@ pub struct Operation {
     pub val: Option<ConstValue>,
 }
 
+impl Operation {
+    /// Every constant the op holds: a `const` op's `val`, then the values bound directly to its
+    /// parameters (`constexpr_*` indices, LUTs, scales), in parameter-name order.
+    pub fn constants(&self) -> impl Iterator<Item = &ConstValue> {
+        self.val
+            .iter()
+            .chain(self.inputs.values().flatten().filter_map(|a| match a {
+                Arg::Value(c) => Some(c),
+                Arg::Var(_) => None,
+            }))
+    }
+
+    /// [`Operation::constants`], mutably (to store, load or rewrite them in place).
+    pub fn constants_mut(&mut self) -> impl Iterator<Item = &mut ConstValue> {
+        self.val
+            .iter_mut()
+            .chain(self.inputs.values_mut().flatten().filter_map(|a| match a {
+                Arg::Value(c) => Some(c),
+                Arg::Var(_) => None,
+            }))
+    }
+}
+
 /// A function: typed inputs (tensors and states), operations in topological order, output names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Function {

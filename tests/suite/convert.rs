@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anec::convert::{self, Chunks, Compile, ConvertError, ConvertPlan};
 use anec::meta::{LutBits, Meta};
-use anec::mil::{self, Arg, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
+use anec::mil::{self, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
@@ -87,25 +87,14 @@ fn output_types(f: &Function) -> Vec<(String, ValueType)> {
 
 /// (offset, size) of every stored blob a function references.
 fn blobs(f: &Function) -> BTreeSet<(u64, u64)> {
-    let mut s = BTreeSet::new();
-    let mut add = |c: &mil::ConstValue| {
-        if let ConstData::Stored(b) = &c.data {
-            s.insert((b.offset, b.size_in_bytes));
-        }
-    };
-    for op in &f.operations {
-        if let Some(v) = &op.val {
-            add(v);
-        }
-        for args in op.inputs.values() {
-            for a in args {
-                if let Arg::Value(v) = a {
-                    add(v);
-                }
-            }
-        }
-    }
-    s
+    f.operations
+        .iter()
+        .flat_map(|op| op.constants())
+        .filter_map(|c| match &c.data {
+            ConstData::Stored(b) => Some((b.offset, b.size_in_bytes)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn weight_bin(pkg: &Path) -> PathBuf {

@@ -361,17 +361,8 @@ fn store_big(w: &mut PackageWriter, m: &mut Model) {
         }
     };
     for (_, f) in &mut m.program.functions {
-        for op in &mut f.operations {
-            if let Some(v) = &mut op.val {
-                store(w, v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args {
-                    if let Arg::Value(c) = a {
-                        store(w, c);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            store(w, c);
         }
     }
 }
@@ -386,17 +377,8 @@ fn materialize(p: &Program) -> Program {
         }
     };
     for (_, f) in &mut p.functions {
-        for op in &mut f.operations {
-            if let Some(v) = &mut op.val {
-                fix(v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args {
-                    if let Arg::Value(c) = a {
-                        fix(c);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            fix(c);
         }
     }
     p

@@ -165,17 +165,8 @@ fn generate_streams_the_greedy_continuation() {
 fn rewrite(pkg: &Path, edit: impl Fn(&str, &mut Function)) {
     let mut model = mil::read_package(pkg).expect("read package");
     for (name, f) in model.program.functions.iter_mut() {
-        for op in f.operations.iter_mut() {
-            if let Some(v) = &mut op.val {
-                materialize(v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args.iter_mut() {
-                    if let Arg::Value(v) = a {
-                        materialize(v);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            materialize(c);
         }
         edit(name, f);
     }

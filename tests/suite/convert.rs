@@ -10,7 +10,7 @@ use anec::mil::{self, ConstData, DType, Dim, Function, OpKind, TensorType, Value
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
-use super::util::{fixture, spec, MODELS};
+use super::util::{files, fixture, spec, MODELS};
 
 const C: u64 = 64;
 const B: u64 = 16;
@@ -354,26 +354,6 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
     }
 }
 
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn two_conversions_write_identical_bytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -384,11 +364,10 @@ fn two_conversions_write_identical_bytes() {
         p.lut_ffn = lut(6, 8);
         convert::run(&p).unwrap();
     }
-    let (fa, fb) = (all_bytes(&a), all_bytes(&b));
-    assert_eq!(fa.len(), fb.len());
-    for ((pa, ba), (pb, bb)) in fa.iter().zip(&fb) {
-        assert_eq!(pa, pb);
-        assert!(ba == bb, "{} differs", pa.display());
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (path, bytes) in &fa {
+        assert!(bytes == &fb[path], "{path} differs");
     }
 }
 

@@ -12,13 +12,30 @@ use anec::mil::{
 };
 use half::f16;
 
-use super::util::fixture;
+use super::util::{files, fixture};
 
 fn sample(name: &str) -> PathBuf {
     fixture("coreml-samples").join(name)
 }
 
 // ------------------------------------------------------------------ coremltools' packages
+
+/// Blob offsets of the indices and the LUT of the function's first `constexpr_lut_to_dense`.
+fn lut_blobs(f: &mil::Function) -> (u64, u64) {
+    let op = f
+        .operations
+        .iter()
+        .find(|o| o.kind == OpKind::ConstexprLutToDense)
+        .expect("a constexpr_lut_to_dense op");
+    let off = |p: &str| match &op.inputs[p][0] {
+        Arg::Value(ConstValue {
+            data: ConstData::Stored(s),
+            ..
+        }) => s.offset,
+        other => panic!("{p}: {other:?}"),
+    };
+    (off("indices"), off("lut"))
+}
 
 #[test]
 fn reads_the_coremltools_samples() {
@@ -31,21 +48,7 @@ fn reads_the_coremltools_samples() {
         .program
         .functions
         .iter()
-        .map(|(_, f)| {
-            let op = f
-                .operations
-                .iter()
-                .find(|o| o.kind == OpKind::ConstexprLutToDense)
-                .unwrap();
-            let off = |p: &str| match &op.inputs[p][0] {
-                Arg::Value(ConstValue {
-                    data: ConstData::Stored(s),
-                    ..
-                }) => s.offset,
-                other => panic!("{p}: {other:?}"),
-            };
-            (off("indices"), off("lut"))
-        })
+        .map(|(_, f)| lut_blobs(f))
         .collect();
     assert_eq!(lut_offsets, vec![(64, 4224), (64, 4224)]);
     for (_, f) in &m.program.functions {
@@ -399,23 +402,6 @@ fn write_embeddings(path: &Path) -> Model {
     m
 }
 
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn every_op_kind_is_used_by_the_test_program() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,19 +479,7 @@ fn shared_lut_weights_are_stored_once_at_the_same_offsets() {
                 .find(|(n, _)| n == name)
                 .unwrap()
                 .1;
-            let op = f
-                .operations
-                .iter()
-                .find(|o| o.kind == OpKind::ConstexprLutToDense)
-                .unwrap();
-            let off = |p: &str| match &op.inputs[p][0] {
-                Arg::Value(ConstValue {
-                    data: ConstData::Stored(s),
-                    ..
-                }) => s.offset,
-                other => panic!("{other:?}"),
-            };
-            (off("indices"), off("lut"))
+            lut_blobs(f)
         })
         .collect();
     assert_eq!(offsets[0], offsets[1]);

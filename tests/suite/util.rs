@@ -1,8 +1,8 @@
 //! The shared test harness: fixture paths, the fixtures' transformers outputs, and the `anec`
 //! binary.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use anec::source::ModelSpec;
 use candle_core::{Device, Tensor};
@@ -30,6 +30,25 @@ pub fn spec(model: &str) -> ModelSpec {
 #[allow(dead_code)] // for tests/suite/cli.rs (being added)
 pub fn anec() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("anec").expect("the anec binary is built with the tests")
+}
+
+/// Every file below `dir` with its bytes, by path relative to `dir` (for byte-for-byte
+/// comparisons of written outputs).
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
 
 /// What transformers computed for a fixture: reference.json's prompts and reference.safetensors

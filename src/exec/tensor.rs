@@ -221,11 +221,6 @@ impl Tensor {
         }
     }
 
-    /// Every element rounded to fp16 (ints converted, bools as 0/1).
-    pub fn to_f16_vec(&self) -> Vec<f16> {
-        self.to_f32_vec().into_iter().map(f16::from_f32).collect()
-    }
-
     /// The same data with another shape of the same element count.
     pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         Tensor::new(self.dtype, shape, self.data.clone())

@@ -160,44 +160,34 @@ pub fn binary(op: Binary, x: &Tensor, y: &Tensor) -> R<Tensor> {
     })?;
     let ix = broadcast_index(x.shape(), &shape);
     let iy = broadcast_index(y.shape(), &shape);
+    // f over the broadcast pairs (a[ix[k]], b[iy[k]]).
+    fn pairs<T: Copy, U>(
+        ix: &[usize],
+        a: &[T],
+        iy: &[usize],
+        b: &[T],
+        f: impl Fn(T, T) -> U,
+    ) -> Vec<U> {
+        ix.iter().zip(iy).map(|(&i, &j)| f(a[i], b[j])).collect()
+    }
     match (x.data(), y.data()) {
-        (Data::Float(a), Data::Float(b)) => {
-            if op.is_compare() {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
-                    .collect();
-                bool_tensor(shape, v)
-            } else {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| fbin(op, a[i], b[j]))
-                    .collect();
-                float_tensor(x.dtype(), shape, v)
-            }
+        (Data::Float(a), Data::Float(b)) if op.is_compare() => {
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| cmp(op, p, q)))
+        }
+        (Data::Float(a), Data::Float(b)) => float_tensor(
+            x.dtype(),
+            shape,
+            pairs(&ix, a, &iy, b, |p, q| fbin(op, p, q)),
+        ),
+        (Data::Int(a), Data::Int(b)) if op.is_compare() => {
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| cmp(op, p, q)))
         }
         (Data::Int(a), Data::Int(b)) => {
-            if op.is_compare() {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
-                    .collect();
-                bool_tensor(shape, v)
-            } else {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| ibin(op, a[i], b[j]))
-                    .collect::<R<Vec<i32>>>()?;
-                int_tensor(x.dtype(), shape, v)
-            }
+            let v = pairs(&ix, a, &iy, b, |p, q| ibin(op, p, q));
+            int_tensor(x.dtype(), shape, v.into_iter().collect::<R<Vec<i32>>>()?)
         }
         (Data::Bool(a), Data::Bool(b)) if op == Binary::Equal => {
-            let v = ix.iter().zip(&iy).map(|(&i, &j)| a[i] == b[j]).collect();
-            bool_tensor(shape, v)
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| p == q))
         }
         _ => Err(OpProblem::ParamType {
             param: "y".into(),

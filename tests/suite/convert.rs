@@ -329,6 +329,9 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
             report.quant.tensors.iter().all(|q| q.snr_db.is_finite()),
             "{model}"
         );
+        // The summary's last line ends (the shell prompt or next output starts on its own line).
+        let text = report.to_string();
+        assert!(text.ends_with('\n'), "{model}: {text:?}");
         assert!(
             report.quant.tensors.iter().any(|q| q.bits == 4)
                 && report.quant.tensors.iter().any(|q| q.bits == 6)
@@ -412,6 +415,7 @@ fn dry_run_plans_without_writing() {
     assert_eq!(report.plan.parts.len(), 3);
     assert!(!out.exists());
     assert!(report.to_string().contains("layers 0..4"), "{report}");
+    assert!(report.to_string().ends_with('\n'), "{report}");
 }
 
 /// Writes every fixture converted (fp16 and LUT, 2 chunks, default context/batch) into

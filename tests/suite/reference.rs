@@ -15,18 +15,11 @@ fn config(model: &str) -> DecoderConfig {
     DecoderConfig::from_config_file(fixture(model).join("config.json")).expect("config parses")
 }
 
+/// The fixture's safetensors shards, as `source::resolve` lists them.
 fn weights(model: &str) -> Vec<PathBuf> {
-    let dir = fixture(model);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("fixture folder")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("model") && name.ends_with(".safetensors")
-        })
-        .collect();
-    files.sort();
-    files
+    anec::source::resolve(&spec(model))
+        .expect("fixture resolves")
+        .weights
 }
 
 /// Through `source::resolve` (the fixtures are plain folders; Mistral is sharded).

@@ -28,6 +28,27 @@ fn check_count(shape: &[u64], got: usize) -> Result<()> {
     Ok(())
 }
 
+/// `got` bytes where `elements` values of `dtype` take `expected`: equal, or a
+/// [`MilError::ByteLength`] naming `what` (constant, blob, ...).
+pub(crate) fn check_byte_len(
+    what: &'static str,
+    dtype: DType,
+    elements: u64,
+    expected: u64,
+    got: u64,
+) -> Result<()> {
+    if got != expected {
+        return Err(MilError::ByteLength {
+            what,
+            dtype: dtype.mil_name(),
+            elements,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// Bytes that `n` elements of `dtype` take in blob encoding (`None` for strings).
 pub fn byte_len(dtype: DType, n: u64) -> Option<u64> {
     match dtype {
@@ -149,15 +170,7 @@ impl ConstValue {
             wanted: "bytes",
             found: "string",
         })?;
-        if bytes.len() as u64 != expected {
-            return Err(MilError::ByteLength {
-                what: "constant",
-                dtype: dtype.mil_name(),
-                elements: n,
-                expected,
-                got: bytes.len() as u64,
-            });
-        }
+        check_byte_len("constant", dtype, n, expected, bytes.len() as u64)?;
         Ok(ConstValue {
             ty: TensorType::new(dtype, shape),
             data: ConstData::Bytes(bytes),
@@ -203,15 +216,7 @@ impl ConstValue {
         };
         let n = self.num_elements();
         let expected = byte_len(self.ty.dtype, n).unwrap_or(0);
-        if b.len() as u64 != expected {
-            return Err(MilError::ByteLength {
-                what: "constant",
-                dtype: self.ty.dtype.mil_name(),
-                elements: n,
-                expected,
-                got: b.len() as u64,
-            });
-        }
+        check_byte_len("constant", self.ty.dtype, n, expected, b.len() as u64)?;
         Ok(b)
     }
 

@@ -135,8 +135,12 @@ impl TensorType {
             .collect()
     }
 
+    /// The element count; `None` with an unknown dimension or a count beyond u64 (a corrupt
+    /// shape read from a file must not overflow).
     pub fn num_elements(&self) -> Option<u64> {
-        self.static_shape().map(|s| s.iter().product())
+        self.static_shape()?
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::tensor::{broadcast_index, broadcast_shapes, strides, Data, Storage, Tensor};
+use super::tensor::{
+    broadcast_index, broadcast_shapes, strided_index, strides, Data, Storage, Tensor,
+};
 use super::OpProblem;
 use crate::mil::DType;
 
@@ -679,7 +681,6 @@ pub fn conv(
 /// Splits every element's flat index into (index over the kept axes, index over `axes`), both
 /// row-major in axis order.
 fn split_index(shape: &[usize], axes: &[bool]) -> (Vec<usize>, Vec<usize>, usize, usize) {
-    let n: usize = shape.iter().product();
     let kept: usize = shape
         .iter()
         .zip(axes)
@@ -705,25 +706,8 @@ fn split_index(shape: &[usize], axes: &[bool]) -> (Vec<usize>, Vec<usize>, usize
             kacc *= shape[i];
         }
     }
-    let mut outer = Vec::with_capacity(n);
-    let mut inner = Vec::with_capacity(n);
-    let mut coord = vec![0usize; shape.len()];
-    let (mut o, mut r) = (0usize, 0usize);
-    for _ in 0..n {
-        outer.push(o);
-        inner.push(r);
-        for ax in (0..shape.len()).rev() {
-            coord[ax] += 1;
-            o += ks[ax];
-            r += rs[ax];
-            if coord[ax] < shape[ax] {
-                break;
-            }
-            o -= ks[ax] * coord[ax];
-            r -= rs[ax] * coord[ax];
-            coord[ax] = 0;
-        }
-    }
+    let outer = strided_index(&ks, shape);
+    let inner = strided_index(&rs, shape);
     (outer, inner, kept, red)
 }
 
@@ -1303,26 +1287,8 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> R<Tensor> {
     let xs = x.shape();
     let st = strides(xs);
     let shape: Vec<usize> = p.iter().map(|&a| xs[a]).collect();
-    let spec: Vec<(usize, isize, usize)> = p.iter().map(|&a| (0, st[a] as isize, xs[a])).collect();
-    // walk the output in row-major order, summing the permuted source strides
-    let n = x.len();
-    let mut idx = Vec::with_capacity(n);
-    if n > 0 {
-        let mut coord = vec![0usize; rank];
-        let mut cur = 0usize;
-        for _ in 0..n {
-            idx.push(cur);
-            for ax in (0..rank).rev() {
-                coord[ax] += 1;
-                cur += spec[ax].1 as usize;
-                if coord[ax] < spec[ax].2 {
-                    break;
-                }
-                cur -= spec[ax].1 as usize * coord[ax];
-                coord[ax] = 0;
-            }
-        }
-    }
+    let permuted: Vec<usize> = p.iter().map(|&a| st[a]).collect();
+    let idx = strided_index(&permuted, &shape);
     Ok(x.take(shape, &idx))
 }
 

@@ -4,12 +4,14 @@
 //! cargo run --release --example make_checkpoint -- OUT_DIR [--layers N]
 //!
 //! Weights are 0.02 · N(0,1) scaled per row by a log-normal factor (heavier rows, as in real
-//! checkpoints); norm gains are 1 + 0.1 · N(0,1). The tokenizer files are tiny-llama's.
+//! checkpoints); norm gains are 1 + 0.1 · N(0,1), from quant::synth's splitmix64. The tokenizer
+//! files are tiny-llama's.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use anec::quant::synth::Rng;
 use half::bf16;
 
 const HIDDEN: usize = 2048;
@@ -19,26 +21,11 @@ const KV_HEADS: usize = 8;
 const HEAD_DIM: usize = 64;
 const VOCAB: usize = 128_256;
 
-/// splitmix64: a small deterministic generator, so the checkpoint is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    /// Two standard normals (Box-Muller).
-    fn normal2(&mut self) -> (f64, f64) {
-        let r = (-2.0 * self.uniform().ln()).sqrt();
-        let t = std::f64::consts::TAU * self.uniform();
-        (r * t.cos(), r * t.sin())
-    }
+/// Two standard normals from two uniforms (Box-Muller, both branches).
+fn normal2(rng: &mut Rng) -> (f64, f64) {
+    let r = (-2.0 * rng.uniform().ln()).sqrt();
+    let t = std::f64::consts::TAU * rng.uniform();
+    (r * t.cos(), r * t.sin())
 }
 
 fn tensors(layers: usize) -> Vec<(String, Vec<usize>)> {
@@ -99,7 +86,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) -> std::io::
     let mut out = BufWriter::with_capacity(1 << 22, File::create(path)?);
     out.write_all(&(header.len() as u64).to_le_bytes())?;
     out.write_all(&header)?;
-    let mut rng = Rng(0x0A2E_C001);
+    let mut rng = Rng::new(0x0A2E_C001);
     let mut row = Vec::new();
     for (name, shape) in tensors {
         let cols = *shape.last().unwrap_or(&1);
@@ -109,11 +96,11 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) -> std::io::
             let row_scale = if is_norm {
                 0.1
             } else {
-                0.02 * (0.3 * rng.normal2().0).exp()
+                0.02 * (0.3 * normal2(&mut rng).0).exp()
             };
             row.clear();
             while row.len() < cols * 2 {
-                let (a, b) = rng.normal2();
+                let (a, b) = normal2(&mut rng);
                 for z in [a, b] {
                     let v = if is_norm {
                         1.0 + row_scale * z

@@ -517,15 +517,7 @@ impl<'a> RawTensor<'a> {
 
     /// The values as f32 (exact for every supported dtype).
     pub fn to_f32(&self) -> Vec<f32> {
-        match self.dtype {
-            Dtype::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => self.u16s().map(|c| f16::from_bits(c).to_f32()).collect(),
-            Dtype::BF16 => self.u16s().map(|c| bf16::from_bits(c).to_f32()).collect(),
-        }
+        self.to_f32_iter().collect()
     }
 
     /// The values as fp16, rounded to nearest even; a finite value beyond fp16's range is an

@@ -2,9 +2,13 @@
 //! definitions and their numpy `value_inference`), each returning an [`OpProblem`] on bad input.
 //! They know nothing about programs; `exec::Interpreter` resolves parameters and calls them.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
-use super::tensor::{broadcast_index, broadcast_shapes, strides, Data, Storage, Tensor};
+use super::tensor::{
+    broadcast_index, broadcast_shapes, strided_index, strides, Data, Storage, Tensor,
+};
 use super::OpProblem;
 use crate::mil::DType;
 
@@ -158,44 +162,34 @@ pub fn binary(op: Binary, x: &Tensor, y: &Tensor) -> R<Tensor> {
     })?;
     let ix = broadcast_index(x.shape(), &shape);
     let iy = broadcast_index(y.shape(), &shape);
+    // f over the broadcast pairs (a[ix[k]], b[iy[k]]).
+    fn pairs<T: Copy, U>(
+        ix: &[usize],
+        a: &[T],
+        iy: &[usize],
+        b: &[T],
+        f: impl Fn(T, T) -> U,
+    ) -> Vec<U> {
+        ix.iter().zip(iy).map(|(&i, &j)| f(a[i], b[j])).collect()
+    }
     match (x.data(), y.data()) {
-        (Data::Float(a), Data::Float(b)) => {
-            if op.is_compare() {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
-                    .collect();
-                bool_tensor(shape, v)
-            } else {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| fbin(op, a[i], b[j]))
-                    .collect();
-                float_tensor(x.dtype(), shape, v)
-            }
+        (Data::Float(a), Data::Float(b)) if op.is_compare() => {
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| cmp(op, p, q)))
+        }
+        (Data::Float(a), Data::Float(b)) => float_tensor(
+            x.dtype(),
+            shape,
+            pairs(&ix, a, &iy, b, |p, q| fbin(op, p, q)),
+        ),
+        (Data::Int(a), Data::Int(b)) if op.is_compare() => {
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| cmp(op, p, q)))
         }
         (Data::Int(a), Data::Int(b)) => {
-            if op.is_compare() {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| cmp(op, a[i], b[j]))
-                    .collect();
-                bool_tensor(shape, v)
-            } else {
-                let v = ix
-                    .iter()
-                    .zip(&iy)
-                    .map(|(&i, &j)| ibin(op, a[i], b[j]))
-                    .collect::<R<Vec<i32>>>()?;
-                int_tensor(x.dtype(), shape, v)
-            }
+            let v = pairs(&ix, a, &iy, b, |p, q| ibin(op, p, q));
+            int_tensor(x.dtype(), shape, v.into_iter().collect::<R<Vec<i32>>>()?)
         }
         (Data::Bool(a), Data::Bool(b)) if op == Binary::Equal => {
-            let v = ix.iter().zip(&iy).map(|(&i, &j)| a[i] == b[j]).collect();
-            bool_tensor(shape, v)
+            bool_tensor(shape, pairs(&ix, a, &iy, b, |p, q| p == q))
         }
         _ => Err(OpProblem::ParamType {
             param: "y".into(),
@@ -262,45 +256,23 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> R<Tensor> {
     let ic = broadcast_index(cond.shape(), &shape);
     let ia = broadcast_index(a.shape(), &shape);
     let ib = broadcast_index(b.shape(), &shape);
-    let pick = |k: usize| -> (bool, usize, usize) { (c[ic[k]], ia[k], ib[k]) };
-    let n = ic.len();
+    // Element k of the result: a's (broadcast) element where cond is true, else b's.
+    fn choose<T: Copy>(
+        c: &[bool],
+        ic: &[usize],
+        x: &[T],
+        ia: &[usize],
+        y: &[T],
+        ib: &[usize],
+    ) -> Arc<[T]> {
+        (0..ic.len())
+            .map(|k| if c[ic[k]] { x[ia[k]] } else { y[ib[k]] })
+            .collect()
+    }
     let data = match (a.data(), b.data()) {
-        (Data::Float(x), Data::Float(y)) => Data::Float(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::Int(x), Data::Int(y)) => Data::Int(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
-        (Data::Bool(x), Data::Bool(y)) => Data::Bool(
-            (0..n)
-                .map(|k| {
-                    let (c, i, j) = pick(k);
-                    if c {
-                        x[i]
-                    } else {
-                        y[j]
-                    }
-                })
-                .collect(),
-        ),
+        (Data::Float(x), Data::Float(y)) => Data::Float(choose(c, &ic, x, &ia, y, &ib)),
+        (Data::Int(x), Data::Int(y)) => Data::Int(choose(c, &ic, x, &ia, y, &ib)),
+        (Data::Bool(x), Data::Bool(y)) => Data::Bool(choose(c, &ic, x, &ia, y, &ib)),
         _ => {
             return Err(OpProblem::ParamType {
                 param: "b".into(),
@@ -709,7 +681,6 @@ pub fn conv(
 /// Splits every element's flat index into (index over the kept axes, index over `axes`), both
 /// row-major in axis order.
 fn split_index(shape: &[usize], axes: &[bool]) -> (Vec<usize>, Vec<usize>, usize, usize) {
-    let n: usize = shape.iter().product();
     let kept: usize = shape
         .iter()
         .zip(axes)
@@ -735,25 +706,8 @@ fn split_index(shape: &[usize], axes: &[bool]) -> (Vec<usize>, Vec<usize>, usize
             kacc *= shape[i];
         }
     }
-    let mut outer = Vec::with_capacity(n);
-    let mut inner = Vec::with_capacity(n);
-    let mut coord = vec![0usize; shape.len()];
-    let (mut o, mut r) = (0usize, 0usize);
-    for _ in 0..n {
-        outer.push(o);
-        inner.push(r);
-        for ax in (0..shape.len()).rev() {
-            coord[ax] += 1;
-            o += ks[ax];
-            r += rs[ax];
-            if coord[ax] < shape[ax] {
-                break;
-            }
-            o -= ks[ax] * coord[ax];
-            r -= rs[ax] * coord[ax];
-            coord[ax] = 0;
-        }
-    }
+    let outer = strided_index(&ks, shape);
+    let inner = strided_index(&rs, shape);
     (outer, inner, kept, red)
 }
 
@@ -1333,26 +1287,8 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> R<Tensor> {
     let xs = x.shape();
     let st = strides(xs);
     let shape: Vec<usize> = p.iter().map(|&a| xs[a]).collect();
-    let spec: Vec<(usize, isize, usize)> = p.iter().map(|&a| (0, st[a] as isize, xs[a])).collect();
-    // walk the output in row-major order, summing the permuted source strides
-    let n = x.len();
-    let mut idx = Vec::with_capacity(n);
-    if n > 0 {
-        let mut coord = vec![0usize; rank];
-        let mut cur = 0usize;
-        for _ in 0..n {
-            idx.push(cur);
-            for ax in (0..rank).rev() {
-                coord[ax] += 1;
-                cur += spec[ax].1 as usize;
-                if coord[ax] < spec[ax].2 {
-                    break;
-                }
-                cur -= spec[ax].1 as usize * coord[ax];
-                coord[ax] = 0;
-            }
-        }
-    }
+    let permuted: Vec<usize> = p.iter().map(|&a| st[a]).collect();
+    let idx = strided_index(&permuted, &shape);
     Ok(x.take(shape, &idx))
 }
 

@@ -221,11 +221,6 @@ impl Tensor {
         }
     }
 
-    /// Every element rounded to fp16 (ints converted, bools as 0/1).
-    pub fn to_f16_vec(&self) -> Vec<f16> {
-        self.to_f32_vec().into_iter().map(f16::from_f32).collect()
-    }
-
     /// The same data with another shape of the same element count.
     pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         Tensor::new(self.dtype, shape, self.data.clone())
@@ -336,19 +331,26 @@ pub(crate) fn broadcast_index(src: &[usize], out: &[usize]) -> Vec<usize> {
             }
         })
         .collect();
+    strided_index(&eff, out)
+}
+
+/// Walking `shape` in row-major order, the flat source index `Σ coord[ax] · stride[ax]` of each
+/// element (broadcasts, transposes and reductions are this walk with different strides).
+pub(crate) fn strided_index(stride: &[usize], shape: &[usize]) -> Vec<usize> {
+    let n = count(shape);
     let mut idx = Vec::with_capacity(n);
-    let mut coord = vec![0usize; rank];
+    let mut coord = vec![0usize; shape.len()];
     let mut cur = 0usize;
     for _ in 0..n {
         idx.push(cur);
         // increment the coordinate, last axis fastest
-        for ax in (0..rank).rev() {
+        for ax in (0..shape.len()).rev() {
             coord[ax] += 1;
-            cur += eff[ax];
-            if coord[ax] < out[ax] {
+            cur += stride[ax];
+            if coord[ax] < shape[ax] {
                 break;
             }
-            cur -= eff[ax] * coord[ax];
+            cur -= stride[ax] * coord[ax];
             coord[ax] = 0;
         }
     }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{MilError, Result};
 use super::ir::{DType, StoredBlob};
-use super::value::byte_len;
+use super::value::{byte_len, check_byte_len};
 
 /// Size of the file header.
 pub const HEADER_SIZE: u64 = 64;
@@ -229,15 +229,7 @@ impl<W: Write + Seek> BlobWriter<W> {
             })?
             .code();
         let expected = byte_len(dtype, n).ok_or(overflow("sizing a blob"))?;
-        if bytes.len() as u64 != expected {
-            return Err(MilError::ByteLength {
-                what: "blob",
-                dtype: dtype.mil_name(),
-                elements: n,
-                expected,
-                got: bytes.len() as u64,
-            });
-        }
+        check_byte_len("blob", dtype, n, expected, bytes.len() as u64)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let key = (code, n, digest);
         if let Some(&(offset, size)) = self.seen.get(&key) {

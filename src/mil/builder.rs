@@ -21,7 +21,7 @@ use super::infer::{self, Env, Konst, VarInfo};
 use super::ir::{
     Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, TensorType, ValueType,
 };
-use super::value::byte_len;
+use super::value::{byte_len, check_byte_len};
 
 /// Words coremltools' name sanitizer rewrites (`NameSanitizer`): MIL's type and keyword names.
 const RESERVED: [&str; 21] = [
@@ -161,27 +161,11 @@ fn check_const_value(name: &str, v: &ConstValue) -> Result<()> {
                 wanted: "bytes",
                 found: "string",
             })?;
-            if b.len() as u64 != expected {
-                return Err(MilError::ByteLength {
-                    what: "constant",
-                    dtype: v.ty.dtype.mil_name(),
-                    elements: n,
-                    expected,
-                    got: b.len() as u64,
-                });
-            }
+            check_byte_len("constant", v.ty.dtype, n, expected, b.len() as u64)?;
         }
         ConstData::Stored(s) => {
             let expected = byte_len(v.ty.dtype, n).unwrap_or(0);
-            if s.size_in_bytes != expected {
-                return Err(MilError::ByteLength {
-                    what: "stored constant",
-                    dtype: v.ty.dtype.mil_name(),
-                    elements: n,
-                    expected,
-                    got: s.size_in_bytes,
-                });
-            }
+            check_byte_len("stored constant", v.ty.dtype, n, expected, s.size_in_bytes)?;
         }
     }
     Ok(())
@@ -2980,11 +2964,11 @@ mod tests {
 
     /// Writes the diff and negative cases as JSON for a differential check against coremltools'
     /// own type inference: `ANEC_MIL_DUMP=/tmp/cases.json cargo test --lib dump_for_coremltools
-    /// -- --ignored`, then `python src/mil/coremltools_diff.py /tmp/cases.json` (coremltools 9.0
-    /// venv). Last run: 261 op outputs, 0 differences; coremltools refuses 43 of the 50 refused
-    /// calls and accepts 7 where anec is stricter (softmax axis out of range, split_sizes not
-    /// summing to the dim, band_part on rank 1, non-scalar fill value, squeeze of a non-1 axis,
-    /// rank-1 matmul with batched y, select cond wider than a/b).
+    /// -- --ignored`, then `python tools/mil_infer_vs_coremltools.py /tmp/cases.json`
+    /// (coremltools 9.0 venv). Last run: 261 op outputs, 0 differences; coremltools refuses 43
+    /// of the 50 refused calls and accepts 7 where anec is stricter (softmax axis out of range,
+    /// split_sizes not summing to the dim, band_part on rank 1, non-scalar fill value, squeeze
+    /// of a non-1 axis, rank-1 matmul with batched y, select cond wider than a/b).
     #[test]
     #[ignore]
     fn dump_for_coremltools() {

@@ -18,7 +18,8 @@
 //! outputs and outputs of ops whose inputs are all constant may feed parameters Core ML requires
 //! to be compile-time (`linear.weight`, `layer_norm.gamma`, ...).
 //!
-//! Checked against coremltools 9.0 with `coremltools_diff.py` (every inferred type agrees).
+//! Checked against coremltools 9.0 with `tools/mil_infer_vs_coremltools.py` (every inferred
+//! type agrees).
 //! Deliberately stricter than coremltools, which accepts these invalid models: a softmax
 //! axis out of range, split_sizes not summing to the dim, band_part on rank < 2, a non-scalar
 //! fill value, squeeze of an axis whose size is not 1, a rank-1 matmul x with a batched y (where
@@ -295,21 +296,6 @@ pub const ALL_KINDS: [OpKind; 44] = {
         Tile,
     ]
 };
-
-impl OpKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 44] = ALL_KINDS;
-
-    /// The MIL op type string (`"conv"`, `"constexpr_lut_to_dense"`, ...).
-    pub fn mil_name(self) -> &'static str {
-        op_type_name(self)
-    }
-
-    /// The kind of a MIL op type string; `None` for ops anec does not know.
-    pub fn from_mil_name(name: &str) -> Option<OpKind> {
-        op_kind_from_name(name)
-    }
-}
 
 /// The kind whose MIL op type is `name`.
 pub fn op_kind_from_name(name: &str) -> Option<OpKind> {

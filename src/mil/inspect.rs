@@ -267,15 +267,7 @@ fn weights_report(p: &Program) -> WeightsReport {
         }
     }
     for (_, f) in &p.functions {
-        let values = f.operations.iter().flat_map(|op| {
-            op.val
-                .iter()
-                .chain(op.inputs.values().flatten().filter_map(|a| match a {
-                    Arg::Value(c) => Some(c),
-                    Arg::Var(_) => None,
-                }))
-        });
-        for c in values {
+        for c in f.operations.iter().flat_map(|op| op.constants()) {
             let Some((off, size)) = stored(c) else {
                 continue;
             };

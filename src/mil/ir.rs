@@ -135,8 +135,12 @@ impl TensorType {
             .collect()
     }
 
+    /// The element count; `None` with an unknown dimension or a count beyond u64 (a corrupt
+    /// shape read from a file must not overflow).
     pub fn num_elements(&self) -> Option<u64> {
-        self.static_shape().map(|s| s.iter().product())
+        self.static_shape()?
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
     }
 }
 
@@ -264,6 +268,29 @@ pub struct Operation {
     pub outputs: Vec<(String, ValueType)>,
     /// The `val` attribute of a `const` op; `None` for every other kind.
     pub val: Option<ConstValue>,
+}
+
+impl Operation {
+    /// Every constant the op holds: a `const` op's `val`, then the values bound directly to its
+    /// parameters (`constexpr_*` indices, LUTs, scales), in parameter-name order.
+    pub fn constants(&self) -> impl Iterator<Item = &ConstValue> {
+        self.val
+            .iter()
+            .chain(self.inputs.values().flatten().filter_map(|a| match a {
+                Arg::Value(c) => Some(c),
+                Arg::Var(_) => None,
+            }))
+    }
+
+    /// [`Operation::constants`], mutably (to store, load or rewrite them in place).
+    pub fn constants_mut(&mut self) -> impl Iterator<Item = &mut ConstValue> {
+        self.val
+            .iter_mut()
+            .chain(self.inputs.values_mut().flatten().filter_map(|a| match a {
+                Arg::Value(c) => Some(c),
+                Arg::Var(_) => None,
+            }))
+    }
 }
 
 /// A function: typed inputs (tensors and states), operations in topological order, output names.

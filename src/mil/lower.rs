@@ -769,9 +769,15 @@ impl Dec<'_> {
             ValueType::Tensor(t) => t,
             ValueType::State(_) => return Err(self.err(ctx, "a state-typed constant")),
         };
-        let n = ty
-            .num_elements()
+        let shape = ty
+            .static_shape()
             .ok_or_else(|| self.err(ctx, "a constant with an unknown dimension"))?;
+        let n = ty.num_elements().ok_or_else(|| {
+            self.err(
+                ctx,
+                format!("a constant of shape {shape:?} has more than 2^64 elements"),
+            )
+        })?;
         let data = match &v.value {
             Some(ValueKind::BlobFileValue(b)) => {
                 if b.file_name != WEIGHT_FILE_REF {

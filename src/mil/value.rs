@@ -12,8 +12,10 @@ use super::bits;
 use super::error::{MilError, Result};
 use super::ir::{ConstData, ConstValue, DType, TensorType};
 
+/// The element count, saturating: an impossible count then fails the length checks instead of
+/// overflowing.
 fn count(shape: &[u64]) -> u64 {
-    shape.iter().product()
+    shape.iter().fold(1u64, |n, &d| n.saturating_mul(d))
 }
 
 fn check_count(shape: &[u64], got: usize) -> Result<()> {
@@ -28,11 +30,32 @@ fn check_count(shape: &[u64], got: usize) -> Result<()> {
     Ok(())
 }
 
+/// `got` bytes where `elements` values of `dtype` take `expected`: equal, or a
+/// [`MilError::ByteLength`] naming `what` (constant, blob, ...).
+pub(crate) fn check_byte_len(
+    what: &'static str,
+    dtype: DType,
+    elements: u64,
+    expected: u64,
+    got: u64,
+) -> Result<()> {
+    if got != expected {
+        return Err(MilError::ByteLength {
+            what,
+            dtype: dtype.mil_name(),
+            elements,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// Bytes that `n` elements of `dtype` take in blob encoding (`None` for strings).
 pub fn byte_len(dtype: DType, n: u64) -> Option<u64> {
     match dtype {
         DType::Str => None,
-        d => Some((n * d.bits() as u64).div_ceil(8)),
+        d => Some(n.saturating_mul(d.bits() as u64).div_ceil(8)),
     }
 }
 
@@ -155,15 +178,7 @@ impl ConstValue {
             wanted: "bytes",
             found: "string",
         })?;
-        if bytes.len() as u64 != expected {
-            return Err(MilError::ByteLength {
-                what: "constant",
-                dtype: dtype.mil_name(),
-                elements: n,
-                expected,
-                got: bytes.len() as u64,
-            });
-        }
+        check_byte_len("constant", dtype, n, expected, bytes.len() as u64)?;
         Ok(ConstValue {
             ty: TensorType::new(dtype, shape),
             data: ConstData::Bytes(bytes),
@@ -172,7 +187,7 @@ impl ConstValue {
 
     /// Element count of the (always static) constant shape; unknown dims count as 0.
     pub fn num_elements(&self) -> u64 {
-        self.ty.num_elements().unwrap_or(0)
+        self.ty.static_shape().map_or(0, |s| count(&s))
     }
 
     /// The shape as plain numbers (unknown dims as 0; constants never have them).
@@ -209,15 +224,7 @@ impl ConstValue {
         };
         let n = self.num_elements();
         let expected = byte_len(self.ty.dtype, n).unwrap_or(0);
-        if b.len() as u64 != expected {
-            return Err(MilError::ByteLength {
-                what: "constant",
-                dtype: self.ty.dtype.mil_name(),
-                elements: n,
-                expected,
-                got: b.len() as u64,
-            });
-        }
+        check_byte_len("constant", self.ty.dtype, n, expected, b.len() as u64)?;
         Ok(b)
     }
 
@@ -344,6 +351,23 @@ mod tests {
         assert_eq!(c.bytes().unwrap(), &[0x00, 0x40, 0xA8, 0x00]);
         assert_eq!(c.ty, TensorType::new(DType::F16, &[2]));
         assert_eq!(c.to_f32_vec().unwrap()[0], 2.0);
+    }
+
+    #[test]
+    fn an_element_count_beyond_u64_is_an_error_not_an_overflow() {
+        let huge = [1u64 << 40, 1 << 40];
+        assert_eq!(TensorType::new(DType::F16, &huge).num_elements(), None);
+        assert!(matches!(
+            ConstValue::from_bytes(DType::F16, &huge, vec![0u8; 2]),
+            Err(MilError::ByteLength { got: 2, .. })
+        ));
+        assert!(matches!(
+            ConstValue::from_f16(&huge, &[f16::ZERO]),
+            Err(MilError::ElementCount {
+                expected: u64::MAX,
+                ..
+            })
+        ));
     }
 
     #[test]

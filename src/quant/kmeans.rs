@@ -303,8 +303,9 @@ pub(crate) fn segment_means(x: &[f64], w: &[f64], bounds: &[usize], out: &mut Ve
 pub(crate) mod tests {
     use super::*;
 
-    /// Textbook O(k·n²) DP on the raw sums (no centring, no monotonicity).
-    pub(crate) fn brute_force(x: &[f64], w: &[f64], k: usize) -> f64 {
+    /// Textbook O(k·n²) DP on the raw sums (no centring, no monotonicity): the optimal error
+    /// and the cluster boundaries.
+    pub(crate) fn brute_force_bounds(x: &[f64], w: &[f64], k: usize) -> (f64, Vec<usize>) {
         let n = x.len();
         let seg = |i: usize, j: usize| {
             let (sw, swx) = (i..j).fold((0.0, 0.0), |(a, b), t| (a + w[t], b + w[t] * x[t]));
@@ -312,6 +313,7 @@ pub(crate) mod tests {
             (i..j).map(|t| w[t] * (x[t] - mean).powi(2)).sum::<f64>()
         };
         let mut d = vec![vec![f64::INFINITY; n + 1]; k + 1];
+        let mut arg = vec![vec![0usize; n + 1]; k + 1];
         d[0][0] = 0.0;
         for m in 1..=k {
             for j in m..=n {
@@ -319,11 +321,21 @@ pub(crate) mod tests {
                     let v = d[m - 1][i] + seg(i, j);
                     if v < d[m][j] {
                         d[m][j] = v;
+                        arg[m][j] = i;
                     }
                 }
             }
         }
-        d[k][n]
+        let mut b = vec![0; k + 1];
+        b[k] = n;
+        for m in (1..=k).rev() {
+            b[m - 1] = arg[m][b[m]];
+        }
+        (d[k][n], b)
+    }
+
+    fn brute_force(x: &[f64], w: &[f64], k: usize) -> f64 {
+        brute_force_bounds(x, w, k).0
     }
 
     fn lcg(seed: u64) -> impl FnMut() -> f64 {

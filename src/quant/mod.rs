@@ -243,16 +243,6 @@ impl Palettized {
         1usize << self.bits
     }
 
-    /// The output channels per LUT actually used.
-    pub fn group_size_used(&self) -> usize {
-        self.group_size
-    }
-
-    /// SNR of the worst group, in dB.
-    pub fn worst_group_snr_db(&self) -> f64 {
-        self.worst_group.1
-    }
-
     /// The LUT of group `g`.
     pub fn group_lut(&self, g: usize) -> &[f16] {
         let k = self.entries();

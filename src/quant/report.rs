@@ -181,36 +181,47 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// Summary first (role medians, then the flagged tensors, which are what to act on), then the
+/// per-tensor table (a 1B model has a hundred-odd rows). Every line ends with a newline.
 impl fmt::Display for QuantReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .tensors
-            .iter()
-            .map(|t| t.name.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
         writeln!(
             f,
-            "{:<w$}  {:>11}  {:>4}  {:>7}  {:>8}  {:>8}  {:>16}",
-            "tensor", "shape", "bits", "group", "distinct", "SNR dB", "worst group dB"
+            "palettized {} tensors in {:.2} s; SNR by role:",
+            self.tensors.len(),
+            self.seconds
         )?;
-        for t in &self.tensors {
-            let group = match t.group_requested {
-                Some(req) => format!("{}({req})", t.group_size),
-                None if t.groups == 1 => "tensor".to_string(),
-                None => t.group_size.to_string(),
-            };
+        let rw = self
+            .roles
+            .iter()
+            .map(|r| r.role.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "  {:<rw$}  {:>7}  {:>9}  {:>9}",
+            "role", "tensors", "median dB", "min dB"
+        )?;
+        for r in &self.roles {
             writeln!(
                 f,
-                "{:<w$}  {:>11}  {:>4}  {:>7}  {:>8.0}  {:>8.2}  {:>16}",
-                t.name,
-                format!("{}x{}", t.rows, t.cols),
-                t.bits,
-                group,
-                t.distinct_mean,
-                t.snr_db,
-                format!("{:.2} (#{})", t.worst_group_snr_db, t.worst_group),
+                "  {:<rw$}  {:>7}  {:>9.2}  {:>9.2}",
+                r.role, r.tensors, r.median_snr_db, r.min_snr_db
+            )?;
+        }
+        if self.flagged.is_empty() {
+            writeln!(
+                f,
+                "flagged: none (no tensor more than {:.0} dB below its role's median)",
+                Self::FLAG_BELOW_MEDIAN_DB
+            )?;
+        }
+        for fl in &self.flagged {
+            writeln!(
+                f,
+                "flagged: {} at {:.2} dB, {:.2} dB below the {} median ({:.2} dB)",
+                fl.name, fl.snr_db, fl.below_median_db, fl.role, fl.role_median_snr_db
             )?;
         }
         for t in self.tensors.iter().filter(|t| t.group_requested.is_some()) {
@@ -223,20 +234,37 @@ impl fmt::Display for QuantReport {
                 t.group_size
             )?;
         }
-        for r in &self.roles {
+        let w = self
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        writeln!(f, "per tensor:")?;
+        writeln!(
+            f,
+            "  {:<w$}  {:>11}  {:>4}  {:>7}  {:>8}  {:>8}  {:>16}",
+            "tensor", "shape", "bits", "group", "distinct", "SNR dB", "worst group dB"
+        )?;
+        for t in &self.tensors {
+            let group = match t.group_requested {
+                Some(req) => format!("{}({req})", t.group_size),
+                None if t.groups == 1 => "tensor".to_string(),
+                None => t.group_size.to_string(),
+            };
             writeln!(
                 f,
-                "role {:<12} {:>3} tensors, median {:.2} dB, min {:.2} dB",
-                r.role, r.tensors, r.median_snr_db, r.min_snr_db
+                "  {:<w$}  {:>11}  {:>4}  {:>7}  {:>8.0}  {:>8.2}  {:>16}",
+                t.name,
+                format!("{}x{}", t.rows, t.cols),
+                t.bits,
+                group,
+                t.distinct_mean,
+                t.snr_db,
+                format!("{:.2} (#{})", t.worst_group_snr_db, t.worst_group),
             )?;
         }
-        for fl in &self.flagged {
-            writeln!(
-                f,
-                "flagged: {} at {:.2} dB, {:.2} dB below the {} median ({:.2} dB)",
-                fl.name, fl.snr_db, fl.below_median_db, fl.role, fl.role_median_snr_db
-            )?;
-        }
-        write!(f, "quantization time {:.2} s", self.seconds)
+        Ok(())
     }
 }

@@ -1,6 +1,10 @@
+//! quant's unit tests: the k-means optimum against brute force, fp16 rounding, group sizes, the
+//! LUT layout, errors and the report.
+
 use half::f16;
 use proptest::prelude::*;
 
+use super::kmeans::tests::brute_force_bounds;
 use super::synth::{self, Rng};
 use super::*;
 
@@ -34,36 +38,6 @@ fn histogram(vals: &[f64]) -> (Vec<f64>, Vec<f64>) {
         }
     }
     (x, w)
-}
-
-/// O(k·n²) DP: the optimal error and boundaries.
-fn brute_force_bounds(x: &[f64], w: &[f64], k: usize) -> (f64, Vec<usize>) {
-    let n = x.len();
-    let seg = |i: usize, j: usize| {
-        let (sw, swx) = (i..j).fold((0.0, 0.0), |(a, b), t| (a + w[t], b + w[t] * x[t]));
-        let mean = swx / sw;
-        (i..j).map(|t| w[t] * (x[t] - mean).powi(2)).sum::<f64>()
-    };
-    let mut d = vec![vec![f64::INFINITY; n + 1]; k + 1];
-    let mut arg = vec![vec![0usize; n + 1]; k + 1];
-    d[0][0] = 0.0;
-    for m in 1..=k {
-        for j in m..=n {
-            for i in (m - 1)..j {
-                let v = d[m - 1][i] + seg(i, j);
-                if v < d[m][j] {
-                    d[m][j] = v;
-                    arg[m][j] = i;
-                }
-            }
-        }
-    }
-    let mut b = vec![0; k + 1];
-    b[k] = n;
-    for m in (1..=k).rev() {
-        b[m - 1] = arg[m][b[m]];
-    }
-    (d[k][n], b)
 }
 
 /// What coremltools ends with: the optimal partition, its means cast to fp16, no reassignment.
@@ -582,9 +556,27 @@ fn report_flags_tensors_far_below_their_role() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["flagged"][0]["role"], "down_proj");
     assert_eq!(json["tensors"][5]["snr_db"], serde_json::Value::Null);
-    assert!(r
-        .to_string()
-        .contains("flagged: model.layers.3.mlp.down_proj.weight"));
+    let text = r.to_string();
+    assert!(text.contains("flagged: model.layers.3.mlp.down_proj.weight"));
+    // Summary first (roles, flags), then the per-tensor table; the last line ends.
+    assert!(text.ends_with('\n'), "{text:?}");
+    let at = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("{s:?} missing in\n{text}"))
+    };
+    assert!(
+        at("palettized 6 tensors in 3.00 s") < at("  down_proj"),
+        "{text}"
+    );
+    assert!(at("  down_proj") < at("flagged: model.layers.3"), "{text}");
+    assert!(at("flagged: model.layers.3") < at("per tensor:"), "{text}");
+    assert!(
+        at("per tensor:") < at("  model.layers.0.mlp.down_proj.weight"),
+        "{text}"
+    );
+    let mut none = QuantReport::new();
+    none.add(row("lm_head.weight", "lm_head", 20.0));
+    assert!(none.to_string().contains("flagged: none"), "{none}");
 
     assert_eq!(
         QuantReport::role_of("model.layers.3.self_attn.k_proj.weight"),

@@ -365,10 +365,9 @@ mod tests {
     use super::*;
     use crate::arch::RopeScaling;
 
-    /// An independent transcription of transformers' rope init functions, in f32 step by step:
-    /// `arch::rope_inv_freq` must agree with it to the last bits.
-    /// HF's rotary `inv_freq` for `cfg`, computed in f32 step by step as transformers' rope init
-    /// functions do (default, linear, llama3).
+    /// HF's rotary `inv_freq` for `cfg`, transcribed independently from transformers' rope init
+    /// functions (default, linear, llama3) in f32 step by step: `arch::rope_inv_freq` must
+    /// agree with it to the last bits.
     fn own_inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
         let dim = cfg.head_dim;
         let base = cfg.rope_theta as f32;

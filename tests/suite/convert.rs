@@ -6,24 +6,17 @@ use std::path::{Path, PathBuf};
 
 use anec::convert::{self, Chunks, Compile, ConvertError, ConvertPlan};
 use anec::meta::{LutBits, Meta};
-use anec::mil::{self, Arg, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
+use anec::mil::{self, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
-use super::util::{fixture, MODELS};
+use super::util::{files, fixture, spec, MODELS};
 
 const C: u64 = 64;
 const B: u64 = 16;
 
 pub fn plan(model: &str, out: &Path) -> ConvertPlan {
-    let mut p = ConvertPlan::new(
-        ModelSpec {
-            model: fixture(model).display().to_string(),
-            revision: None,
-            offline: true,
-        },
-        out,
-    );
+    let mut p = ConvertPlan::new(spec(model), out);
     p.context_length = C as usize;
     p.batch_size = B as usize;
     p.chunks = Chunks::Count(2);
@@ -94,25 +87,14 @@ fn output_types(f: &Function) -> Vec<(String, ValueType)> {
 
 /// (offset, size) of every stored blob a function references.
 fn blobs(f: &Function) -> BTreeSet<(u64, u64)> {
-    let mut s = BTreeSet::new();
-    let mut add = |c: &mil::ConstValue| {
-        if let ConstData::Stored(b) = &c.data {
-            s.insert((b.offset, b.size_in_bytes));
-        }
-    };
-    for op in &f.operations {
-        if let Some(v) = &op.val {
-            add(v);
-        }
-        for args in op.inputs.values() {
-            for a in args {
-                if let Arg::Value(v) = a {
-                    add(v);
-                }
-            }
-        }
-    }
-    s
+    f.operations
+        .iter()
+        .flat_map(|op| op.constants())
+        .filter_map(|c| match &c.data {
+            ConstData::Stored(b) => Some((b.offset, b.size_in_bytes)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn weight_bin(pkg: &Path) -> PathBuf {
@@ -347,6 +329,9 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
             report.quant.tensors.iter().all(|q| q.snr_db.is_finite()),
             "{model}"
         );
+        // The summary's last line ends (the shell prompt or next output starts on its own line).
+        let text = report.to_string();
+        assert!(text.ends_with('\n'), "{model}: {text:?}");
         assert!(
             report.quant.tensors.iter().any(|q| q.bits == 4)
                 && report.quant.tensors.iter().any(|q| q.bits == 6)
@@ -372,26 +357,6 @@ fn lut_parts_share_blobs_and_carry_the_bits_in_their_names() {
     }
 }
 
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn two_conversions_write_identical_bytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -402,11 +367,10 @@ fn two_conversions_write_identical_bytes() {
         p.lut_ffn = lut(6, 8);
         convert::run(&p).unwrap();
     }
-    let (fa, fb) = (all_bytes(&a), all_bytes(&b));
-    assert_eq!(fa.len(), fb.len());
-    for ((pa, ba), (pb, bb)) in fa.iter().zip(&fb) {
-        assert_eq!(pa, pb);
-        assert!(ba == bb, "{} differs", pa.display());
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (path, bytes) in &fa {
+        assert!(bytes == &fb[path], "{path} differs");
     }
 }
 
@@ -451,6 +415,7 @@ fn dry_run_plans_without_writing() {
     assert_eq!(report.plan.parts.len(), 3);
     assert!(!out.exists());
     assert!(report.to_string().contains("layers 0..4"), "{report}");
+    assert!(report.to_string().ends_with('\n'), "{report}");
 }
 
 /// Writes every fixture converted (fp16 and LUT, 2 chunks, default context/batch) into

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use anec::exec::{Interpreter, Precision, Tensor};
 use anec::mil;
+use anec::verify::Converted;
 use half::f16;
 use safetensors::SafeTensors;
 
-use super::util::fixture;
+use super::util::{fixture, Expected};
 
 // ------------------------------------------------------------------ helpers
 
@@ -1974,11 +1975,11 @@ fn builder_program_runs_the_same_before_and_after_a_package_round_trip() {
 // ------------------------------------------------------------------ opt-in: anec's own output
 
 /// Runs a converted output folder (`ANEC_EXEC_E2E_DIR`, converted from the fixture named by
-/// `ANEC_EXEC_E2E_MODEL`) through the runner protocol of ANE-CONTRACT.md and compares the
-/// logits with transformers' reference: every position via `infer`, and sequence 2 (84 tokens)
-/// with one 64-token `prefill` batch then `infer`. Opt-in (`cargo test -- --ignored`) because
-/// the converter is not part of this module: it prints the numbers and checks top-1 agreement
-/// (`ANEC_EXEC_E2E_MIN_TOP1`, default 0.9; `ANEC_EXEC_E2E_PRECISION=f32` for fp32 math).
+/// `ANEC_EXEC_E2E_MODEL`) through the runner protocol of ANE-CONTRACT.md (`verify::Converted`:
+/// full `prefill` batches, then `infer`) and compares the logits at every position with
+/// transformers' reference. Opt-in (`cargo test -- --ignored`) because the converter is not part
+/// of this module: it prints the numbers and checks top-1 agreement (`ANEC_EXEC_E2E_MIN_TOP1`,
+/// default 0.9; `ANEC_EXEC_E2E_PRECISION=f32` for fp32 math).
 #[test]
 #[ignore]
 fn converted_model_matches_transformers_reference() {
@@ -1993,122 +1994,25 @@ fn converted_model_matches_transformers_reference() {
         Ok("f32") => Precision::F32,
         _ => Precision::F16,
     };
-    let dir = std::path::PathBuf::from(dir);
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
-    let p = &meta["model_info"]["parameters"];
-    let ctx = p["context_length"].as_u64().unwrap() as usize;
-    let batch = p["batch_size"].as_u64().unwrap() as usize;
-    let hidden = p["hidden_size"].as_u64().unwrap() as usize;
-    let load =
-        |name: &str| Interpreter::new(&mil::read_package(dir.join(name)).unwrap(), precision);
-    let emb = load(p["embeddings"].as_str().unwrap());
-    let head = load(p["lm_head"].as_str().unwrap());
-    let chunks: Vec<Interpreter> = p["chunk_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| load(f.as_str().unwrap()))
-        .collect();
-    let ef = emb.program().default_function.clone();
-    let hf = head.program().default_function.clone();
-    let mask_rows = |start: usize, n: usize| -> Tensor {
-        let v: Vec<f32> = (0..n)
-            .flat_map(|r| {
-                (0..ctx).map(move |c| {
-                    if c <= start + r {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
-            .collect();
-        Tensor::f16_from_f32(vec![1, 1, n, ctx], &v).unwrap()
-    };
-    let i32s = |shape: Vec<usize>, v: Vec<i32>| Tensor::i32(shape, v).unwrap();
-    // One step of `n` tokens at `start` through embeddings and every chunk's function `f`.
-    let step =
-        |states: &mut BTreeMap<String, Tensor>, f: &str, ids: &[i32], start: usize| -> Tensor {
-            let n = ids.len();
-            let h = emb
-                .run(
-                    &ef,
-                    &inputs(&[("input_ids", i32s(vec![1, n], ids.to_vec()))]),
-                    &mut BTreeMap::new(),
-                )
-                .unwrap();
-            let mut h = h["hidden_states"].clone();
-            let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
-            for c in &chunks {
-                let o = c
-                    .run(
-                        f,
-                        &inputs(&[
-                            ("hidden_states", h.clone()),
-                            ("position_ids", i32s(vec![n], pos.clone())),
-                            ("causal_mask", mask_rows(start, n)),
-                            ("current_pos", i32s(vec![1], vec![start as i32])),
-                        ]),
-                        states,
-                    )
-                    .unwrap();
-                h = o["output_hidden_states"].clone();
-            }
-            h
-        };
-    let logits = |h: &Tensor| -> Vec<f32> {
-        let o = head
-            .run(
-                &hf,
-                &inputs(&[("hidden_states", h.clone())]),
-                &mut BTreeMap::new(),
-            )
-            .unwrap();
-        let mut parts: Vec<(usize, Vec<f32>)> = o
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("logits")
-                    .and_then(|i| i.parse().ok())
-                    .map(|i| (i, v.to_f32_vec()))
-            })
-            .collect();
-        parts.sort_by_key(|p| p.0);
-        parts.into_iter().flat_map(|p| p.1).collect()
-    };
-    let bytes = std::fs::read(fixture(&model).join("reference.safetensors")).unwrap();
-    let r = SafeTensors::deserialize(&bytes).unwrap();
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-            .0
-    };
+    let mut conv = Converted::open(std::path::Path::new(&dir), precision).unwrap();
+    let fx = Expected::open(&model);
     let t0 = std::time::Instant::now();
     let mut agree = 0;
     let mut total = 0;
     let mut max_d = 0f32;
-    for s in 0..3 {
-        let ids = st(&r, &format!("ids_{s}")).as_i32().unwrap().to_vec();
-        let want = st(&r, &format!("logits_{s}")).to_f32_vec();
-        let vocab = want.len() / ids.len();
-        let mut states = chunks[0].zero_states("infer").unwrap();
-        let mut first = 0;
-        if ids.len() >= batch {
-            step(&mut states, "prefill", &ids[..batch], 0);
-            first = batch;
-        }
-        for (pos, &id) in ids.iter().enumerate().skip(first) {
-            let h = step(&mut states, "infer", &[id], pos);
-            assert_eq!(h.shape(), [1, 1, hidden]);
-            let got = logits(&h);
-            let w = &want[pos * vocab..(pos + 1) * vocab];
-            max_d = got
-                .iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs())
-                .fold(max_d, f32::max);
-            agree += (argmax(&got) == argmax(w)) as usize;
+    for s in 0..fx.count() {
+        let want = fx.logits(&format!("logits_{s}"));
+        let run = conv.prompt(&fx.ids(&format!("ids_{s}"))).unwrap();
+        for (pos, w) in want.iter().enumerate() {
+            if let Some(logits) = &run.logits {
+                max_d = logits
+                    .row(pos)
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(max_d, f32::max);
+            }
+            agree += usize::from(run.argmax[pos] as usize == anec::reference::argmax(w));
             total += 1;
         }
     }

@@ -12,13 +12,30 @@ use anec::mil::{
 };
 use half::f16;
 
-use super::util::fixture;
+use super::util::{files, fixture};
 
 fn sample(name: &str) -> PathBuf {
     fixture("coreml-samples").join(name)
 }
 
 // ------------------------------------------------------------------ coremltools' packages
+
+/// Blob offsets of the indices and the LUT of the function's first `constexpr_lut_to_dense`.
+fn lut_blobs(f: &mil::Function) -> (u64, u64) {
+    let op = f
+        .operations
+        .iter()
+        .find(|o| o.kind == OpKind::ConstexprLutToDense)
+        .expect("a constexpr_lut_to_dense op");
+    let off = |p: &str| match &op.inputs[p][0] {
+        Arg::Value(ConstValue {
+            data: ConstData::Stored(s),
+            ..
+        }) => s.offset,
+        other => panic!("{p}: {other:?}"),
+    };
+    (off("indices"), off("lut"))
+}
 
 #[test]
 fn reads_the_coremltools_samples() {
@@ -31,21 +48,7 @@ fn reads_the_coremltools_samples() {
         .program
         .functions
         .iter()
-        .map(|(_, f)| {
-            let op = f
-                .operations
-                .iter()
-                .find(|o| o.kind == OpKind::ConstexprLutToDense)
-                .unwrap();
-            let off = |p: &str| match &op.inputs[p][0] {
-                Arg::Value(ConstValue {
-                    data: ConstData::Stored(s),
-                    ..
-                }) => s.offset,
-                other => panic!("{p}: {other:?}"),
-            };
-            (off("indices"), off("lut"))
-        })
+        .map(|(_, f)| lut_blobs(f))
         .collect();
     assert_eq!(lut_offsets, vec![(64, 4224), (64, 4224)]);
     for (_, f) in &m.program.functions {
@@ -361,17 +364,8 @@ fn store_big(w: &mut PackageWriter, m: &mut Model) {
         }
     };
     for (_, f) in &mut m.program.functions {
-        for op in &mut f.operations {
-            if let Some(v) = &mut op.val {
-                store(w, v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args {
-                    if let Arg::Value(c) = a {
-                        store(w, c);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            store(w, c);
         }
     }
 }
@@ -386,17 +380,8 @@ fn materialize(p: &Program) -> Program {
         }
     };
     for (_, f) in &mut p.functions {
-        for op in &mut f.operations {
-            if let Some(v) = &mut op.val {
-                fix(v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args {
-                    if let Arg::Value(c) = a {
-                        fix(c);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            fix(c);
         }
     }
     p
@@ -415,23 +400,6 @@ fn write_embeddings(path: &Path) -> Model {
     let m = embeddings_model(&mut w);
     w.finish(&m).unwrap();
     m
-}
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -511,19 +479,7 @@ fn shared_lut_weights_are_stored_once_at_the_same_offsets() {
                 .find(|(n, _)| n == name)
                 .unwrap()
                 .1;
-            let op = f
-                .operations
-                .iter()
-                .find(|o| o.kind == OpKind::ConstexprLutToDense)
-                .unwrap();
-            let off = |p: &str| match &op.inputs[p][0] {
-                Arg::Value(ConstValue {
-                    data: ConstData::Stored(s),
-                    ..
-                }) => s.offset,
-                other => panic!("{other:?}"),
-            };
-            (off("indices"), off("lut"))
+            lut_blobs(f)
         })
         .collect();
     assert_eq!(offsets[0], offsets[1]);

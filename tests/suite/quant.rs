@@ -2,54 +2,42 @@
 //! a bf16 and an f32 model palettized at LUT4/LUT6, with the report the converter prints.
 
 use anec::quant::{self, LutSpec, QuantReport, WeightView};
+use anec::weights::{Dtype, WeightStore};
 use half::f16;
-use safetensors::{Dtype, SafeTensors};
 
-use super::util::fixture;
+use super::util::spec;
 
 /// Palettizes every 2-D weight with a known role; returns the report and the tensor count.
 fn palettize_model(model: &str, lut: &str) -> anyhow::Result<(QuantReport, usize)> {
-    let bytes = std::fs::read(fixture(model).join("model.safetensors"))?;
-    let st = SafeTensors::deserialize(&bytes)?;
-    let spec = LutSpec::parse(lut)?;
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
+    let store = WeightStore::open(&anec::source::resolve(&spec(model))?)?;
+    let lut = LutSpec::parse(lut)?;
     let mut report = QuantReport::new();
     let mut count = 0;
-    for name in names {
-        let t = st.tensor(&name)?;
-        let role = QuantReport::role_of(&name);
-        if t.shape().len() != 2 || role == "other" {
+    for name in store.names() {
+        let Some((_, shape)) = store.info(name) else {
+            continue;
+        };
+        let role = QuantReport::role_of(name);
+        if shape.len() != 2 || role == "other" {
             continue;
         }
-        let (rows, cols) = (t.shape()[0], t.shape()[1]);
-        let data = t.data();
-        let (codes, floats): (Vec<u16>, Vec<f32>) = match t.dtype() {
-            Dtype::BF16 | Dtype::F16 => (
-                data.chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-                Vec::new(),
-            ),
-            Dtype::F32 => (
-                Vec::new(),
-                data.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ),
-            other => anyhow::bail!("{name}: unexpected dtype {other:?}"),
+        let (rows, cols) = (shape[0], shape[1]);
+        let t = store.get(name, &[rows, cols])?;
+        let (codes, floats) = match t.codes16() {
+            Some(codes) => (codes, Vec::new()),
+            None => (Vec::new(), t.to_f32()),
         };
-        let view = match t.dtype() {
+        let view = match t.dtype {
             Dtype::BF16 => WeightView::Bf16Codes(&codes),
             Dtype::F16 => WeightView::F16Codes(&codes),
-            _ => WeightView::F32(&floats),
+            Dtype::F32 => WeightView::F32(&floats),
         };
-        let p = quant::palettize(view, rows, cols, spec)?;
+        let p = quant::palettize(view, rows, cols, lut)?;
         assert_eq!(p.indices.len(), rows * cols, "{name}");
-        assert_eq!(p.lut.len(), p.groups * spec.entries(), "{name}");
+        assert_eq!(p.lut.len(), p.groups * lut.entries(), "{name}");
         assert_eq!(p.groups * p.group_size, rows, "{name}");
         assert!(
-            p.indices.iter().all(|&i| (i as usize) < spec.entries()),
+            p.indices.iter().all(|&i| (i as usize) < lut.entries()),
             "{name}"
         );
         assert!(

@@ -1,15 +1,12 @@
 //! The reference forward pass against transformers' own logits in the fixtures: full sequence,
 //! incremental with the KV cache, greedy continuation, and its refusal of bad input.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anec::arch::DecoderConfig;
 use anec::reference::{Logits, Reference, ReferenceError};
-use anec::source::ModelSpec;
-use candle_core::{Device, Tensor};
 
-use super::util::{fixture, MODELS};
+use super::util::{fixture, spec, Expected, MODELS};
 
 const TOL: f32 = 1e-3;
 
@@ -18,61 +15,17 @@ fn config(model: &str) -> DecoderConfig {
     DecoderConfig::from_config_file(fixture(model).join("config.json")).expect("config parses")
 }
 
+/// The fixture's safetensors shards, as `source::resolve` lists them.
 fn weights(model: &str) -> Vec<PathBuf> {
-    let dir = fixture(model);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("fixture folder")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("model") && name.ends_with(".safetensors")
-        })
-        .collect();
-    files.sort();
-    files
+    anec::source::resolve(&spec(model))
+        .expect("fixture resolves")
+        .weights
 }
 
 /// Through `source::resolve` (the fixtures are plain folders; Mistral is sharded).
 fn load(model: &str) -> Reference {
-    let spec = ModelSpec {
-        model: fixture(model).to_string_lossy().into_owned(),
-        revision: None,
-        offline: true,
-    };
-    let files = anec::source::resolve(&spec).expect("fixture resolves");
+    let files = anec::source::resolve(&spec(model)).expect("fixture resolves");
     Reference::load(&config(model), &files).expect("reference loads")
-}
-
-struct Expected {
-    tensors: HashMap<String, Tensor>,
-}
-
-impl Expected {
-    fn open(model: &str) -> Expected {
-        let path = fixture(model).join("reference.safetensors");
-        let tensors =
-            candle_core::safetensors::load(&path, &Device::Cpu).expect("reference.safetensors");
-        Expected { tensors }
-    }
-
-    fn count(&self) -> usize {
-        (0..)
-            .take_while(|i| self.tensors.contains_key(&format!("ids_{i}")))
-            .count()
-    }
-
-    fn ids(&self, key: &str) -> Vec<u32> {
-        self.tensors[key]
-            .to_vec1::<i32>()
-            .expect("int32 ids")
-            .into_iter()
-            .map(|x| x as u32)
-            .collect()
-    }
-
-    fn logits(&self, key: &str) -> Vec<Vec<f32>> {
-        self.tensors[key].to_vec2::<f32>().expect("f32 logits")
-    }
 }
 
 /// Max |Δ| over all rows; asserts identical argmax at every row.
@@ -344,12 +297,7 @@ fn unused_checkpoint_tensors_are_refused() {
         "{err}"
     );
 
-    let spec = ModelSpec {
-        model: fixture("tiny-llama").to_string_lossy().into_owned(),
-        revision: None,
-        offline: true,
-    };
-    let files = anec::source::resolve(&spec).expect("resolves");
+    let files = anec::source::resolve(&spec("tiny-llama")).expect("resolves");
     let two = Reference::load_first_layers(&config("tiny-llama"), &files, 2).expect("2 layers");
     assert_eq!(two.config().num_layers, 2);
     let t = two

@@ -1,8 +1,11 @@
-//! The shared test harness: fixture paths and the `anec` binary.
+//! The shared test harness: fixture paths, the fixtures' transformers outputs, and the `anec`
+//! binary.
 
-#![allow(dead_code)]
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
-use std::path::PathBuf;
+use anec::source::ModelSpec;
+use candle_core::{Device, Tensor};
 
 /// `tests/fixtures/<name>` inside the repository.
 pub fn fixture(name: &str) -> PathBuf {
@@ -14,7 +17,90 @@ pub fn fixture(name: &str) -> PathBuf {
 /// The four tiny checkpoints with transformers reference logits.
 pub const MODELS: [&str; 4] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"];
 
+/// A fixture folder as an offline `--model`.
+pub fn spec(model: &str) -> ModelSpec {
+    ModelSpec {
+        model: fixture(model).display().to_string(),
+        revision: None,
+        offline: true,
+    }
+}
+
 /// A command running the `anec` binary built for these tests.
+#[allow(dead_code)] // for tests/suite/cli.rs (being added)
 pub fn anec() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("anec").expect("the anec binary is built with the tests")
+}
+
+/// Every file below `dir` with its bytes, by path relative to `dir` (for byte-for-byte
+/// comparisons of written outputs).
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// What transformers computed for a fixture: reference.json's prompts and reference.safetensors
+/// (`ids_{s}` int32 `[n]`, `logits_{s}` f32 `[n, vocab]`, `gen_ids_{s}` / `gen_logits_{s}`).
+pub struct Expected {
+    pub prompts: Vec<String>,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Expected {
+    pub fn open(model: &str) -> Expected {
+        let dir = fixture(model);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+        )
+        .expect("reference.json is JSON");
+        let prompts = json["sequences"]
+            .as_array()
+            .expect("sequences")
+            .iter()
+            .map(|s| s["prompt"].as_str().expect("prompt").to_string())
+            .collect();
+        let tensors =
+            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+                .expect("reference.safetensors");
+        Expected { prompts, tensors }
+    }
+
+    /// How many sequences (`ids_0`, `ids_1`, ...) the fixture has.
+    pub fn count(&self) -> usize {
+        (0..)
+            .take_while(|i| self.tensors.contains_key(&format!("ids_{i}")))
+            .count()
+    }
+
+    pub fn ids(&self, key: &str) -> Vec<u32> {
+        self.tensors[key]
+            .to_vec1::<i32>()
+            .expect("int32 ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    }
+
+    pub fn logits(&self, key: &str) -> Vec<Vec<f32>> {
+        self.tensors[key].to_vec2::<f32>().expect("f32 logits")
+    }
+}
+
+/// The gap between the two largest logits: where it is within fp16 noise, top-1 is a coin toss.
+pub fn margin(v: &[f32]) -> f32 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s[0] - s[1]
 }

@@ -2,33 +2,22 @@
 //! with transformers' own logits, and fails on corrupted ones (packages edited through mil's
 //! reader and writer).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::exec::Precision;
 use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
 use anec::quant::LutSpec;
-use anec::source::ModelSpec;
 use anec::verify::{
     self, Converted, GenerateOptions, ThresholdOverrides, Thresholds, Tok, VerifyError,
     VerifyOptions, VerifyReport,
 };
-use candle_core::Device;
 use half::f16;
 
-use super::util::{fixture, MODELS};
+use super::util::{fixture, margin, spec, Expected, MODELS};
 
 const C: usize = 512;
 const B: usize = 64;
-
-fn spec(model: &str) -> ModelSpec {
-    ModelSpec {
-        model: fixture(model).display().to_string(),
-        revision: None,
-        offline: true,
-    }
-}
 
 fn convert_fixture(model: &str, out: &Path) {
     convert_with(model, out, |_| {});
@@ -52,55 +41,10 @@ fn verify(out: &Path, model: &str, precision: Precision) -> VerifyReport {
     verify::run(&o).expect("verify runs")
 }
 
-/// The fixture's prompts (reference.json) and transformers' ids/logits.
-struct Fixture {
-    prompts: Vec<String>,
-    tensors: HashMap<String, candle_core::Tensor>,
-}
-
-impl Fixture {
-    fn open(model: &str) -> Fixture {
-        let dir = fixture(model);
-        let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
-        )
-        .expect("json");
-        let prompts = json["sequences"]
-            .as_array()
-            .expect("sequences")
-            .iter()
-            .map(|s| s["prompt"].as_str().expect("prompt").to_string())
-            .collect();
-        let tensors =
-            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
-                .expect("reference.safetensors");
-        Fixture { prompts, tensors }
-    }
-
-    fn ids(&self, key: &str) -> Vec<u32> {
-        self.tensors[key]
-            .to_vec1::<i32>()
-            .expect("ids")
-            .into_iter()
-            .map(|x| x as u32)
-            .collect()
-    }
-
-    fn logits(&self, key: &str) -> Vec<Vec<f32>> {
-        self.tensors[key].to_vec2::<f32>().expect("logits")
-    }
-}
-
-fn margin(v: &[f32]) -> f32 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| b.total_cmp(a));
-    s[0] - s[1]
-}
-
 #[test]
 fn tokenizer_adds_special_tokens_as_transformers_does() {
     for model in MODELS {
-        let fx = Fixture::open(model);
+        let fx = Expected::open(model);
         let tok = Tok::open(&fixture(model)).expect("tokenizer.json");
         for (i, prompt) in fx.prompts.iter().enumerate() {
             let ids = tok.encode(prompt).expect("encode");
@@ -155,7 +99,7 @@ fn converted_packages_agree_with_transformers_logits() {
     for model in MODELS {
         let out = tmp.path().join(model);
         convert_fixture(model, &out);
-        let fx = Fixture::open(model);
+        let fx = Expected::open(model);
         let mut conv = Converted::open(&out, Precision::F16).expect("open");
         let (mut worst, mut agree, mut total) = (0f32, 0, 0);
         for s in 0..fx.prompts.len() {
@@ -192,7 +136,7 @@ fn generate_streams_the_greedy_continuation() {
     for model in MODELS {
         let out = tmp.path().join(model);
         convert_fixture(model, &out);
-        let fx = Fixture::open(model);
+        let fx = Expected::open(model);
         let want = fx.ids("gen_ids_0");
         let mut pieces = Vec::new();
         let mut o = GenerateOptions::new(&out, fx.prompts[0].clone());
@@ -221,17 +165,8 @@ fn generate_streams_the_greedy_continuation() {
 fn rewrite(pkg: &Path, edit: impl Fn(&str, &mut Function)) {
     let mut model = mil::read_package(pkg).expect("read package");
     for (name, f) in model.program.functions.iter_mut() {
-        for op in f.operations.iter_mut() {
-            if let Some(v) = &mut op.val {
-                materialize(v);
-            }
-            for args in op.inputs.values_mut() {
-                for a in args.iter_mut() {
-                    if let Arg::Value(v) = a {
-                        materialize(v);
-                    }
-                }
-            }
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            materialize(c);
         }
         edit(name, f);
     }
@@ -487,7 +422,7 @@ fn verify_reports_each_prompt_and_the_pool() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("m");
     convert_fixture("tiny-mistral", &out);
-    let fx = Fixture::open("tiny-mistral");
+    let fx = Expected::open("tiny-mistral");
     let mut o = VerifyOptions::new(&out);
     o.prompts = fx.prompts.clone();
     o.tokens = 8;
@@ -519,7 +454,7 @@ fn generate_stops_at_the_tokenizers_eos() {
     let tok = Tok::open(&out).expect("tok");
     assert_eq!(tok.eos_ids(), vec![2], "</s>");
     // tiny-mistral's greedy continuation of prompt 0 is [62, 1, ...]: make `<s>` (1) the stop
-    let fx = Fixture::open("tiny-mistral");
+    let fx = Expected::open("tiny-mistral");
     assert_eq!(&fx.ids("gen_ids_0")[..2], &[62, 1]);
     let mut o = GenerateOptions::new(&out, fx.prompts[0].clone());
     o.eos = Some(vec![1]);

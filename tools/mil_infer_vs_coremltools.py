@@ -1,9 +1,10 @@
+#!/usr/bin/env python3
 """Differential check of anec's MIL type inference against coremltools (dev tool, not run by CI).
 
 Replays the JSON that `ANEC_MIL_DUMP=/tmp/cases.json cargo test --lib dump_for_coremltools -- --ignored`
 writes with pymil's iOS18 ops, compares every inferred output type, and checks that coremltools also
 refuses the ops anec refuses. Run with the coremltools 9.0 venv:
-    /work/.venv-coreml/bin/python src/mil/coremltools_diff.py /tmp/cases.json
+    /work/.venv-coreml/bin/python tools/mil_infer_vs_coremltools.py /tmp/cases.json
 """
 import json, sys, warnings
 warnings.filterwarnings("ignore")

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("anec: error: {err:#}");
+            eprintln!("anec: error: {}", message(&err));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -93,6 +93,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text the message already holds
+/// (module errors print their source inline, so `{:#}` would repeat it).
+fn message(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
 
 /// I/O failures (a read-only output, a full disk) exit 3; everything the user can fix in the

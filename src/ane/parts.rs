@@ -92,16 +92,20 @@ impl Ctx<'_> {
             Some(spec) => {
                 let pal = match (part.dtype, part.codes16()) {
                     (Dtype::BF16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)?
+                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)
                     }
                     (Dtype::F16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)?
+                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)
                     }
                     _ => {
                         let vals = part.to_f32();
-                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)?
+                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)
                     }
-                };
+                }
+                .map_err(|source| AneError::QuantTensor {
+                    tensor: name.to_string(),
+                    source,
+                })?;
                 let groups = pal.groups as u64;
                 let levels = 1u64 << spec.bits;
                 let lut_shape: Vec<u64> = if conv {

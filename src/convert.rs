@@ -410,7 +410,10 @@ pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, 
             return Err(ConvertError::InvalidFlag {
                 flag: "--chunks",
                 value: n.to_string(),
-                reason: format!("the model has only {layers} layers to split"),
+                reason: match plan.num_layers {
+                    Some(k) => format!("--num-layers {k} leaves only {k} layer(s) to split"),
+                    None => format!("the model has only {layers} layers to split"),
+                },
             })
         }
         Chunks::Count(n) => n,

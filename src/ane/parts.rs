@@ -44,7 +44,8 @@ pub enum Stored {
     },
 }
 
-/// What a part builder works with; progress is told each tensor's name and stored bytes.
+/// What a part builder works with; progress is told each tensor's name and stored bytes
+/// (and, with 0 bytes, when a matrix starts: quantizing one can take seconds).
 pub struct Ctx<'a> {
     pub cfg: &'a DecoderConfig,
     pub weights: &'a WeightStore,
@@ -67,6 +68,7 @@ impl Ctx<'_> {
         conv: bool,
         lut: Option<LutSpec>,
     ) -> R<Stored> {
+        (self.progress)(name, 0);
         let raw = self.weights.get(name, &[full_rows, cols])?;
         let n = rows.len();
         let es = raw.dtype.size();

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use super::util::{anec, fixture};
+use super::util::{anec, fixture, MODELS};
 
 const EXIT_VERIFY_FAILED: i32 = 1;
 const EXIT_INPUT: i32 = 2;
@@ -802,37 +802,60 @@ fn under_pty(args: &[String]) -> Option<String> {
     Some(text(&o.stdout))
 }
 
+/// The last `N tensors, A/B` of the progress display (before the summary, whose quantization
+/// table also counts tensors): source bytes done and total.
+fn last_bytes_done(shown: &str) -> Option<(String, String)> {
+    let shown = &shown[..shown.find("wrote ")?];
+    let at = shown.rfind("tensors, ")? + "tensors, ".len();
+    let rest = &shown[at..];
+    let end = rest.find(['\r', '\n', '\x1b']).unwrap_or(rest.len());
+    let (done, total) = rest[..end].trim().split_once('/')?;
+    Some((done.to_string(), total.to_string()))
+}
+
 #[test]
 fn progress_shows_on_a_terminal_unless_quiet() {
     let s = Scratch::new();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_anec"));
-    let args = |out: &str, extra: &[&str]| -> Vec<String> {
+    let args = |model: &str, out: &str, extra: &[&str]| -> Vec<String> {
         let mut v = vec![
             bin.display().to_string(),
             "convert".into(),
             "--model".into(),
-            fixture("tiny-llama").display().to_string(),
+            fixture(model).display().to_string(),
             "--output".into(),
             s.path().join(out).display().to_string(),
             "--no-compile".into(),
+            "--lut".into(),
+            "4".into(),
         ];
         v.extend(extra.iter().map(|a| a.to_string()));
         v
     };
-    let Some(shown) = under_pty(&args("a", &[])) else {
-        eprintln!("no `script` on PATH: progress test skipped");
-        return;
-    };
-    assert!(shown.contains("wrote "), "{shown}");
-    // The bar's "eta" and the part being written appear only in the progress line.
-    assert!(
-        shown.contains(" eta ") && shown.contains("embeddings ·"),
-        "progress on a terminal:\n{shown}"
-    );
-    let quiet = under_pty(&args("b", &["--quiet"])).unwrap();
+    for model in MODELS {
+        let Some(shown) = under_pty(&args(model, model, &[])) else {
+            eprintln!("no `script` on PATH: progress test skipped");
+            return;
+        };
+        assert!(shown.contains("wrote "), "{shown}");
+        // Part k/N, the stage and tensor, the bar with its ETA.
+        for needle in [
+            "1/4 embeddings: ",
+            "2/4 combined_lut4_chunk_01of02: quantizing layers.0.self_attn.q_proj (LUT4)",
+            "4/4 lm_head_lut6: ",
+            " eta ",
+        ] {
+            assert!(shown.contains(needle), "{model}: {needle:?} in:\n{shown}");
+        }
+        // The display is rate-limited, so its last frame may stop short of the total (the
+        // totals themselves are pinned by convert's unit test).
+        let (done, total) = last_bytes_done(&shown).expect("bytes in the progress line");
+        assert!(!done.is_empty() && !total.is_empty(), "{model}: {shown}");
+    }
+    let quiet = under_pty(&args("tiny-llama", "quiet", &["--quiet"])).unwrap();
     assert!(quiet.contains("wrote "), "{quiet}");
     assert!(
-        !quiet.contains(" eta ") && !quiet.contains("embeddings ·"),
+        !quiet.contains(" eta ") && !quiet.contains("1/4 embeddings"),
         "--quiet shows progress:\n{quiet}"
     );
 }

@@ -46,26 +46,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plan.validate()?;
             let report = anec::convert::run(&plan)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
         }
         Command::Inspect(args) => {
             let report = anec::mil::inspect(&args.package)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
         }
         Command::Verify(args) => {
             let json = args.json;
             let report = anec::verify::run(&args.into_options())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
             if !report.passed() {
                 eprintln!("anec: verification failed: {}", report.failures.join("; "));
@@ -74,13 +74,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Generate(args) => {
             let opts = args.into_options();
-            let mut out = std::io::stdout();
-            print!("{}", opts.prompt);
+            emit(&opts.prompt)?;
+            // A reader that went away stops the text, not the generation.
             let generation = anec::verify::generate(&opts, &mut |piece| {
-                print!("{piece}");
-                let _ = out.flush();
+                let _ = emit(piece);
             })?;
-            println!();
+            emit("\n")?;
             eprintln!(
                 "{} prompt tokens, {} generated, {:.1} tokens/s{}",
                 generation.prompt_tokens,
@@ -95,6 +94,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout and flushes; a reader that went away (`anec … | head`) is not an
+/// error (the work is done), any other failure is an I/O error.
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// The error and its causes joined by `: `, skipping a cause whose text the message already holds

@@ -979,3 +979,24 @@ fn failing_xcrun_names_the_package_and_leaves_nothing() {
         &s.out(),
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_no_panic() {
+    // `anec convert … | true`: stdout is closed long before the summary is printed.
+    let s = Scratch::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anec"))
+        .args(["convert", "--no-compile", "--model"])
+        .arg(fixture("tiny-llama"))
+        .arg("--output")
+        .arg(s.out())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = text(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(s.out().join("meta.json").is_file());
+}

@@ -775,6 +775,19 @@ fn generate_prints_the_prompt_and_a_speed() {
     let stderr = text(&o.stderr);
     assert!(stderr.contains("tokens/s"), "{stderr}");
     assert!(stderr.contains("generated"), "{stderr}");
+    // Nothing to generate: no made-up speed.
+    let o = anec()
+        .arg("generate")
+        .arg(s.out())
+        .args(["--prompt", "Once", "--max-tokens", "0"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        text(&o.stderr).contains("0 generated, 0.0 tokens/s"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -934,6 +947,16 @@ fn xcrun_on_path_compiles_every_package_and_meta_names_the_mlmodelc() {
     );
     let yaml = std::fs::read_to_string(out.join("meta.yaml")).unwrap();
     assert!(yaml.contains("lm_head: lm_head_lut6.mlmodelc"), "{yaml}");
+    // verify and generate read the .mlpackage beside each named .mlmodelc.
+    let o = anec().arg("verify").arg(&out).output().unwrap();
+    assert_ok(&o);
+    let o = anec()
+        .arg("generate")
+        .arg(&out)
+        .args(["--prompt", "hi", "--max-tokens", "2"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
 
     // --no-compile: the same xcrun on PATH is not run.
     let o = anec()

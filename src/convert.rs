@@ -811,7 +811,11 @@ fn compile_package(xcrun: &Path, pkg: &Path, dir: &Path) -> Result<String, Conve
     let compiled = format!("{stem}.mlmodelc");
     if !out.status.success() || !dir.join(&compiled).exists() {
         return Err(ConvertError::Compile {
-            package: pkg.to_path_buf(),
+            // The file name: the temp folder it sits in is gone by the time the error prints.
+            package: pkg
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| pkg.to_path_buf()),
             status: out.status.to_string(),
             stderr: if out.status.success() {
                 format!("{compiled} was not produced")

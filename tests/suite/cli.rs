@@ -851,12 +851,13 @@ fn progress_shows_on_a_terminal_unless_quiet() {
             return;
         };
         assert!(shown.contains("wrote "), "{shown}");
-        // Part k/N, the stage and tensor, the bar with its ETA.
+        // Part k/N, the stage and tensor, the bar with its ETA. Only the first frames are
+        // certain: indicatif drops redraws beyond 20 per second, and the tiny runs take 0.1 s.
         for needle in [
             "1/4 embeddings: ",
-            "2/4 combined_lut4_chunk_01of02: quantizing layers.0.self_attn.q_proj (LUT4)",
-            "4/4 lm_head_lut6: ",
+            "converting embed_tokens (fp16)",
             " eta ",
+            " tensors, ",
         ] {
             assert!(shown.contains(needle), "{model}: {needle:?} in:\n{shown}");
         }
@@ -995,12 +996,13 @@ fn failing_xcrun_names_the_package_and_leaves_nothing() {
         .env("PATH", &path)
         .output()
         .unwrap();
-    assert_fails(
+    let err = assert_fails(
         &o,
         EXIT_INPUT,
         &["embeddings.mlpackage", "unsupported op"],
         &s.out(),
     );
+    assert!(!err.contains(".anec-"), "names a temp folder: {err}");
 }
 
 #[test]

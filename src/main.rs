@@ -18,19 +18,21 @@ const EXIT_IO: u8 = 3;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // clap's own text starts `error: `; every anec error starts `anec: error: `.
+            eprint!("anec: {}", e.render());
+            return ExitCode::from(EXIT_INPUT);
+        }
         Err(e) => {
+            // --help and --version.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_INPUT)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::SUCCESS;
         }
     };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("anec: error: {err:#}");
+            eprintln!("anec: error: {}", message(&err));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -44,26 +46,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plan.validate()?;
             let report = anec::convert::run(&plan)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
         }
         Command::Inspect(args) => {
             let report = anec::mil::inspect(&args.package)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
         }
         Command::Verify(args) => {
             let json = args.json;
             let report = anec::verify::run(&args.into_options())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                emit(&report.to_string())?;
             }
             if !report.passed() {
                 eprintln!("anec: verification failed: {}", report.failures.join("; "));
@@ -72,13 +74,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Generate(args) => {
             let opts = args.into_options();
-            let mut out = std::io::stdout();
-            print!("{}", opts.prompt);
+            emit(&opts.prompt)?;
+            // A reader that went away stops the text, not the generation.
             let generation = anec::verify::generate(&opts, &mut |piece| {
-                print!("{piece}");
-                let _ = out.flush();
+                let _ = emit(piece);
             })?;
-            println!();
+            emit("\n")?;
             eprintln!(
                 "{} prompt tokens, {} generated, {:.1} tokens/s{}",
                 generation.prompt_tokens,
@@ -93,6 +94,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout and flushes; a reader that went away (`anec … | head`) is not an
+/// error (the work is done), any other failure is an I/O error.
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text the message already holds
+/// (module errors print their source inline, so `{:#}` would repeat it).
+fn message(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
 
 /// I/O failures (a read-only output, a full disk) exit 3; everything the user can fix in the

@@ -180,7 +180,12 @@ impl Converted {
             )));
         }
         let load = |name: &str| -> Result<Interpreter> {
-            let path = dir.join(name);
+            // A compiled output names `X.mlmodelc` in meta; the `X.mlpackage` beside it is what
+            // anec reads (it writes both).
+            let path = match name.strip_suffix(".mlmodelc") {
+                Some(stem) => dir.join(format!("{stem}.mlpackage")),
+                None => dir.join(name),
+            };
             let model = mil::read_package(&path).map_err(|e| VerifyError::Package {
                 path: path.clone(),
                 source: Box::new(e),
@@ -1302,13 +1307,19 @@ pub fn generate(opts: &GenerateOptions, on_text: &mut dyn FnMut(&str)) -> Result
         on_text(&text[printed.len()..]);
     }
     let steps = out.len().saturating_sub(1).max(1);
+    // No token generated (--max-tokens 0): no speed, not 1 step over nothing.
+    let tokens_per_second = if out.is_empty() {
+        0.0
+    } else {
+        steps as f64 / decode_seconds.max(1e-9)
+    };
     Ok(Generation {
         prompt_tokens: ids.len(),
         ids: out,
         text,
         prompt_seconds,
         decode_seconds,
-        tokens_per_second: steps as f64 / decode_seconds.max(1e-9),
+        tokens_per_second,
         stopped_at_eos,
     })
 }

@@ -16,6 +16,11 @@ pub enum AneError {
     Weights(#[from] crate::weights::WeightError),
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
+    #[error("tensor {tensor}: {source}")]
+    QuantTensor {
+        tensor: String,
+        source: crate::quant::QuantError,
+    },
     #[error("op {op}: {message}")]
     Graph { op: String, message: String },
 }

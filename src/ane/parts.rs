@@ -44,7 +44,8 @@ pub enum Stored {
     },
 }
 
-/// What a part builder works with; progress is told each tensor's name and stored bytes.
+/// What a part builder works with; progress is told each tensor's name and stored bytes
+/// (and, with 0 bytes, when a matrix starts: quantizing one can take seconds).
 pub struct Ctx<'a> {
     pub cfg: &'a DecoderConfig,
     pub weights: &'a WeightStore,
@@ -67,6 +68,7 @@ impl Ctx<'_> {
         conv: bool,
         lut: Option<LutSpec>,
     ) -> R<Stored> {
+        (self.progress)(name, 0);
         let raw = self.weights.get(name, &[full_rows, cols])?;
         let n = rows.len();
         let es = raw.dtype.size();
@@ -91,16 +93,20 @@ impl Ctx<'_> {
             Some(spec) => {
                 let pal = match (part.dtype, part.codes16()) {
                     (Dtype::BF16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)?
+                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)
                     }
                     (Dtype::F16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)?
+                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)
                     }
                     _ => {
                         let vals = part.to_f32();
-                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)?
+                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)
                     }
-                };
+                }
+                .map_err(|source| AneError::QuantTensor {
+                    tensor: name.to_string(),
+                    source,
+                })?;
                 let groups = pal.groups as u64;
                 let levels = 1u64 << spec.bits;
                 let lut_shape: Vec<u64> = if conv {

@@ -299,6 +299,14 @@ fn read_manifest(pkg: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
         path: path.clone(),
         detail,
     };
+    if !path.is_file() {
+        let why = if pkg.exists() {
+            "is not a .mlpackage folder"
+        } else {
+            "does not exist"
+        };
+        return Err(bad(format!("not found: {} {why}", pkg.display())));
+    }
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let m: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let version: Vec<u32> = m

@@ -22,6 +22,8 @@ pub enum TensorError {
         dtype: &'static str,
         storage: String,
     },
+    #[error("a tensor of shape {shape:?} is too large to allocate")]
+    TooLarge { shape: Vec<usize> },
 }
 
 /// The element storage of a [`Tensor`].
@@ -90,6 +92,17 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// `n` copies of `v`, allocated fallibly.
+fn filled<T: Clone>(n: usize, v: T, shape: &[usize]) -> Result<Arc<[T]>, TensorError> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n)
+        .map_err(|_| TensorError::TooLarge {
+            shape: shape.to_vec(),
+        })?;
+    data.resize(n, v);
+    Ok(data.into())
+}
+
 fn count(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -148,12 +161,19 @@ impl Tensor {
     }
 
     /// A tensor of zeros (false for bool).
+    /// Zeros of `shape`. A shape too large for memory (a corrupt package's state, say) is an
+    /// error, not an abort.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
-        let n = count(&shape);
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| TensorError::TooLarge {
+                shape: shape.clone(),
+            })?;
         let data = match storage_of(dtype) {
-            Some(Storage::Float) => Data::Float(vec![0.0; n].into()),
-            Some(Storage::Int) => Data::Int(vec![0; n].into()),
-            Some(Storage::Bool) => Data::Bool(vec![false; n].into()),
+            Some(Storage::Float) => Data::Float(filled(n, 0.0, &shape)?),
+            Some(Storage::Int) => Data::Int(filled(n, 0, &shape)?),
+            Some(Storage::Bool) => Data::Bool(filled(n, false, &shape)?),
             None => {
                 return Err(TensorError::DType {
                     dtype: dtype.mil_name(),
@@ -360,6 +380,25 @@ pub(crate) fn strided_index(stride: &[usize], shape: &[usize]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeros_too_large_for_memory_is_an_error() {
+        let huge = vec![1 << 20, 1 << 20, 1 << 20, 1 << 20];
+        let err = Tensor::zeros(DType::F16, huge.clone()).unwrap_err();
+        assert!(
+            matches!(err, TensorError::TooLarge { ref shape } if *shape == huge),
+            "{err}"
+        );
+        let big = vec![1 << 22, 1 << 22, 2]; // 2^45 elements: no overflow, but no memory for it
+        assert!(matches!(
+            Tensor::zeros(DType::F32, big),
+            Err(TensorError::TooLarge { .. })
+        ));
+        assert_eq!(
+            Tensor::zeros(DType::I32, vec![2, 3]).unwrap().shape(),
+            &[2, 3]
+        );
+    }
 
     #[test]
     fn broadcast_index_matches_naive() {

@@ -1130,7 +1130,6 @@ impl FunctionBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mil::infer::ALL_KINDS;
 
     fn t16(shape: &[u64]) -> TensorType {
         TensorType::new(DType::F16, shape)
@@ -2397,7 +2396,7 @@ mod tests {
     fn function_with_every_op_kind() {
         let f = every_op_function();
         let used: HashSet<OpKind> = f.operations.iter().map(|o| o.kind).collect();
-        let missing: Vec<_> = ALL_KINDS.iter().filter(|k| !used.contains(k)).collect();
+        let missing: Vec<_> = OpKind::ALL.iter().filter(|k| !used.contains(k)).collect();
         assert!(missing.is_empty(), "kinds not exercised: {missing:?}");
         infer::check_function(&f).unwrap();
         // names are unique and valid
@@ -2938,7 +2937,7 @@ mod tests {
             .map(|(n, t)| serde_json::json!({"name": n, "type": json_type(t)}))
             .collect();
         serde_json::json!({
-            "type": infer::op_type_name(op.kind),
+            "type": op.kind.mil_name(),
             "name": op.name,
             "inputs": inputs,
             "val": op.val.as_ref().map(json_value),

@@ -195,113 +195,6 @@ fn schema(kind: OpKind) -> Vec<P> {
     }
 }
 
-/// The MIL op type string of each kind (what the proto's `Operation.type` holds).
-pub fn op_type_name(kind: OpKind) -> &'static str {
-    use OpKind::*;
-    match kind {
-        Const => "const",
-        ConstexprLutToDense => "constexpr_lut_to_dense",
-        ConstexprBlockwiseShiftScale => "constexpr_blockwise_shift_scale",
-        Conv => "conv",
-        Linear => "linear",
-        Matmul => "matmul",
-        Add => "add",
-        Sub => "sub",
-        Mul => "mul",
-        RealDiv => "real_div",
-        Maximum => "maximum",
-        Minimum => "minimum",
-        Rsqrt => "rsqrt",
-        Sqrt => "sqrt",
-        Exp => "exp",
-        Relu => "relu",
-        Silu => "silu",
-        LayerNorm => "layer_norm",
-        Softmax => "softmax",
-        Concat => "concat",
-        Split => "split",
-        SliceByIndex => "slice_by_index",
-        SliceUpdate => "slice_update",
-        Reshape => "reshape",
-        Transpose => "transpose",
-        ExpandDims => "expand_dims",
-        Squeeze => "squeeze",
-        Gather => "gather",
-        Cast => "cast",
-        Select => "select",
-        ReduceArgmax => "reduce_argmax",
-        ReduceMax => "reduce_max",
-        ReduceSum => "reduce_sum",
-        ReduceMean => "reduce_mean",
-        ReadState => "read_state",
-        WriteState => "write_state",
-        Equal => "equal",
-        Less => "less",
-        LessEqual => "less_equal",
-        Greater => "greater",
-        GreaterEqual => "greater_equal",
-        BandPart => "band_part",
-        Fill => "fill",
-        Tile => "tile",
-    }
-}
-
-/// Every kind, in enum order (for tables and tests).
-pub const ALL_KINDS: [OpKind; 44] = {
-    use OpKind::*;
-    [
-        Const,
-        ConstexprLutToDense,
-        ConstexprBlockwiseShiftScale,
-        Conv,
-        Linear,
-        Matmul,
-        Add,
-        Sub,
-        Mul,
-        RealDiv,
-        Maximum,
-        Minimum,
-        Rsqrt,
-        Sqrt,
-        Exp,
-        Relu,
-        Silu,
-        LayerNorm,
-        Softmax,
-        Concat,
-        Split,
-        SliceByIndex,
-        SliceUpdate,
-        Reshape,
-        Transpose,
-        ExpandDims,
-        Squeeze,
-        Gather,
-        Cast,
-        Select,
-        ReduceArgmax,
-        ReduceMax,
-        ReduceSum,
-        ReduceMean,
-        ReadState,
-        WriteState,
-        Equal,
-        Less,
-        LessEqual,
-        Greater,
-        GreaterEqual,
-        BandPart,
-        Fill,
-        Tile,
-    ]
-};
-
-/// The kind whose MIL op type is `name`.
-pub fn op_kind_from_name(name: &str) -> Option<OpKind> {
-    ALL_KINDS.iter().copied().find(|&k| op_type_name(k) == name)
-}
-
 /// Whether the op's outputs are compile-time constants.
 pub(crate) fn is_constexpr(kind: OpKind) -> bool {
     matches!(
@@ -1999,12 +1892,12 @@ mod tests {
     #[test]
     fn op_names_round_trip() {
         let mut names = std::collections::HashSet::new();
-        for k in ALL_KINDS {
-            let n = op_type_name(k);
+        for &k in OpKind::ALL {
+            let n = k.mil_name();
             assert!(names.insert(n), "duplicate name {n}");
-            assert_eq!(op_kind_from_name(n), Some(k));
+            assert_eq!(OpKind::from_mil_name(n), Some(k));
         }
-        assert_eq!(op_kind_from_name("rms_norm"), None);
+        assert_eq!(OpKind::from_mil_name("rms_norm"), None);
     }
 
     #[test]

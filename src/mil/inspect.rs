@@ -9,7 +9,6 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::error::Result;
-use super::infer::op_type_name;
 use super::ir::{Arg, ConstData, ConstValue, DType, Function, OpKind, Program, ValueType};
 use super::model::{InputShapes, Metadata, Model};
 use super::package::read_package_info;
@@ -152,9 +151,7 @@ fn function_reports(model: &Model) -> Vec<FunctionReport> {
                 .collect();
             let mut op_counts = BTreeMap::new();
             for op in &f.operations {
-                *op_counts
-                    .entry(op_type_name(op.kind).to_string())
-                    .or_insert(0) += 1;
+                *op_counts.entry(op.kind.mil_name().to_string()).or_insert(0) += 1;
             }
             FunctionReport {
                 name: name.clone(),

@@ -207,54 +207,84 @@ pub enum Arg {
     Value(ConstValue),
 }
 
-/// Every op anec emits, plus what the coremltools samples use. A closed set: adding one is a
-/// compile error at every place that must handle it (type inference, proto mapping, execution).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OpKind {
-    Const,
-    ConstexprLutToDense,
-    ConstexprBlockwiseShiftScale,
-    Conv,
-    Linear,
-    Matmul,
-    Add,
-    Sub,
-    Mul,
-    RealDiv,
-    Maximum,
-    Minimum,
-    Rsqrt,
-    Sqrt,
-    Exp,
-    Relu,
-    Silu,
-    LayerNorm,
-    Softmax,
-    Concat,
-    Split,
-    SliceByIndex,
-    SliceUpdate,
-    Reshape,
-    Transpose,
-    ExpandDims,
-    Squeeze,
-    Gather,
-    Cast,
-    Select,
-    ReduceArgmax,
-    ReduceMax,
-    ReduceSum,
-    ReduceMean,
-    ReadState,
-    WriteState,
-    Equal,
-    Less,
-    LessEqual,
-    Greater,
-    GreaterEqual,
-    BandPart,
-    Fill,
-    Tile,
+/// Declares [`OpKind`] from one table of (variant, MIL op type): the enum, its names both ways
+/// and the list of every kind cannot drift apart.
+macro_rules! op_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        /// Every op anec emits, plus what the coremltools samples use. A closed set: adding one is
+        /// a compile error at every place that must handle it (type inference, execution).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum OpKind {
+            $($kind,)*
+        }
+
+        impl OpKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$kind,)*];
+
+            /// The MIL op type (what the proto's `Operation.type` holds).
+            pub fn mil_name(self) -> &'static str {
+                match self {
+                    $(OpKind::$kind => $name,)*
+                }
+            }
+
+            /// The kind whose MIL op type is `name`.
+            pub fn from_mil_name(name: &str) -> Option<OpKind> {
+                match name {
+                    $($name => Some(OpKind::$kind),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+op_kinds! {
+    Const => "const",
+    ConstexprLutToDense => "constexpr_lut_to_dense",
+    ConstexprBlockwiseShiftScale => "constexpr_blockwise_shift_scale",
+    Conv => "conv",
+    Linear => "linear",
+    Matmul => "matmul",
+    Add => "add",
+    Sub => "sub",
+    Mul => "mul",
+    RealDiv => "real_div",
+    Maximum => "maximum",
+    Minimum => "minimum",
+    Rsqrt => "rsqrt",
+    Sqrt => "sqrt",
+    Exp => "exp",
+    Relu => "relu",
+    Silu => "silu",
+    LayerNorm => "layer_norm",
+    Softmax => "softmax",
+    Concat => "concat",
+    Split => "split",
+    SliceByIndex => "slice_by_index",
+    SliceUpdate => "slice_update",
+    Reshape => "reshape",
+    Transpose => "transpose",
+    ExpandDims => "expand_dims",
+    Squeeze => "squeeze",
+    Gather => "gather",
+    Cast => "cast",
+    Select => "select",
+    ReduceArgmax => "reduce_argmax",
+    ReduceMax => "reduce_max",
+    ReduceSum => "reduce_sum",
+    ReduceMean => "reduce_mean",
+    ReadState => "read_state",
+    WriteState => "write_state",
+    Equal => "equal",
+    Less => "less",
+    LessEqual => "less_equal",
+    Greater => "greater",
+    GreaterEqual => "greater_equal",
+    BandPart => "band_part",
+    Fill => "fill",
+    Tile => "tile",
 }
 
 /// An operation: its kind, its unique name, its parameter bindings and its typed outputs.

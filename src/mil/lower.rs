@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use super::blob::{BlobDataType, BlobReader};
 use super::error::{MilError, Result};
-use super::infer::{op_kind_from_name, op_type_name};
 use super::ir::{
     Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, StoredBlob,
     TensorType, ValueType,
@@ -356,13 +355,13 @@ fn op_to_proto(fname: &str, op: &Operation, sink: &mut dyn BlobSink) -> Result<m
         (_, Some(_)) => {
             return Err(MilError::Encode {
                 context: context("val"),
-                detail: format!("a {} op has no `val`", op_type_name(op.kind)),
+                detail: format!("a {} op has no `val`", op.kind.mil_name()),
             })
         }
         (_, None) => {}
     }
     Ok(mil::Operation {
-        r#type: op_type_name(op.kind).to_string(),
+        r#type: op.kind.mil_name().to_string(),
         inputs,
         outputs: op
             .outputs
@@ -913,7 +912,7 @@ impl Dec<'_> {
             }
         };
         let ctx = format!("function {fname:?}, op {name:?}");
-        let kind = op_kind_from_name(&op.r#type).ok_or_else(|| MilError::UnknownOp {
+        let kind = OpKind::from_mil_name(&op.r#type).ok_or_else(|| MilError::UnknownOp {
             path: self.path.to_path_buf(),
             function: fname.to_string(),
             op: name.clone(),

@@ -19,8 +19,7 @@ pub use builder::{
 };
 pub use error::{MilError, Result};
 pub use infer::{
-    check_function, check_program, op_kind_from_name, op_type_name, tensor_string, type_string,
-    types_compatible, unused_inputs, ALL_KINDS,
+    check_function, check_program, tensor_string, type_string, types_compatible, unused_inputs,
 };
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;

@@ -412,7 +412,7 @@ fn every_op_kind_is_used_by_the_test_program() {
         .iter()
         .flat_map(|(_, f)| f.operations.iter().map(|o| o.kind))
         .collect();
-    let missing: Vec<OpKind> = mil::infer::ALL_KINDS
+    let missing: Vec<OpKind> = mil::OpKind::ALL
         .iter()
         .copied()
         .filter(|k| !used.contains(k))

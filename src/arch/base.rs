@@ -206,37 +206,6 @@ impl HfBase {
         })
     }
 
-    /// Qwen2/Qwen3's rule (configuration_qwen2.py): the window applies only when
-    /// `use_sliding_window`; `layer_types`, when absent, makes the layers from
-    /// `max_window_layers` on slide; a layer slides iff its type is `sliding_attention`.
-    pub(crate) fn qwen_sliding_window(
-        &self,
-        num_layers: usize,
-        use_sliding_window: bool,
-        sliding_window: Option<usize>,
-        max_window_layers: usize,
-        origin: &str,
-    ) -> Result<Vec<Option<usize>>, ArchError> {
-        let window = if use_sliding_window {
-            sliding_window
-        } else {
-            None
-        };
-        let types: Vec<String> = match &self.layer_types {
-            Some(t) => t.clone(),
-            None => (0..num_layers)
-                .map(|i| {
-                    if window.is_some() && i >= max_window_layers {
-                        "sliding_attention".to_string()
-                    } else {
-                        "full_attention".to_string()
-                    }
-                })
-                .collect(),
-        };
-        self.windows_from_layer_types(&types, num_layers, window, origin)
-    }
-
     /// Per-layer windows from `layer_types` (checked against the layer count and the known kinds).
     pub(crate) fn windows_from_layer_types(
         &self,
@@ -306,5 +275,50 @@ impl RopeScaling {
                 supported: "default, linear, llama3",
             }),
         }
+    }
+}
+
+/// Qwen2/Qwen3's sliding-window keys, with transformers' defaults (the same for both).
+#[derive(Deserialize, Debug)]
+pub(crate) struct QwenWindow {
+    #[serde(default)]
+    use_sliding_window: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    sliding_window: Option<Option<usize>>,
+    max_window_layers: Option<usize>,
+}
+
+impl QwenWindow {
+    const SLIDING_WINDOW: Option<usize> = Some(4096);
+    const MAX_WINDOW_LAYERS: usize = 28;
+
+    /// The rule of configuration_qwen2.py: the window applies only when `use_sliding_window`;
+    /// `layer_types`, when absent, makes the layers from `max_window_layers` on slide; a layer
+    /// slides iff its type is `sliding_attention`.
+    pub(crate) fn per_layer(
+        &self,
+        base: &HfBase,
+        num_layers: usize,
+        origin: &str,
+    ) -> Result<Vec<Option<usize>>, ArchError> {
+        let window = if self.use_sliding_window {
+            self.sliding_window.unwrap_or(Self::SLIDING_WINDOW)
+        } else {
+            None
+        };
+        let max_window_layers = self.max_window_layers.unwrap_or(Self::MAX_WINDOW_LAYERS);
+        let types: Vec<String> = match &base.layer_types {
+            Some(t) => t.clone(),
+            None => (0..num_layers)
+                .map(|i| {
+                    if window.is_some() && i >= max_window_layers {
+                        "sliding_attention".to_string()
+                    } else {
+                        "full_attention".to_string()
+                    }
+                })
+                .collect(),
+        };
+        base.windows_from_layer_types(&types, num_layers, window, origin)
     }
 }

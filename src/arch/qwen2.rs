@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::base::{nullable, Defaults, HfBase};
+use super::base::{Defaults, HfBase, QwenWindow};
 use super::{ArchError, DecoderConfig};
 
 const DEFAULTS: Defaults = Defaults {
@@ -21,30 +21,19 @@ const DEFAULTS: Defaults = Defaults {
     bos_token_id: None,
     eos_token_id: None,
 };
-const SLIDING_WINDOW: Option<usize> = Some(4096);
-const MAX_WINDOW_LAYERS: usize = 28;
 
 #[derive(Deserialize, Debug)]
 pub(crate) struct Qwen2Config {
     #[serde(flatten)]
     base: HfBase,
-    #[serde(default)]
-    use_sliding_window: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    sliding_window: Option<Option<usize>>,
-    max_window_layers: Option<usize>,
+    #[serde(flatten)]
+    window: QwenWindow,
 }
 
 impl Qwen2Config {
     pub(crate) fn into_decoder(self, origin: &str) -> Result<DecoderConfig, ArchError> {
         let cfg = self.base.to_config("qwen2", &DEFAULTS, origin)?;
-        let sliding_window = self.base.qwen_sliding_window(
-            cfg.num_layers,
-            self.use_sliding_window,
-            self.sliding_window.unwrap_or(SLIDING_WINDOW),
-            self.max_window_layers.unwrap_or(MAX_WINDOW_LAYERS),
-            origin,
-        )?;
+        let sliding_window = self.window.per_layer(&self.base, cfg.num_layers, origin)?;
         Ok(DecoderConfig {
             qkv_bias: true,
             o_bias: false,

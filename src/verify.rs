@@ -18,7 +18,6 @@ use half::f16;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::arch::DecoderConfig;
 use crate::exec::{Data, ExecError, Interpreter, Precision, Tensor, TensorError};
 use crate::meta::{LutBits, Meta, Parameters};
 use crate::mil::{self, MilError};
@@ -946,8 +945,7 @@ pub fn original_files(meta: &Meta, model: Option<&ModelSpec>, offline: bool) -> 
 /// The reference on the original weights, cut to the first `layers` decoder layers when the
 /// conversion kept only those (`--num-layers`).
 pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
-    let cfg = DecoderConfig::from_config_file(&files.config)
-        .map_err(|e| VerifyError::Source(format!("{}: {e}", files.config.display())))?;
+    let cfg = reference::Config::from_file(&files.config)?;
     if layers > cfg.num_layers {
         return Err(VerifyError::Mismatch(format!(
             "the packages have {layers} layers, the original {}",

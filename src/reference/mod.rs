@@ -1,12 +1,14 @@
 //! The forward pass with HuggingFace transformers' semantics on the original weights (float32,
 //! candle), with a KV cache: the yardstick everything else is measured against.
 //!
-//! Driven only by [`DecoderConfig`]: RMSNorm, RoPE (rotate-half, HF's inv_freq), GQA/MQA,
-//! q/k/v biases, per-head q/k norms, explicit head_dim, tied embeddings, per-layer sliding
-//! windows (a query at `p` sees keys in `(p - window, p]`), a SiLU-gated MLP, the final norm and
-//! the LM head. It deliberately shares no code with `ane` or `exec`: `verify` compares two
-//! independent computations.
+//! Driven by its own reading of config.json ([`Config`]): RMSNorm, RoPE (rotate-half, HF's
+//! inv_freq), GQA/MQA, q/k/v biases, per-head q/k norms, explicit head_dim, tied embeddings,
+//! per-layer sliding windows (a query at `p` sees keys in `(p - window, p]`), a SiLU-gated MLP,
+//! the final norm and the LM head, with its own tensor names. It shares no code with `ane`,
+//! `exec` or `arch` (only `source`'s list of files): `verify` compares two independent
+//! computations.
 
+mod config;
 mod model;
 
 use std::cell::RefCell;
@@ -17,9 +19,9 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use thiserror::Error;
 
-use crate::arch::{names, DecoderConfig};
 use crate::source::ModelFiles;
 
+pub use config::{Config, RopeKind};
 pub use model::Cache;
 
 /// Errors of the reference forward pass.
@@ -47,6 +49,23 @@ pub enum ReferenceError {
     },
     #[error("the checkpoint has tensors the config does not use (a config mismatch?): {}", names.join(", "))]
     Unused { names: Vec<String> },
+    #[error("cannot read {}: {source}", path.display())]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin} is not valid JSON: {source}")]
+    ConfigJson {
+        origin: String,
+        source: serde_json::Error,
+    },
+    #[error("{origin}: {field} = {value}: {reason}")]
+    BadConfig {
+        origin: String,
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
     #[error("config not usable by the reference: {0}")]
     Config(String),
     #[error("token id {id} at index {index} is outside the vocabulary of {vocab}")]
@@ -134,8 +153,10 @@ pub struct Greedy {
 
 /// The reference model: all weights in f32 on the CPU.
 pub struct Reference {
-    cfg: DecoderConfig,
+    cfg: Config,
     model: model::Model,
+    /// Every checkpoint tensor the model read, with its shape, in reading order.
+    tensors: Vec<(String, Vec<usize>)>,
 }
 
 impl std::fmt::Debug for Reference {
@@ -149,14 +170,14 @@ impl std::fmt::Debug for Reference {
 
 impl Reference {
     /// Loads the checkpoint `files` (as `source::resolve` found them) for `cfg`.
-    pub fn load(cfg: &DecoderConfig, files: &ModelFiles) -> Result<Reference> {
+    pub fn load(cfg: &Config, files: &ModelFiles) -> Result<Reference> {
         Reference::load_weights(cfg, &files.weights)
     }
 
     /// The first `layers` decoder layers of the checkpoint only (a conversion made with
     /// `--num-layers`): the final norm and LM head follow layer `layers - 1`.
     pub fn load_first_layers(
-        cfg: &DecoderConfig,
+        cfg: &Config,
         files: &ModelFiles,
         layers: usize,
     ) -> Result<Reference> {
@@ -173,16 +194,18 @@ impl Reference {
     }
 
     /// Loads the checkpoint's safetensors files (one file or all shards) for `cfg`. Every
-    /// tensor of the checkpoint must be used, apart from `arch::names::allowed_extras`.
-    pub fn load_weights<P: AsRef<Path>>(cfg: &DecoderConfig, weights: &[P]) -> Result<Reference> {
+    /// tensor of the checkpoint must be used, apart from a stored RoPE table
+    /// (`…rotary_emb.inv_freq`) and, when tied, a stored `lm_head.weight` copy.
+    pub fn load_weights<P: AsRef<Path>>(cfg: &Config, weights: &[P]) -> Result<Reference> {
         Reference::open(cfg, weights, false)
     }
 
     fn open<P: AsRef<Path>>(
-        cfg: &DecoderConfig,
+        cfg: &Config,
         weights: &[P],
         later_layers_unused: bool,
     ) -> Result<Reference> {
+        cfg.validate("the reference config")?;
         if weights.is_empty() {
             return Err(ReferenceError::NoWeights);
         }
@@ -204,20 +227,21 @@ impl Reference {
         })?;
         let loader = Loader {
             st: &st,
-            used: RefCell::new(HashSet::new()),
+            read: RefCell::new(Vec::new()),
         };
         let model = model::Model::load(cfg, &loader)?;
-        let allowed = names::allowed_extras(cfg);
+        let tensors = loader.read.into_inner();
+        let read: HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        let ignorable = |n: &str| {
+            n == "rotary_emb.inv_freq"
+                || n.ends_with(".rotary_emb.inv_freq")
+                || (cfg.tie_embeddings && n == "lm_head.weight")
+        };
         let mut unused: Vec<String> = st
             .tensors()
             .into_iter()
             .map(|(name, _)| name)
-            .filter(|n| !loader.used.borrow().contains(n))
-            .filter(|n| {
-                !allowed
-                    .iter()
-                    .any(|a| n == a || n.ends_with(&format!(".{a}")))
-            })
+            .filter(|n| !read.contains(n.as_str()) && !ignorable(n))
             .filter(|n| !(later_layers_unused && layer_of(n).is_some_and(|i| i >= cfg.num_layers)))
             .collect();
         if !unused.is_empty() {
@@ -227,11 +251,17 @@ impl Reference {
         Ok(Reference {
             cfg: cfg.clone(),
             model,
+            tensors,
         })
     }
 
-    pub fn config(&self) -> &DecoderConfig {
+    pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Every checkpoint tensor the model read, with its shape, in reading order.
+    pub fn tensors(&self) -> &[(String, Vec<usize>)] {
+        &self.tensors
     }
 
     /// An empty KV cache for this model.
@@ -311,7 +341,8 @@ impl Reference {
 /// Tensor access by HF name, checked against the shape the config implies, converted to f32.
 struct Loader<'a> {
     st: &'a MmapedSafetensors,
-    used: RefCell<HashSet<String>>,
+    /// The names read so far, with the shapes they were checked against.
+    read: RefCell<Vec<(String, Vec<usize>)>>,
 }
 
 /// `i` of a `model.layers.{i}.…` name.
@@ -328,7 +359,9 @@ impl Loader<'_> {
         let view = self.st.get(name).map_err(|_| ReferenceError::Missing {
             name: name.to_string(),
         })?;
-        self.used.borrow_mut().insert(name.to_string());
+        self.read
+            .borrow_mut()
+            .push((name.to_string(), expected.to_vec()));
         if view.shape() != expected {
             return Err(ReferenceError::Shape {
                 name: name.to_string(),

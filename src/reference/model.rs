@@ -2,9 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::{Loader, Matrix, ReferenceError, Result, Trace};
-use crate::arch::names::{self, Scope};
-use crate::arch::DecoderConfig;
+use super::{Config, Loader, Matrix, Result, Trace};
 
 /// The KV cache: per layer, keys and values `[kv_heads, len, head_dim]` (keys after RoPE) of
 /// every position seen so far. Sliding-window layers keep everything and mask instead.
@@ -39,16 +37,17 @@ struct Linear {
 }
 
 impl Linear {
+    /// `{module}.weight` `[out, in]` and, with `bias`, `{module}.bias` `[out]`.
     fn load(
         ld: &Loader<'_>,
-        scope: &Scope,
+        module: &str,
         out_dim: usize,
         in_dim: usize,
         bias: bool,
     ) -> Result<Linear> {
-        let w = ld.get(&scope.weight(), &[out_dim, in_dim])?;
+        let w = ld.get(&format!("{module}.weight"), &[out_dim, in_dim])?;
         let b = if bias {
-            Some(ld.get(&scope.bias(), &[out_dim])?)
+            Some(ld.get(&format!("{module}.bias"), &[out_dim])?)
         } else {
             None
         };
@@ -72,9 +71,10 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn load(ld: &Loader<'_>, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+    /// `{module}.weight` `[dim]`.
+    fn load(ld: &Loader<'_>, module: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
         Ok(RmsNorm {
-            w: ld.get(name, &[dim])?,
+            w: ld.get(&format!("{module}.weight"), &[dim])?,
             eps,
         })
     }
@@ -116,75 +116,49 @@ pub(super) struct Model {
 }
 
 impl Model {
-    pub(super) fn load(cfg: &DecoderConfig, ld: &Loader<'_>) -> Result<Model> {
+    /// The weights, by the names transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM` /
+    /// `Qwen3ForCausalLM` / `MistralForCausalLM` modules give them (`model.layers.{i}.…`).
+    pub(super) fn load(cfg: &Config, ld: &Loader<'_>) -> Result<Model> {
         let h = cfg.hidden_size;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        if nh == 0 || nkv == 0 || hd == 0 || h == 0 || cfg.vocab_size == 0 {
-            return Err(ReferenceError::Config(format!(
-                "zero size: hidden {h}, heads {nh}, kv heads {nkv}, head_dim {hd}, vocab {}",
-                cfg.vocab_size
-            )));
-        }
-        if nh % nkv != 0 {
-            return Err(ReferenceError::Config(format!(
-                "{nh} attention heads are not a multiple of {nkv} KV heads"
-            )));
-        }
-        if hd % 2 != 0 {
-            return Err(ReferenceError::Config(format!(
-                "head_dim {hd} is odd: rotate-half RoPE needs an even head_dim"
-            )));
-        }
-        if !cfg.sliding_window.is_empty() && cfg.sliding_window.len() != cfg.num_layers {
-            return Err(ReferenceError::Config(format!(
-                "sliding_window lists {} layers, the model has {}",
-                cfg.sliding_window.len(),
-                cfg.num_layers
-            )));
-        }
         let eps = cfg.rms_norm_eps;
-        let embed = ld.get(&names::embed_tokens(), &[cfg.vocab_size, h])?;
+        let embed = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let inter = cfg.intermediate_size;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
+            let at = |module: &str| format!("model.layers.{i}.{module}");
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(RmsNorm::load(ld, &names::q_norm(i).weight(), hd, eps)?),
-                    Some(RmsNorm::load(ld, &names::k_norm(i).weight(), hd, eps)?),
+                    Some(RmsNorm::load(ld, &at("self_attn.q_norm"), hd, eps)?),
+                    Some(RmsNorm::load(ld, &at("self_attn.k_norm"), hd, eps)?),
                 )
             } else {
                 (None, None)
             };
+            let (qkv_b, o_b, mlp_b) = (cfg.qkv_bias, cfg.o_bias, cfg.mlp_bias);
             layers.push(Layer {
-                input_norm: RmsNorm::load(ld, &names::input_layernorm(i).weight(), h, eps)?,
-                q: Linear::load(ld, &names::q_proj(i), nh * hd, h, cfg.qkv_bias)?,
-                k: Linear::load(ld, &names::k_proj(i), nkv * hd, h, cfg.qkv_bias)?,
-                v: Linear::load(ld, &names::v_proj(i), nkv * hd, h, cfg.qkv_bias)?,
-                o: Linear::load(ld, &names::o_proj(i), h, nh * hd, cfg.o_bias)?,
+                input_norm: RmsNorm::load(ld, &at("input_layernorm"), h, eps)?,
+                q: Linear::load(ld, &at("self_attn.q_proj"), nh * hd, h, qkv_b)?,
+                k: Linear::load(ld, &at("self_attn.k_proj"), nkv * hd, h, qkv_b)?,
+                v: Linear::load(ld, &at("self_attn.v_proj"), nkv * hd, h, qkv_b)?,
+                o: Linear::load(ld, &at("self_attn.o_proj"), h, nh * hd, o_b)?,
                 q_norm,
                 k_norm,
-                post_norm: RmsNorm::load(ld, &names::post_attention_layernorm(i).weight(), h, eps)?,
-                gate: Linear::load(ld, &names::gate_proj(i), inter, h, cfg.mlp_bias)?,
-                up: Linear::load(ld, &names::up_proj(i), inter, h, cfg.mlp_bias)?,
-                down: Linear::load(ld, &names::down_proj(i), h, inter, cfg.mlp_bias)?,
-                window: cfg.sliding_window.get(i).copied().flatten(),
+                post_norm: RmsNorm::load(ld, &at("post_attention_layernorm"), h, eps)?,
+                gate: Linear::load(ld, &at("mlp.gate_proj"), inter, h, mlp_b)?,
+                up: Linear::load(ld, &at("mlp.up_proj"), inter, h, mlp_b)?,
+                down: Linear::load(ld, &at("mlp.down_proj"), h, inter, mlp_b)?,
+                window: cfg.sliding_window[i],
             });
         }
-        let norm = RmsNorm::load(ld, &names::final_norm(), h, eps)?;
+        let norm = RmsNorm::load(ld, "model.norm", h, eps)?;
         // Tied: transformers uses the embedding matrix (a stored `lm_head.weight` copy is ignored).
         let lm_head = if cfg.tie_embeddings {
             None
         } else {
-            Some(ld.get(&names::lm_head(), &[cfg.vocab_size, h])?)
+            Some(ld.get("lm_head.weight", &[cfg.vocab_size, h])?)
         };
-        let inv_freq = inv_freq(cfg);
-        if inv_freq.len() != hd / 2 {
-            return Err(ReferenceError::Config(format!(
-                "rope inv_freq has {} entries, head_dim {hd} needs {}",
-                inv_freq.len(),
-                hd / 2
-            )));
-        }
+        let inv_freq = cfg.inv_freq();
         Ok(Model {
             embed,
             layers,
@@ -350,123 +324,4 @@ fn causal_mask(start: usize, n: usize, total: usize, window: Option<usize>) -> R
         }
     }
     Ok(Tensor::from_vec(m, (n, total), &Device::Cpu)?.to_dtype(DType::F32)?)
-}
-
-/// HF's rotary `inv_freq` (after rope scaling) for `cfg`, in f32 as transformers holds it.
-fn inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
-    crate::arch::rope_inv_freq(cfg)
-        .into_iter()
-        .map(|f| f as f32)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::arch::RopeScaling;
-
-    /// HF's rotary `inv_freq` for `cfg`, transcribed independently from transformers' rope init
-    /// functions (default, linear, llama3) in f32 step by step: `arch::rope_inv_freq` must
-    /// agree with it to the last bits.
-    fn own_inv_freq(cfg: &DecoderConfig) -> Vec<f32> {
-        let dim = cfg.head_dim;
-        let base = cfg.rope_theta as f32;
-        let plain: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
-            .collect();
-        match &cfg.rope_scaling {
-            RopeScaling::None => plain,
-            RopeScaling::Linear { factor } => plain.iter().map(|f| f / *factor as f32).collect(),
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
-                let (factor, low, high) = (
-                    *factor as f32,
-                    *low_freq_factor as f32,
-                    *high_freq_factor as f32,
-                );
-                let old = *original_max_position_embeddings as f32;
-                let low_wavelen = old / low;
-                let high_wavelen = old / high;
-                plain
-                    .iter()
-                    .map(|&f| {
-                        let wavelen = 2.0 * std::f32::consts::PI / f;
-                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
-                        if medium {
-                            let smooth = (old / wavelen - low) / (high - low);
-                            (1.0 - smooth) * scaled / factor + smooth * scaled
-                        } else {
-                            scaled
-                        }
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    #[test]
-    fn rope_inv_freq_agrees_with_an_independent_transcription() {
-        let mut cfg = DecoderConfig {
-            model_type: "llama".into(),
-            vocab_size: 8,
-            hidden_size: 64,
-            intermediate_size: 8,
-            num_layers: 1,
-            num_heads: 1,
-            num_kv_heads: 1,
-            head_dim: 64,
-            rms_norm_eps: 1e-5,
-            rope_theta: 5e5,
-            rope_scaling: scalings_llama3(),
-            qkv_bias: false,
-            o_bias: false,
-            mlp_bias: false,
-            qk_norm: false,
-            tie_embeddings: false,
-            sliding_window: vec![None],
-            torch_dtype: None,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-            max_position_embeddings: 131072,
-        };
-        let scalings = [
-            scalings_llama3(),
-            RopeScaling::None,
-            RopeScaling::Linear { factor: 4.0 },
-        ];
-        for scaling in scalings {
-            cfg.rope_scaling = scaling;
-            let a = inv_freq(&cfg);
-            let b = own_inv_freq(&cfg);
-            assert_eq!(a.len(), 32);
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 4.0 * f32::EPSILON * y.abs(), "{x} vs {y}");
-            }
-        }
-        // llama3 really scales: the lowest frequency is divided by the factor
-        let plain = {
-            let mut c = cfg.clone();
-            c.rope_scaling = RopeScaling::None;
-            inv_freq(&c)
-        };
-        cfg.rope_scaling = scalings_llama3();
-        let scaled = inv_freq(&cfg);
-        assert!((scaled[31] * 32.0 - plain[31]).abs() <= 1e-6 * plain[31]);
-        assert_eq!(scaled[0], plain[0]);
-    }
-
-    fn scalings_llama3() -> RopeScaling {
-        RopeScaling::Llama3 {
-            factor: 32.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192.0,
-        }
-    }
 }

@@ -270,7 +270,8 @@ fn fp16_two_chunks_follow_the_contract_for_every_fixture() {
         assert_eq!(p.num_layers, d.l as usize);
         assert_eq!(p.hidden_size, d.h as usize);
         assert_eq!(p.state_name, "model_model_kv_cache_0");
-        assert_eq!(p.sliding_window, (model == "tiny-mistral").then_some(16));
+        let slides = ["tiny-mistral", "tiny-qwen2-swa"].contains(&model);
+        assert_eq!(p.sliding_window, slides.then_some(16));
         assert_eq!(
             Path::new(&p.source.path),
             std::fs::canonicalize(fixture(model)).unwrap()

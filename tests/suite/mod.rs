@@ -5,6 +5,7 @@ pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
 pub mod mil;
+pub mod mutation;
 pub mod quant;
 pub mod reference;
 pub mod source;

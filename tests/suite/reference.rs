@@ -1,18 +1,21 @@
 //! The reference forward pass against transformers' own logits in the fixtures: full sequence,
-//! incremental with the KV cache, greedy continuation, and its refusal of bad input.
+//! incremental with the KV cache, greedy continuation, and its refusal of bad input; and its
+//! own reading of config.json held equal to `arch`'s.
 
 use std::path::PathBuf;
 
-use anec::arch::DecoderConfig;
-use anec::reference::{Logits, Reference, ReferenceError};
+use anec::arch::{DecoderConfig, RopeScaling};
+use anec::reference::{Config, Logits, Reference, ReferenceError, RopeKind};
+
+use candle_core::Device;
 
 use super::util::{fixture, spec, Expected, MODELS};
 
 const TOL: f32 = 1e-3;
 
-/// The fixture's config.json, parsed by `arch`.
-fn config(model: &str) -> DecoderConfig {
-    DecoderConfig::from_config_file(fixture(model).join("config.json")).expect("config parses")
+/// The fixture's config.json, as the reference reads it.
+fn config(model: &str) -> Config {
+    Config::from_file(fixture(model).join("config.json")).expect("config parses")
 }
 
 /// The fixture's safetensors shards, as `source::resolve` lists them.
@@ -107,34 +110,49 @@ fn matches_transformers_logits_full_incremental_and_greedy() {
 }
 
 /// The comparison is sharp enough to see a wrong variant: without the sliding window, Mistral's
-/// 90-token sequence no longer matches; without the q/k norms Qwen3 does not load.
+/// 84-token sequence no longer matches past the window; neither does tiny-qwen2-swa with a
+/// window on its full-attention layer 0, nor tiny-llama-linear without its RoPE scaling; without
+/// the q/k norms Qwen3 does not load.
 #[test]
 fn a_wrong_variant_is_detected() {
-    let exp = Expected::open("tiny-mistral");
     let mut cfg = config("tiny-mistral");
     cfg.sliding_window = vec![None; 3];
-    let r = Reference::load_weights(&cfg, &weights("tiny-mistral")).expect("loads");
-    let ids = exp.ids("ids_2");
-    assert!(ids.len() > 16);
-    let got = r.forward(&ids, &mut r.new_cache()).expect("forward");
-    let want = exp.logits("logits_2");
-    let early = (0..16)
-        .map(|i| max_abs(got.row(i), &want[i]))
-        .fold(0f32, f32::max);
-    let late = (16..ids.len())
-        .map(|i| max_abs(got.row(i), &want[i]))
-        .fold(0f32, f32::max);
-    assert!(early <= TOL, "inside the window nothing changes: {early}");
-    assert!(
-        late > 0.05,
-        "past the window the logits must differ: {late}"
-    );
+    let late = past_position(&cfg, "tiny-mistral", &Expected::open("tiny-mistral"), 16);
+    assert!(late > 0.05, "past the window the logits must differ: {late}");
+
+    let mut cfg = config("tiny-qwen2-swa");
+    assert_eq!(cfg.sliding_window, [None, Some(16), Some(16)]);
+    cfg.sliding_window = vec![Some(16); 3];
+    let late = past_position(&cfg, "tiny-qwen2-swa", &Expected::open("tiny-qwen2-swa"), 16);
+    assert!(late > 0.05, "a sliding layer 0 must change the logits: {late}");
+    let mut cfg = config("tiny-llama-linear");
+    assert_eq!(cfg.rope, RopeKind::Linear { factor: 4.0 });
+    cfg.rope = RopeKind::Plain;
+    let late = past_position(&cfg, "tiny-llama-linear", &Expected::open("tiny-llama-linear"), 1);
+    assert!(late > 0.05, "unscaled RoPE must change the logits: {late}");
 
     // without the q/k norms Qwen3's norm weights go unused: refused at load
     let mut cfg = config("tiny-qwen3");
     cfg.qk_norm = false;
     let err = Reference::load_weights(&cfg, &weights("tiny-qwen3")).expect_err("unused norms");
     assert!(err.to_string().contains("q_norm.weight"), "{err}");
+}
+
+/// Max |Δlogit| against transformers at positions `from..` of sequence 2 for a model run with
+/// `cfg` (positions before `from` must still match).
+fn past_position(cfg: &Config, model: &str, exp: &Expected, from: usize) -> f32 {
+    let r = Reference::load_weights(cfg, &weights(model)).expect("loads");
+    let ids = exp.ids("ids_2");
+    assert!(ids.len() > from + 16, "{model}: sequence 2 is long enough");
+    let got = r.forward(&ids, &mut r.new_cache()).expect("forward");
+    let want = exp.logits("logits_2");
+    let early = (0..from)
+        .map(|i| max_abs(got.row(i), &want[i]))
+        .fold(0f32, f32::max);
+    assert!(early <= TOL, "{model}: before {from} nothing changes: {early}");
+    (from..ids.len())
+        .map(|i| max_abs(got.row(i), &want[i]))
+        .fold(0f32, f32::max)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -244,7 +262,11 @@ fn bad_input_is_refused_with_the_offending_value() {
     let mut heads = cfg.clone();
     heads.num_kv_heads = 3;
     let err = Reference::load_weights(&heads, &files).expect_err("4 heads over 3 kv heads");
-    assert!(err.to_string().contains("3 KV heads"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("num_key_value_heads = 3 for 4 heads"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = dir.path().join("model.safetensors");
@@ -258,7 +280,7 @@ fn bad_input_is_refused_with_the_offending_value() {
 fn transformers5_configs_give_the_same_logits() {
     for model in MODELS {
         let path = fixture(model).join("config.transformers5.json");
-        let cfg = DecoderConfig::from_config_file(&path).expect("v5 config parses");
+        let cfg = Config::from_file(&path).expect("v5 config parses");
         let r = Reference::load_weights(&cfg, &weights(model)).expect("loads");
         let exp = Expected::open(model);
         let got = r
@@ -312,4 +334,252 @@ fn unused_checkpoint_tensors_are_refused() {
     assert_eq!(t.layers[1], f.layers[1]);
     assert_ne!(t.logits, f.logits);
     assert!(Reference::load_first_layers(&config("tiny-llama"), &files, 5).is_err());
+}
+
+// ------------------------------------------------------------------------------------------
+// The reference's reading of config.json against arch's
+
+/// `arch`'s reading and the reference's agree on every value the forward pass uses: sizes,
+/// head_dim, eps, RoPE base, kind, factors and inverse frequencies, biases, q/k norms, tying
+/// and the per-layer windows.
+fn same_reading(what: &str, a: &DecoderConfig, r: &Config) {
+    assert_eq!(
+        (
+            a.model_type.as_str(),
+            a.vocab_size,
+            a.hidden_size,
+            a.intermediate_size,
+            a.num_layers,
+            a.num_heads,
+            a.num_kv_heads,
+            a.head_dim
+        ),
+        (
+            r.model_type.as_str(),
+            r.vocab_size,
+            r.hidden_size,
+            r.intermediate_size,
+            r.num_layers,
+            r.num_heads,
+            r.num_kv_heads,
+            r.head_dim
+        ),
+        "{what}: sizes"
+    );
+    assert_eq!(a.rms_norm_eps, r.rms_norm_eps, "{what}: eps");
+    assert_eq!(a.rope_theta, r.rope_theta, "{what}: RoPE base");
+    let kind = match a.rope_scaling {
+        RopeScaling::None => RopeKind::Plain,
+        RopeScaling::Linear { factor } => RopeKind::Linear { factor },
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => RopeKind::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        },
+    };
+    assert_eq!(kind, r.rope, "{what}: RoPE scaling");
+    let (fa, fr) = (anec::arch::rope_inv_freq(a), r.inv_freq());
+    assert_eq!(fa.len(), fr.len(), "{what}: inv_freq length");
+    for (i, (x, y)) in fa.iter().zip(&fr).enumerate() {
+        // Both are float32 replays of transformers; pow may differ in its last bit.
+        let rel = (x - f64::from(*y)).abs() / x.abs();
+        assert!(rel <= 2.5e-7, "{what}: inv_freq[{i}] {x} vs {y}");
+    }
+    assert_eq!(
+        (
+            a.qkv_bias,
+            a.o_bias,
+            a.mlp_bias,
+            a.qk_norm,
+            a.tie_embeddings
+        ),
+        (
+            r.qkv_bias,
+            r.o_bias,
+            r.mlp_bias,
+            r.qk_norm,
+            r.tie_embeddings
+        ),
+        "{what}: biases, q/k norm, tying"
+    );
+    assert_eq!(a.sliding_window, r.sliding_window, "{what}: windows");
+}
+
+/// The tensors `arch` expects (what the converter reads), by name and shape, sorted.
+fn arch_tensors(a: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+    let mut v = anec::arch::names::expected_tensors(a);
+    v.sort();
+    v
+}
+
+/// The tensors the loaded reference read, sorted.
+fn reference_tensors(r: &Reference) -> Vec<(String, Vec<usize>)> {
+    let mut v = r.tensors().to_vec();
+    v.sort();
+    v
+}
+
+#[test]
+fn reference_and_arch_read_every_fixture_config_alike() {
+    for model in MODELS {
+        for file in ["config.json", "config.transformers5.json"] {
+            let path = fixture(model).join(file);
+            let a = DecoderConfig::from_config_file(&path).expect("arch reads it");
+            let r = Config::from_file(&path).expect("the reference reads it");
+            same_reading(&format!("{model}/{file}"), &a, &r);
+            let loaded = Reference::load_weights(&r, &weights(model)).expect("loads");
+            assert_eq!(
+                reference_tensors(&loaded),
+                arch_tensors(&a),
+                "{model}/{file}: tensor names and shapes"
+            );
+        }
+    }
+}
+
+/// A tiny config of `model_type` with `edits` applied (a `"<absent>"` value removes the key).
+fn variant(model_type: &str, edits: serde_json::Value) -> String {
+    let mut c = serde_json::json!({
+        "model_type": model_type, "vocab_size": 16, "hidden_size": 32,
+        "intermediate_size": 24, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+    });
+    let obj = c.as_object_mut().expect("object");
+    for (k, v) in edits.as_object().expect("edits are an object") {
+        if v == "<absent>" {
+            obj.remove(k);
+        } else {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    c.to_string()
+}
+
+/// Config variants both readings must take alike: key styles, nulls and absences that pick
+/// each class's defaults, every RoPE kind and spelling, every sliding-window rule, biases.
+fn accepted_variants() -> Vec<(&'static str, String)> {
+    use serde_json::json;
+    let llama3 = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+    vec![
+        ("llama plain", variant("llama", json!({}))),
+        ("llama biases", variant("llama", json!({"attention_bias": true, "mlp_bias": true}))),
+        ("llama tied", variant("llama", json!({"tie_word_embeddings": true}))),
+        ("llama kv null", variant("llama", json!({"num_key_value_heads": null}))),
+        ("llama kv absent", variant("llama", json!({"num_key_value_heads": "<absent>"}))),
+        ("llama head_dim 16", variant("llama", json!({"head_dim": 16}))),
+        ("llama head_dim null", variant("llama", json!({"head_dim": null}))),
+        ("llama theta", variant("llama", json!({"rope_theta": 5e5}))),
+        ("llama eps absent", variant("llama", json!({"rms_norm_eps": "<absent>"}))),
+        ("llama linear (type)", variant("llama", json!({"rope_scaling": {"type": "linear", "factor": 4.0}}))),
+        ("llama linear (rope_type)", variant("llama", json!({"rope_scaling": {"rope_type": "linear", "factor": 2.5}}))),
+        ("llama3 (v4)", variant("llama", json!({"rope_theta": 5e5, "rope_scaling": llama3}))),
+        ("llama3 (v5)", variant("llama", json!({"rope_parameters": {"rope_theta": 5e5,
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}))),
+        ("v5 default with base", variant("llama", json!({"rope_theta": 3.0,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}))),
+        ("rope_scaling null", variant("llama", json!({"rope_scaling": null}))),
+        ("qwen2 window off", variant("qwen2", json!({"sliding_window": 8}))),
+        ("qwen2 window on, from layer 1", variant("qwen2", json!({"use_sliding_window": true,
+            "sliding_window": 8, "max_window_layers": 1}))),
+        ("qwen2 window on, default max_window_layers 28", variant("qwen2", json!({
+            "use_sliding_window": true, "sliding_window": 8, "num_hidden_layers": 30}))),
+        ("qwen2 window on, default size", variant("qwen2", json!({"use_sliding_window": true,
+            "max_window_layers": 0}))),
+        ("qwen2 window null", variant("qwen2", json!({"use_sliding_window": true,
+            "sliding_window": null, "max_window_layers": 0}))),
+        ("qwen2 layer_types", variant("qwen2", json!({"use_sliding_window": true, "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}))),
+        ("qwen2 layer_types, window off", variant("qwen2", json!({"sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}))),
+        ("qwen2 tied", variant("qwen2", json!({"tie_word_embeddings": true}))),
+        ("qwen3 default head_dim", variant("qwen3", json!({}))),
+        ("qwen3 attention_bias", variant("qwen3", json!({"attention_bias": true, "head_dim": 8}))),
+        ("qwen3 window on", variant("qwen3", json!({"use_sliding_window": true, "sliding_window": 8,
+            "max_window_layers": 2, "head_dim": 8}))),
+        ("mistral default window", variant("mistral", json!({}))),
+        ("mistral window null", variant("mistral", json!({"sliding_window": null}))),
+        ("mistral window 8", variant("mistral", json!({"sliding_window": 8}))),
+        ("mistral layer_types", variant("mistral", json!({"sliding_window": 8,
+            "layer_types": ["full_attention", "sliding_attention", "full_attention"]}))),
+        ("mistral kv absent", variant("mistral", json!({"num_key_value_heads": "<absent>",
+            "num_attention_heads": 8}))),
+        ("mistral mlp_bias ignored", variant("mistral", json!({"mlp_bias": true, "attention_bias": true}))),
+        ("qwen2 mlp_bias ignored", variant("qwen2", json!({"mlp_bias": true}))),
+    ]
+}
+
+/// Both readings agree on each variant; on the small ones the reference also loads a zero
+/// checkpoint made of exactly the tensors `arch` expects (a name or shape it reads differently
+/// is an error there), and on the bare `{"model_type": …}` configs both apply the same class
+/// defaults.
+#[test]
+fn reference_and_arch_read_config_variants_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (what, json) in accepted_variants() {
+        let a = DecoderConfig::from_json_str(&json).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let r = Config::parse(&json, what).unwrap_or_else(|e| panic!("{what}: {e}"));
+        same_reading(what, &a, &r);
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> = arch_tensors(&a)
+            .into_iter()
+            .map(|(name, shape)| {
+                let t = candle_core::Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu)
+                    .expect("zeros");
+                (name, t)
+            })
+            .collect();
+        let file = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &file).expect("write checkpoint");
+        let loaded = Reference::load_weights(&r, &[&file]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(reference_tensors(&loaded), arch_tensors(&a), "{what}: tensors");
+    }
+    for model_type in ["llama", "qwen2", "qwen3", "mistral"] {
+        let json = format!(r#"{{"model_type": "{model_type}"}}"#);
+        let a = DecoderConfig::from_json_str(&json).expect("arch applies the defaults");
+        let r = Config::parse(&json, model_type).expect("the reference applies the defaults");
+        same_reading(&format!("bare {model_type}"), &a, &r);
+    }
+}
+
+/// What one reading refuses, the other refuses too, and the reference's message names the key.
+#[test]
+fn reference_and_arch_refuse_the_same_configs() {
+    use serde_json::json;
+    let refused = [
+        ("yarn", variant("llama", json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}})), "rope_scaling.rope_type"),
+        ("dynamic", variant("llama", json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}})), "rope_scaling.rope_type"),
+        ("linear without factor", variant("llama", json!({"rope_scaling": {"type": "linear"}})), "rope_scaling.factor"),
+        ("llama3 without low_freq_factor", variant("llama", json!({"rope_scaling": {"rope_type": "llama3",
+            "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})), "rope_scaling.low_freq_factor"),
+        ("gelu", variant("llama", json!({"hidden_act": "gelu"})), "hidden_act"),
+        ("partial rotary", variant("llama", json!({"partial_rotary_factor": 0.5})), "partial_rotary_factor"),
+        ("gemma3", variant("gemma3_text", json!({})), "model_type"),
+        ("no model_type", variant("llama", json!({"model_type": "<absent>"})), "model_type"),
+        ("4 heads over 3", variant("llama", json!({"num_key_value_heads": 3})), "num_key_value_heads"),
+        ("qwen2 default 32 kv heads", variant("qwen2", json!({"num_key_value_heads": "<absent>"})), "num_key_value_heads"),
+        ("odd head_dim", variant("llama", json!({"head_dim": 7})), "head_dim"),
+        ("zero layers", variant("llama", json!({"num_hidden_layers": 0})), "num_hidden_layers"),
+        ("zero eps", variant("llama", json!({"rms_norm_eps": 0.0})), "rms_norm_eps"),
+        ("theta 1", variant("llama", json!({"rope_theta": 1.0})), "rope_theta"),
+        ("zero window", variant("mistral", json!({"sliding_window": 0})), "sliding_window"),
+        ("layer_types too short", variant("mistral", json!({"layer_types": ["full_attention"]})), "layer_types"),
+        ("unknown layer type", variant("qwen2", json!({"layer_types": ["full_attention", "chunked_attention", "full_attention"]})), "layer_types"),
+        ("negative size", variant("llama", json!({"hidden_size": -1})), "hidden_size"),
+    ];
+    for (what, json, field) in refused {
+        assert!(DecoderConfig::from_json_str(&json).is_err(), "{what}: arch accepts it");
+        let err = Config::parse(&json, "variant.json").expect_err(what);
+        assert!(
+            matches!(&err, ReferenceError::BadConfig { origin, field: f, .. }
+                if origin == "variant.json" && f == field),
+            "{what}: {err}"
+        );
+    }
 }

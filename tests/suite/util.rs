@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use anec::mil::{self, ConstData, ConstValue, Function};
 use anec::source::ModelSpec;
 use candle_core::{Device, Tensor};
 
@@ -14,8 +15,15 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The four tiny checkpoints with transformers reference logits.
-pub const MODELS: [&str; 4] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"];
+/// The tiny checkpoints with transformers reference logits.
+pub const MODELS: [&str; 6] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-llama-linear",
+    "tiny-qwen2-swa",
+];
 
 /// A fixture folder as an offline `--model`.
 pub fn spec(model: &str) -> ModelSpec {
@@ -103,4 +111,37 @@ pub fn margin(v: &[f32]) -> f32 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| b.total_cmp(a));
     s[0] - s[1]
+}
+
+/// Rewrites a package through mil's reader and writer after `edit` has changed every function.
+pub fn rewrite(pkg: &Path, edit: impl Fn(&str, &mut Function)) {
+    let mut model = mil::read_package(pkg).expect("read package");
+    for (name, f) in model.program.functions.iter_mut() {
+        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
+            materialize(c);
+        }
+        edit(name, f);
+    }
+    let mut w = mil::PackageWriter::create(pkg, true).expect("writer");
+    // keep the writer's blob file in use so stored constants are re-stored
+    for (_, f) in model.program.functions.iter_mut() {
+        for op in f.operations.iter_mut() {
+            if let Some(v) = op.val.take() {
+                op.val = Some(if v.num_elements() >= 10 {
+                    w.store(v).expect("store")
+                } else {
+                    v
+                });
+            }
+        }
+    }
+    w.finish(&model).expect("write package");
+}
+
+/// A blob-backed constant → the same constant held in memory.
+fn materialize(v: &mut ConstValue) {
+    if let ConstData::Stored(_) = v.data {
+        let bytes = v.bytes().expect("loaded blob").to_vec();
+        *v = ConstValue::from_bytes(v.ty.dtype, &v.shape(), bytes).expect("bytes");
+    }
 }

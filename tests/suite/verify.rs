@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::exec::Precision;
-use anec::mil::{self, Arg, ConstData, ConstValue, Function, OpKind};
+use anec::mil::{Arg, ConstValue, Function, OpKind};
 use anec::quant::LutSpec;
 use anec::verify::{
     self, Converted, GenerateOptions, ThresholdOverrides, Thresholds, Tok, VerifyError,
@@ -14,7 +14,7 @@ use anec::verify::{
 };
 use half::f16;
 
-use super::util::{fixture, margin, spec, Expected, MODELS};
+use super::util::{fixture, margin, rewrite, spec, Expected, MODELS};
 
 const C: usize = 512;
 const B: usize = 64;
@@ -160,39 +160,6 @@ fn generate_streams_the_greedy_continuation() {
 }
 
 // ------------------------------------------------------------------------------ corruption
-
-/// Rewrites a package through mil's reader and writer after `edit` has changed every function.
-fn rewrite(pkg: &Path, edit: impl Fn(&str, &mut Function)) {
-    let mut model = mil::read_package(pkg).expect("read package");
-    for (name, f) in model.program.functions.iter_mut() {
-        for c in f.operations.iter_mut().flat_map(|op| op.constants_mut()) {
-            materialize(c);
-        }
-        edit(name, f);
-    }
-    let mut w = mil::PackageWriter::create(pkg, true).expect("writer");
-    // keep the writer's blob file in use so stored constants are re-stored
-    for (_, f) in model.program.functions.iter_mut() {
-        for op in f.operations.iter_mut() {
-            if let Some(v) = op.val.take() {
-                op.val = Some(if v.num_elements() >= 10 {
-                    w.store(v).expect("store")
-                } else {
-                    v
-                });
-            }
-        }
-    }
-    w.finish(&model).expect("write package");
-}
-
-/// A blob-backed constant → the same constant held in memory.
-fn materialize(v: &mut ConstValue) {
-    if let ConstData::Stored(_) = v.data {
-        let bytes = v.bytes().expect("loaded blob").to_vec();
-        *v = ConstValue::from_bytes(v.ty.dtype, &v.shape(), bytes).expect("bytes");
-    }
-}
 
 fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
     f.operations

@@ -123,7 +123,7 @@ pub struct VerifyArgs {
     /// Fail below this top-1 agreement (fraction) [default: 0.99 fp16, LUT thresholds from the meta].
     #[arg(long, value_name = "F")]
     pub min_top1: Option<f64>,
-    /// Fail above this mean KL(reference‖converted) [default: 1e-3 fp16, LUT thresholds from the meta].
+    /// Fail above this mean KL(reference‖converted) [default: 1e-4 fp16, LUT thresholds from the meta].
     #[arg(long, value_name = "KL")]
     pub max_kl: Option<f64>,
     /// Use only the local HF cache for the original model.

@@ -676,10 +676,12 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// fp16 weights: top-1 ≥ 99 %, mean KL ≤ 1e-3.
+    /// fp16 weights: top-1 ≥ 99 %, mean KL ≤ 1e-4. The fixtures measure 99.6–100 % and
+    /// 2.0e-6–5.1e-6; tests/suite/mutation.rs lists the converter bugs a 1e-3 limit let
+    /// through (RoPE off by one position in the decode path: 5.0e-4; eps 1000× too large: 1.7e-4).
     pub const FP16: Thresholds = Thresholds {
         min_top1: 0.99,
-        max_mean_kl: 1e-3,
+        max_mean_kl: 1e-4,
         min_chunk_cosine: 0.99,
     };
 
@@ -1379,7 +1381,7 @@ mod tests {
             ..Default::default()
         };
         let t = Thresholds::FP16.with(o);
-        assert_eq!((t.min_top1, t.max_mean_kl), (0.5, 1e-3));
+        assert_eq!((t.min_top1, t.max_mean_kl), (0.5, 1e-4));
     }
 
     fn pool(top1: &[bool], kl: &[f64], cos: Vec<f64>) -> Pool {

@@ -95,11 +95,11 @@ fn matches_transformers_logits_full_incremental_and_greedy() {
         table.push((model, n_seq, full_max, inc_max, gen_max));
     }
     println!(
-        "{:<14} {:>4} {:>12} {:>12} {:>12}",
+        "{:<17} {:>4} {:>12} {:>12} {:>12}",
         "fixture", "seqs", "full", "incremental", "greedy"
     );
     for (m, n, f, i, g) in &table {
-        println!("{m:<14} {n:>4} {f:>12.3e} {i:>12.3e} {g:>12.3e}");
+        println!("{m:<17} {n:>4} {f:>12.3e} {i:>12.3e} {g:>12.3e}");
     }
     for (m, _, f, i, g) in table {
         assert!(

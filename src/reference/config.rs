@@ -225,17 +225,11 @@ impl Config {
         let hidden_size = j.count_or("hidden_size", 4096)?;
         let num_heads = j.count_or("num_attention_heads", 32)?;
         let num_layers = j.count_or("num_hidden_layers", 32)?;
-        let num_kv_heads = match j.count("num_key_value_heads")? {
-            Some(Some(n)) => n,
-            Some(None) => num_heads,
-            None => d.kv_heads.unwrap_or(num_heads),
-        };
-        let head_dim = match j.count("head_dim")? {
-            Some(Some(n)) => Some(n),
-            Some(None) => None,
-            None => d.head_dim,
-        };
-        let head_dim = match head_dim {
+        // Absent: the class default; null: derived (all heads; hidden_size / heads).
+        let num_kv_heads = (j.count("num_key_value_heads")?)
+            .unwrap_or(d.kv_heads)
+            .unwrap_or(num_heads);
+        let head_dim = match j.count("head_dim")?.unwrap_or(d.head_dim) {
             Some(n) => n,
             None if num_heads > 0 && hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => {
@@ -281,7 +275,9 @@ impl Config {
     /// The consistency the forward pass relies on (sizes, head grouping, even head_dim, eps,
     /// base, windows); `origin` names the file in the error.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |key: &str, value: &dyn ToString, reason| bad(origin, key.into(), value.to_string(), reason);
+        let bad = |key: &str, value: &dyn ToString, reason| {
+            bad(origin, key.into(), value.to_string(), reason)
+        };
         for (key, n) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -303,23 +299,43 @@ impl Config {
             ));
         }
         if self.head_dim % 2 == 1 {
-            return Err(bad("head_dim", &self.head_dim, "rotate-half RoPE needs an even head_dim"));
+            return Err(bad(
+                "head_dim",
+                &self.head_dim,
+                "rotate-half RoPE needs an even head_dim",
+            ));
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
-            return Err(bad("rms_norm_eps", &self.rms_norm_eps, "must be a positive number"));
+            return Err(bad(
+                "rms_norm_eps",
+                &self.rms_norm_eps,
+                "must be a positive number",
+            ));
         }
         if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
-            return Err(bad("rope_theta", &self.rope_theta, "must be a number above 1"));
+            return Err(bad(
+                "rope_theta",
+                &self.rope_theta,
+                "must be a number above 1",
+            ));
         }
         if self.sliding_window.len() != self.num_layers {
             return Err(bad(
                 "sliding_window",
-                &format!("{} entries for {} layers", self.sliding_window.len(), self.num_layers),
+                &format!(
+                    "{} entries for {} layers",
+                    self.sliding_window.len(),
+                    self.num_layers
+                ),
                 "needs one entry per layer",
             ));
         }
         if self.sliding_window.contains(&Some(0)) {
-            return Err(bad("sliding_window", &0, "a window must hold at least 1 position"));
+            return Err(bad(
+                "sliding_window",
+                &0,
+                "a window must hold at least 1 position",
+            ));
         }
         Ok(())
     }

@@ -176,11 +176,7 @@ impl Reference {
 
     /// The first `layers` decoder layers of the checkpoint only (a conversion made with
     /// `--num-layers`): the final norm and LM head follow layer `layers - 1`.
-    pub fn load_first_layers(
-        cfg: &Config,
-        files: &ModelFiles,
-        layers: usize,
-    ) -> Result<Reference> {
+    pub fn load_first_layers(cfg: &Config, files: &ModelFiles, layers: usize) -> Result<Reference> {
         if layers == 0 || layers > cfg.num_layers {
             return Err(ReferenceError::Config(format!(
                 "cannot keep {layers} of {} layers",

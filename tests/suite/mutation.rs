@@ -16,6 +16,9 @@ use half::f16;
 
 use super::util::{rewrite, spec};
 
+/// An edit of one chunk function, given its name (`infer` or `prefill`).
+type Edit<'a> = dyn Fn(&str, &mut Function) + 'a;
+
 /// One deliberate bug: a fixture and the edit of each chunk function (named `infer`/`prefill`).
 struct Mutation {
     bug: &'static str,
@@ -74,18 +77,15 @@ const MUTATIONS: &[Mutation] = &[
 ];
 
 /// Converts `model` into `out` with convert's defaults (fp16 weights, two chunks, C 512, B 64),
-/// applies `edit` to every chunk, and runs `verify --fp16` against the original model.
-fn convert_edit_verify(
-    model: &str,
-    out: &Path,
-    edit: Option<&dyn Fn(&str, &mut Function)>,
-) -> VerifyReport {
+/// rewrites every chunk through `edit` (`None`: left as written), and runs `verify --fp16`
+/// against the original model.
+fn convert_edit_verify(model: &str, out: &Path, edit: Option<&Edit<'_>>) -> VerifyReport {
     let mut p = ConvertPlan::new(spec(model), out);
     p.quiet = true;
     p.compile = Compile::Never;
     convert::run(&p).expect("fixture converts");
     if let Some(edit) = edit {
-        let meta = verify::read_meta(&out).expect("meta");
+        let meta = verify::read_meta(out).expect("meta");
         for chunk in &meta.model_info.parameters.chunk_files {
             rewrite(&out.join(chunk), edit);
         }
@@ -139,7 +139,10 @@ fn verify_fp16_fails_on_every_deliberate_converter_bug() {
         .filter(|(_, r)| r.passed())
         .map(|(m, _)| m.bug)
         .collect();
-    assert!(missed.is_empty(), "verify --fp16 passed these bugs: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "verify --fp16 passed these bugs: {missed:?}"
+    );
 }
 
 // ------------------------------------------------------------------------------ the edits
@@ -165,7 +168,9 @@ impl Checkpoint {
     /// Tensor `name` rounded to fp16, as the converter stores it, widened to f32.
     fn fp16(&self, name: &str) -> Vec<f32> {
         let t = self.tensors.load(name, &Device::Cpu).expect(name);
-        let t = t.to_dtype(CDType::F16).and_then(|t| t.to_dtype(CDType::F32));
+        let t = t
+            .to_dtype(CDType::F16)
+            .and_then(|t| t.to_dtype(CDType::F32));
         t.and_then(|t| t.flatten_all()?.to_vec1::<f32>())
             .expect(name)
     }
@@ -247,7 +252,8 @@ fn scale_eps(f: &mut Function, factor: f32) {
         let v = const_mut(f, &eps).to_f32_vec().expect("numeric eps")[0];
         let wrong = add_const(f, ConstValue::scalar_f16(f16::from_f32(v * factor)));
         for op in consumers(f, &eps, "epsilon") {
-            op.inputs.insert("epsilon".into(), vec![Arg::Var(wrong.clone())]);
+            op.inputs
+                .insert("epsilon".into(), vec![Arg::Var(wrong.clone())]);
         }
     }
 }
@@ -257,7 +263,9 @@ fn shift_rope_tables(f: &mut Function, by: usize) {
     let tables: Vec<String> = f
         .operations
         .iter()
-        .filter(|o| o.kind == OpKind::Gather && var(o.inputs.get("indices")) == Some("position_ids"))
+        .filter(|o| {
+            o.kind == OpKind::Gather && var(o.inputs.get("indices")) == Some("position_ids")
+        })
         .filter_map(|o| var(o.inputs.get("x")).map(str::to_string))
         .collect();
     assert_eq!(tables.len(), 2, "cos and sin are gathered by position_ids");
@@ -310,7 +318,8 @@ fn drop_k_bias(ck: &Checkpoint, f: &mut Function) {
                 op.inputs.remove("bias");
                 dropped += 1;
             }
-            f.operations.retain(|o| o.outputs.first().is_none_or(|(n, _)| *n != c));
+            f.operations
+                .retain(|o| o.outputs.first().is_none_or(|(n, _)| *n != c));
         }
     }
     assert!(dropped > 0, "no conv took a k_proj bias");
@@ -357,10 +366,8 @@ fn swap_gate_up(ck: &Checkpoint, f: &mut Function) {
     let gates = ck.per_layer("mlp.gate_proj.weight");
     let ups = ck.per_layer("mlp.up_proj.weight");
     for (gate, up) in gates.iter().zip(&ups) {
-        let (Some(g), Some(u)) = (
-            const_with(f, &ck.fp16(gate)),
-            const_with(f, &ck.fp16(up)),
-        ) else {
+        let (Some(g), Some(u)) = (const_with(f, &ck.fp16(gate)), const_with(f, &ck.fp16(up)))
+        else {
             continue;
         };
         let gv = const_mut(f, &g).clone();

@@ -118,17 +118,33 @@ fn a_wrong_variant_is_detected() {
     let mut cfg = config("tiny-mistral");
     cfg.sliding_window = vec![None; 3];
     let late = past_position(&cfg, "tiny-mistral", &Expected::open("tiny-mistral"), 16);
-    assert!(late > 0.05, "past the window the logits must differ: {late}");
+    assert!(
+        late > 0.05,
+        "past the window the logits must differ: {late}"
+    );
 
     let mut cfg = config("tiny-qwen2-swa");
     assert_eq!(cfg.sliding_window, [None, Some(16), Some(16)]);
     cfg.sliding_window = vec![Some(16); 3];
-    let late = past_position(&cfg, "tiny-qwen2-swa", &Expected::open("tiny-qwen2-swa"), 16);
-    assert!(late > 0.05, "a sliding layer 0 must change the logits: {late}");
+    let late = past_position(
+        &cfg,
+        "tiny-qwen2-swa",
+        &Expected::open("tiny-qwen2-swa"),
+        16,
+    );
+    assert!(
+        late > 0.05,
+        "a sliding layer 0 must change the logits: {late}"
+    );
     let mut cfg = config("tiny-llama-linear");
     assert_eq!(cfg.rope, RopeKind::Linear { factor: 4.0 });
     cfg.rope = RopeKind::Plain;
-    let late = past_position(&cfg, "tiny-llama-linear", &Expected::open("tiny-llama-linear"), 1);
+    let late = past_position(
+        &cfg,
+        "tiny-llama-linear",
+        &Expected::open("tiny-llama-linear"),
+        1,
+    );
     assert!(late > 0.05, "unscaled RoPE must change the logits: {late}");
 
     // without the q/k norms Qwen3's norm weights go unused: refused at load
@@ -149,7 +165,10 @@ fn past_position(cfg: &Config, model: &str, exp: &Expected, from: usize) -> f32 
     let early = (0..from)
         .map(|i| max_abs(got.row(i), &want[i]))
         .fold(0f32, f32::max);
-    assert!(early <= TOL, "{model}: before {from} nothing changes: {early}");
+    assert!(
+        early <= TOL,
+        "{model}: before {from} nothing changes: {early}"
+    );
     (from..ids.len())
         .map(|i| max_abs(got.row(i), &want[i]))
         .fold(0f32, f32::max)
@@ -469,50 +488,176 @@ fn accepted_variants() -> Vec<(&'static str, String)> {
         "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     vec![
         ("llama plain", variant("llama", json!({}))),
-        ("llama biases", variant("llama", json!({"attention_bias": true, "mlp_bias": true}))),
-        ("llama tied", variant("llama", json!({"tie_word_embeddings": true}))),
-        ("llama kv null", variant("llama", json!({"num_key_value_heads": null}))),
-        ("llama kv absent", variant("llama", json!({"num_key_value_heads": "<absent>"}))),
-        ("llama head_dim 16", variant("llama", json!({"head_dim": 16}))),
-        ("llama head_dim null", variant("llama", json!({"head_dim": null}))),
+        (
+            "llama biases",
+            variant("llama", json!({"attention_bias": true, "mlp_bias": true})),
+        ),
+        (
+            "llama tied",
+            variant("llama", json!({"tie_word_embeddings": true})),
+        ),
+        (
+            "llama kv null",
+            variant("llama", json!({"num_key_value_heads": null})),
+        ),
+        (
+            "llama kv absent",
+            variant("llama", json!({"num_key_value_heads": "<absent>"})),
+        ),
+        (
+            "llama head_dim 16",
+            variant("llama", json!({"head_dim": 16})),
+        ),
+        (
+            "llama head_dim null",
+            variant("llama", json!({"head_dim": null})),
+        ),
         ("llama theta", variant("llama", json!({"rope_theta": 5e5}))),
-        ("llama eps absent", variant("llama", json!({"rms_norm_eps": "<absent>"}))),
-        ("llama linear (type)", variant("llama", json!({"rope_scaling": {"type": "linear", "factor": 4.0}}))),
-        ("llama linear (rope_type)", variant("llama", json!({"rope_scaling": {"rope_type": "linear", "factor": 2.5}}))),
-        ("llama3 (v4)", variant("llama", json!({"rope_theta": 5e5, "rope_scaling": llama3}))),
-        ("llama3 (v5)", variant("llama", json!({"rope_parameters": {"rope_theta": 5e5,
+        (
+            "llama eps absent",
+            variant("llama", json!({"rms_norm_eps": "<absent>"})),
+        ),
+        (
+            "llama linear (type)",
+            variant(
+                "llama",
+                json!({"rope_scaling": {"type": "linear", "factor": 4.0}}),
+            ),
+        ),
+        (
+            "llama linear (rope_type)",
+            variant(
+                "llama",
+                json!({"rope_scaling": {"rope_type": "linear", "factor": 2.5}}),
+            ),
+        ),
+        (
+            "llama3 (v4)",
+            variant("llama", json!({"rope_theta": 5e5, "rope_scaling": llama3})),
+        ),
+        (
+            "llama3 (v5)",
+            variant(
+                "llama",
+                json!({"rope_parameters": {"rope_theta": 5e5,
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}))),
-        ("v5 default with base", variant("llama", json!({"rope_theta": 3.0,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}))),
-        ("rope_scaling null", variant("llama", json!({"rope_scaling": null}))),
-        ("qwen2 window off", variant("qwen2", json!({"sliding_window": 8}))),
-        ("qwen2 window on, from layer 1", variant("qwen2", json!({"use_sliding_window": true,
-            "sliding_window": 8, "max_window_layers": 1}))),
-        ("qwen2 window on, default max_window_layers 28", variant("qwen2", json!({
-            "use_sliding_window": true, "sliding_window": 8, "num_hidden_layers": 30}))),
-        ("qwen2 window on, default size", variant("qwen2", json!({"use_sliding_window": true,
-            "max_window_layers": 0}))),
-        ("qwen2 window null", variant("qwen2", json!({"use_sliding_window": true,
-            "sliding_window": null, "max_window_layers": 0}))),
-        ("qwen2 layer_types", variant("qwen2", json!({"use_sliding_window": true, "sliding_window": 8,
-            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}))),
-        ("qwen2 layer_types, window off", variant("qwen2", json!({"sliding_window": 8,
-            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}))),
-        ("qwen2 tied", variant("qwen2", json!({"tie_word_embeddings": true}))),
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+            ),
+        ),
+        (
+            "v5 default with base",
+            variant(
+                "llama",
+                json!({"rope_theta": 3.0,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}),
+            ),
+        ),
+        (
+            "rope_scaling null",
+            variant("llama", json!({"rope_scaling": null})),
+        ),
+        (
+            "qwen2 window off",
+            variant("qwen2", json!({"sliding_window": 8})),
+        ),
+        (
+            "qwen2 window on, from layer 1",
+            variant(
+                "qwen2",
+                json!({"use_sliding_window": true,
+            "sliding_window": 8, "max_window_layers": 1}),
+            ),
+        ),
+        (
+            "qwen2 window on, default max_window_layers 28",
+            variant(
+                "qwen2",
+                json!({
+            "use_sliding_window": true, "sliding_window": 8, "num_hidden_layers": 30}),
+            ),
+        ),
+        (
+            "qwen2 window on, default size",
+            variant(
+                "qwen2",
+                json!({"use_sliding_window": true,
+            "max_window_layers": 0}),
+            ),
+        ),
+        (
+            "qwen2 window null",
+            variant(
+                "qwen2",
+                json!({"use_sliding_window": true,
+            "sliding_window": null, "max_window_layers": 0}),
+            ),
+        ),
+        (
+            "qwen2 layer_types",
+            variant(
+                "qwen2",
+                json!({"use_sliding_window": true, "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}),
+            ),
+        ),
+        (
+            "qwen2 layer_types, window off",
+            variant(
+                "qwen2",
+                json!({"sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}),
+            ),
+        ),
+        (
+            "qwen2 tied",
+            variant("qwen2", json!({"tie_word_embeddings": true})),
+        ),
         ("qwen3 default head_dim", variant("qwen3", json!({}))),
-        ("qwen3 attention_bias", variant("qwen3", json!({"attention_bias": true, "head_dim": 8}))),
-        ("qwen3 window on", variant("qwen3", json!({"use_sliding_window": true, "sliding_window": 8,
-            "max_window_layers": 2, "head_dim": 8}))),
+        (
+            "qwen3 attention_bias",
+            variant("qwen3", json!({"attention_bias": true, "head_dim": 8})),
+        ),
+        (
+            "qwen3 window on",
+            variant(
+                "qwen3",
+                json!({"use_sliding_window": true, "sliding_window": 8,
+            "max_window_layers": 2, "head_dim": 8}),
+            ),
+        ),
         ("mistral default window", variant("mistral", json!({}))),
-        ("mistral window null", variant("mistral", json!({"sliding_window": null}))),
-        ("mistral window 8", variant("mistral", json!({"sliding_window": 8}))),
-        ("mistral layer_types", variant("mistral", json!({"sliding_window": 8,
-            "layer_types": ["full_attention", "sliding_attention", "full_attention"]}))),
-        ("mistral kv absent", variant("mistral", json!({"num_key_value_heads": "<absent>",
-            "num_attention_heads": 8}))),
-        ("mistral mlp_bias ignored", variant("mistral", json!({"mlp_bias": true, "attention_bias": true}))),
-        ("qwen2 mlp_bias ignored", variant("qwen2", json!({"mlp_bias": true}))),
+        (
+            "mistral window null",
+            variant("mistral", json!({"sliding_window": null})),
+        ),
+        (
+            "mistral window 8",
+            variant("mistral", json!({"sliding_window": 8})),
+        ),
+        (
+            "mistral layer_types",
+            variant(
+                "mistral",
+                json!({"sliding_window": 8,
+            "layer_types": ["full_attention", "sliding_attention", "full_attention"]}),
+            ),
+        ),
+        (
+            "mistral kv absent",
+            variant(
+                "mistral",
+                json!({"num_key_value_heads": "<absent>",
+            "num_attention_heads": 8}),
+            ),
+        ),
+        (
+            "mistral mlp_bias ignored",
+            variant("mistral", json!({"mlp_bias": true, "attention_bias": true})),
+        ),
+        (
+            "qwen2 mlp_bias ignored",
+            variant("qwen2", json!({"mlp_bias": true})),
+        ),
     ]
 }
 
@@ -537,8 +682,13 @@ fn reference_and_arch_read_config_variants_alike() {
             .collect();
         let file = dir.path().join("model.safetensors");
         candle_core::safetensors::save(&tensors, &file).expect("write checkpoint");
-        let loaded = Reference::load_weights(&r, &[&file]).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(reference_tensors(&loaded), arch_tensors(&a), "{what}: tensors");
+        let loaded =
+            Reference::load_weights(&r, &[&file]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            reference_tensors(&loaded),
+            arch_tensors(&a),
+            "{what}: tensors"
+        );
     }
     for model_type in ["llama", "qwen2", "qwen3", "mistral"] {
         let json = format!(r#"{{"model_type": "{model_type}"}}"#);
@@ -553,28 +703,111 @@ fn reference_and_arch_read_config_variants_alike() {
 fn reference_and_arch_refuse_the_same_configs() {
     use serde_json::json;
     let refused = [
-        ("yarn", variant("llama", json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}})), "rope_scaling.rope_type"),
-        ("dynamic", variant("llama", json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}})), "rope_scaling.rope_type"),
-        ("linear without factor", variant("llama", json!({"rope_scaling": {"type": "linear"}})), "rope_scaling.factor"),
-        ("llama3 without low_freq_factor", variant("llama", json!({"rope_scaling": {"rope_type": "llama3",
-            "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})), "rope_scaling.low_freq_factor"),
-        ("gelu", variant("llama", json!({"hidden_act": "gelu"})), "hidden_act"),
-        ("partial rotary", variant("llama", json!({"partial_rotary_factor": 0.5})), "partial_rotary_factor"),
+        (
+            "yarn",
+            variant(
+                "llama",
+                json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+            ),
+            "rope_scaling.rope_type",
+        ),
+        (
+            "dynamic",
+            variant(
+                "llama",
+                json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}),
+            ),
+            "rope_scaling.rope_type",
+        ),
+        (
+            "linear without factor",
+            variant("llama", json!({"rope_scaling": {"type": "linear"}})),
+            "rope_scaling.factor",
+        ),
+        (
+            "llama3 without low_freq_factor",
+            variant(
+                "llama",
+                json!({"rope_scaling": {"rope_type": "llama3",
+            "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+            ),
+            "rope_scaling.low_freq_factor",
+        ),
+        (
+            "gelu",
+            variant("llama", json!({"hidden_act": "gelu"})),
+            "hidden_act",
+        ),
+        (
+            "partial rotary",
+            variant("llama", json!({"partial_rotary_factor": 0.5})),
+            "partial_rotary_factor",
+        ),
         ("gemma3", variant("gemma3_text", json!({})), "model_type"),
-        ("no model_type", variant("llama", json!({"model_type": "<absent>"})), "model_type"),
-        ("4 heads over 3", variant("llama", json!({"num_key_value_heads": 3})), "num_key_value_heads"),
-        ("qwen2 default 32 kv heads", variant("qwen2", json!({"num_key_value_heads": "<absent>"})), "num_key_value_heads"),
-        ("odd head_dim", variant("llama", json!({"head_dim": 7})), "head_dim"),
-        ("zero layers", variant("llama", json!({"num_hidden_layers": 0})), "num_hidden_layers"),
-        ("zero eps", variant("llama", json!({"rms_norm_eps": 0.0})), "rms_norm_eps"),
-        ("theta 1", variant("llama", json!({"rope_theta": 1.0})), "rope_theta"),
-        ("zero window", variant("mistral", json!({"sliding_window": 0})), "sliding_window"),
-        ("layer_types too short", variant("mistral", json!({"layer_types": ["full_attention"]})), "layer_types"),
-        ("unknown layer type", variant("qwen2", json!({"layer_types": ["full_attention", "chunked_attention", "full_attention"]})), "layer_types"),
-        ("negative size", variant("llama", json!({"hidden_size": -1})), "hidden_size"),
+        (
+            "no model_type",
+            variant("llama", json!({"model_type": "<absent>"})),
+            "model_type",
+        ),
+        (
+            "4 heads over 3",
+            variant("llama", json!({"num_key_value_heads": 3})),
+            "num_key_value_heads",
+        ),
+        (
+            "qwen2 default 32 kv heads",
+            variant("qwen2", json!({"num_key_value_heads": "<absent>"})),
+            "num_key_value_heads",
+        ),
+        (
+            "odd head_dim",
+            variant("llama", json!({"head_dim": 7})),
+            "head_dim",
+        ),
+        (
+            "zero layers",
+            variant("llama", json!({"num_hidden_layers": 0})),
+            "num_hidden_layers",
+        ),
+        (
+            "zero eps",
+            variant("llama", json!({"rms_norm_eps": 0.0})),
+            "rms_norm_eps",
+        ),
+        (
+            "theta 1",
+            variant("llama", json!({"rope_theta": 1.0})),
+            "rope_theta",
+        ),
+        (
+            "zero window",
+            variant("mistral", json!({"sliding_window": 0})),
+            "sliding_window",
+        ),
+        (
+            "layer_types too short",
+            variant("mistral", json!({"layer_types": ["full_attention"]})),
+            "layer_types",
+        ),
+        (
+            "unknown layer type",
+            variant(
+                "qwen2",
+                json!({"layer_types": ["full_attention", "chunked_attention", "full_attention"]}),
+            ),
+            "layer_types",
+        ),
+        (
+            "negative size",
+            variant("llama", json!({"hidden_size": -1})),
+            "hidden_size",
+        ),
     ];
     for (what, json, field) in refused {
-        assert!(DecoderConfig::from_json_str(&json).is_err(), "{what}: arch accepts it");
+        assert!(
+            DecoderConfig::from_json_str(&json).is_err(),
+            "{what}: arch accepts it"
+        );
         let err = Config::parse(&json, "variant.json").expect_err(what);
         assert!(
             matches!(&err, ReferenceError::BadConfig { origin, field: f, .. }

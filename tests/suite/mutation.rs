@@ -14,7 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType as CDType, Device};
 use half::f16;
 
-use super::util::{rewrite, spec};
+use super::util::{const_mut, rewrite, spec};
 
 /// An edit of one chunk function, given its name (`infer` or `prefill`).
 type Edit<'a> = dyn Fn(&str, &mut Function) + 'a;
@@ -213,14 +213,6 @@ fn consumers<'a>(f: &'a mut Function, name: &'a str, param: &'a str) -> Vec<&'a 
         .iter_mut()
         .filter(|o| var(o.inputs.get(param)) == Some(name))
         .collect()
-}
-
-fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
-    f.operations
-        .iter_mut()
-        .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == name)
-        .and_then(|o| o.val.as_mut())
-        .unwrap_or_else(|| panic!("no const {name}"))
 }
 
 /// A new `const` op holding `v`, placed first in `f`; returns its output's name.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use anec::mil::{self, ConstData, ConstValue, Function};
+use anec::mil::{self, ConstData, ConstValue, Function, OpKind};
 use anec::source::ModelSpec;
 use candle_core::{Device, Tensor};
 
@@ -144,4 +144,13 @@ fn materialize(v: &mut ConstValue) {
         let bytes = v.bytes().expect("loaded blob").to_vec();
         *v = ConstValue::from_bytes(v.ty.dtype, &v.shape(), bytes).expect("bytes");
     }
+}
+
+/// The value of the `const` op whose output is `name`.
+pub fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
+    f.operations
+        .iter_mut()
+        .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == name)
+        .and_then(|o| o.val.as_mut())
+        .unwrap_or_else(|| panic!("const {name}"))
 }

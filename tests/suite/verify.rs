@@ -14,7 +14,7 @@ use anec::verify::{
 };
 use half::f16;
 
-use super::util::{fixture, margin, rewrite, spec, Expected, MODELS};
+use super::util::{const_mut, fixture, margin, rewrite, spec, Expected, MODELS};
 
 const C: usize = 512;
 const B: usize = 64;
@@ -160,14 +160,6 @@ fn generate_streams_the_greedy_continuation() {
 }
 
 // ------------------------------------------------------------------------------ corruption
-
-fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
-    f.operations
-        .iter_mut()
-        .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == name)
-        .and_then(|o| o.val.as_mut())
-        .unwrap_or_else(|| panic!("const {name}"))
-}
 
 fn map_f16(v: &mut ConstValue, g: impl Fn(usize, f32) -> f32) {
     let vals: Vec<f16> = v

@@ -19,7 +19,7 @@ use super::util::{const_mut, rewrite, spec};
 /// An edit of one chunk function, given its name (`infer` or `prefill`).
 type Edit<'a> = dyn Fn(&str, &mut Function) + 'a;
 
-/// One deliberate bug: a fixture and the edit of each chunk function (named `infer`/`prefill`).
+/// One deliberate bug: a fixture and how each chunk function is edited.
 struct Mutation {
     bug: &'static str,
     model: &'static str,
@@ -184,8 +184,8 @@ impl Checkpoint {
     }
 }
 
-/// The name of the `const` op's output that holds exactly `values` (shape aside); several
-/// (one per function it is used in) is fine, none is `None`.
+/// The output of the fp16 `const` op in `f` that holds exactly `values` (shape aside); `None`
+/// when this function has no such constant (a chunk holds only some of the layers).
 fn const_with(f: &Function, values: &[f32]) -> Option<String> {
     f.operations
         .iter()

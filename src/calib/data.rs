@@ -181,7 +181,7 @@ pub fn load(
     let mut tokenized = Vec::with_capacity(kinds.len());
     for (_, docs) in &kinds {
         let mut ids = Vec::with_capacity(docs.len());
-        for doc in docs {
+        for doc in docs.iter().filter(|d| !d.is_blank()) {
             let doc_ids = match &doc.text {
                 Text::Plain(text) => tok.encode(text, true)?,
                 Text::Chat(messages) => match &template {
@@ -239,6 +239,16 @@ struct Doc {
     text: Text,
     /// Where it came from, for error messages: `file:line`.
     origin: String,
+}
+
+impl Doc {
+    /// Holds nothing to tokenize: whitespace, or a chat without messages.
+    fn is_blank(&self) -> bool {
+        match &self.text {
+            Text::Plain(text) => text.trim().is_empty(),
+            Text::Chat(messages) => messages.is_empty(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -455,7 +465,10 @@ fn sample(kinds: &[Vec<Vec<u32>>], budget: usize, seq_len: usize) -> Vec<(usize,
         }
         let ids = &kinds[k][d];
         let start = piece * seq_len;
-        let end = ids.len().min(start + seq_len).min(start + left);
+        let end = ids
+            .len()
+            .min(start.saturating_add(seq_len))
+            .min(start.saturating_add(left));
         picked.push((k, ids[start..end].to_vec()));
         left -= end - start;
     }

@@ -3,6 +3,7 @@
 
 pub mod ane;
 pub mod arch;
+pub mod calib;
 pub mod cli;
 pub mod convert;
 pub mod exec;

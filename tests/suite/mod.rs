@@ -1,5 +1,6 @@
 //! One module per area; `util` is the shared harness.
 
+pub mod calib_data;
 pub mod cli;
 pub mod convert;
 pub mod convert_e2e;

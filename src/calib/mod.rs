@@ -1,0 +1,3 @@
+//! Calibration: the data the calibration pass runs through the model (`data`).
+
+pub mod data;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::calib::data::CalibrationSource;
 use crate::convert::{Chunks, Compile, ConvertPlan};
 use crate::exec::Precision;
 use crate::quant::LutSpec;
@@ -75,6 +76,21 @@ pub struct ConvertArgs {
     /// LUT for the embeddings table.
     #[arg(long, default_value = "none", value_name = "none|B[,G]")]
     pub lut_embed: String,
+    /// Calibration text for activation-weighted LUTs: `builtin` (a corpus shipped with anec), a
+    /// FILE (plain text, or JSONL with `text` or chat `messages`), or `none` (plain k-means).
+    #[arg(long, default_value = "builtin", value_name = "builtin|none|FILE")]
+    pub calibration: String,
+    /// At most this many calibration tokens.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub calibration_tokens: usize,
+    /// Which inputs each layer is calibrated on: those the quantized layers below it produce
+    /// (`quantized`), or those of the original model (`original`).
+    #[arg(long, default_value = "quantized", value_parser = ["quantized", "original"])]
+    pub calibration_inputs: String,
+    /// How calibration shapes the LUTs: `weighted` (k-means weighted by each input channel's
+    /// E[x²]) or `gptq` (that, then error feedback through the full E[xxᵀ] and a LUT refit).
+    #[arg(long, default_value = "weighted", value_parser = ["weighted", "gptq"])]
+    pub calibration_method: String,
     /// Convert only the first K layers (a quick debug build).
     #[arg(long, value_name = "K")]
     pub num_layers: Option<usize>,
@@ -197,6 +213,18 @@ impl ConvertArgs {
         plan.lut_ffn = lut("--lut", &self.lut)?;
         plan.lut_lmhead = lut("--lut-lmhead", &self.lut_lmhead)?;
         plan.lut_embed = lut("--lut-embed", &self.lut_embed)?;
+        plan.calibration = match self.calibration.as_str() {
+            "none" => None,
+            "builtin" => Some(CalibrationSource::Builtin),
+            file => Some(CalibrationSource::File(PathBuf::from(file))),
+        };
+        plan.calibration_tokens = self.calibration_tokens;
+        plan.calibration_sequential = self.calibration_inputs == "quantized";
+        plan.calibration_method = if self.calibration_method == "gptq" {
+            crate::calib::Method::Gptq
+        } else {
+            crate::calib::Method::Weighted
+        };
         plan.num_layers = self.num_layers;
         plan.dry_run = self.dry_run;
         plan.quiet = self.quiet || self.json;

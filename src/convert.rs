@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::ane::layout::{self, PartNames};
 use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
 use crate::arch::DecoderConfig;
+use crate::calib::data::CalibrationSource;
+use crate::calib::{CalibError, Calibrator};
 use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
 use crate::mil::{Metadata, PackageWriter};
 use crate::quant::{LutSpec, QuantReport};
@@ -66,7 +68,19 @@ pub struct ConvertPlan {
     pub dry_run: bool,
     pub quiet: bool,
     pub compile: Compile,
+    /// Calibration for activation-weighted LUTs (`--calibration`); `None` is plain k-means.
+    /// Runs only when the chunks or the LM head are LUT-quantized.
+    pub calibration: Option<CalibrationSource>,
+    /// At most this many calibration tokens (`--calibration-tokens`).
+    pub calibration_tokens: usize,
+    /// Calibrate each layer on the outputs of the already-quantized layers below it.
+    pub calibration_sequential: bool,
+    /// How the statistics shape the LUTs (`--calibration-method`).
+    pub calibration_method: crate::calib::Method,
 }
+
+/// Calibration text is cut into sequences of at most this many tokens.
+pub const CALIBRATION_SEQ_LEN: usize = 256;
 
 impl ConvertPlan {
     /// The defaults of the CLI for `model` into `output`: context 512, batch 64, 2 chunks,
@@ -88,6 +102,10 @@ impl ConvertPlan {
             dry_run: false,
             quiet: false,
             compile: Compile::Auto,
+            calibration: Some(CalibrationSource::Builtin),
+            calibration_tokens: 2048,
+            calibration_sequential: true,
+            calibration_method: crate::calib::Method::Weighted,
         }
     }
 
@@ -119,6 +137,13 @@ impl ConvertPlan {
                 return bad("--max-chunk-mb", "0".into(), "must be at least 1")
             }
             _ => {}
+        }
+        if self.calibration.is_some() && self.calibration_tokens == 0 {
+            return bad(
+                "--calibration-tokens",
+                "0".into(),
+                "must be at least 1 (use --calibration none for plain k-means)",
+            );
         }
         if self.num_layers == Some(0) {
             return bad("--num-layers", "0".into(), "must be at least 1");
@@ -190,8 +215,8 @@ pub enum ConvertError {
         layers: usize,
         smallest_mb: u64,
     },
-    #[error("the output {path} already exists (use --force to replace it)")]
-    OutputExists { path: PathBuf },
+    #[error(transparent)]
+    Output(#[from] crate::outdir::OutputError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -213,6 +238,8 @@ pub enum ConvertError {
     Weights(#[from] WeightError),
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
+    #[error(transparent)]
+    Calib(#[from] CalibError),
     #[error("{part}: {source}")]
     Part { part: String, source: Box<AneError> },
 }
@@ -494,8 +521,26 @@ pub struct ConvertReport {
     pub files: Vec<FileReport>,
     /// Every palettized weight's SNR (build order), role medians and flagged tensors.
     pub quant: QuantReport,
+    /// The calibration pass, when the LUTs were activation-weighted.
+    pub calibration: Option<CalibrationReport>,
     pub seconds: f64,
     pub meta: Option<Meta>,
+}
+
+/// What the calibration pass read and how long it took.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CalibrationReport {
+    /// Where the text came from, and how many of its tokens were used.
+    pub source: String,
+    pub tokens: usize,
+    pub sequences: usize,
+    /// Calibrate layer `l` on the quantized layers below it.
+    pub sequential: bool,
+    pub method: crate::calib::Method,
+    /// Forward passes and statistics (the quantizer's own time is `quant.seconds`).
+    pub seconds: f64,
+    /// Set when there were fewer tokens than asked for.
+    pub warning: Option<String>,
 }
 
 impl fmt::Display for ConvertReport {
@@ -525,6 +570,25 @@ impl fmt::Display for ConvertReport {
                     .map(|c| format!("  → {c}"))
                     .unwrap_or_default()
             )?;
+        }
+        if let Some(c) = &self.calibration {
+            writeln!(
+                f,
+                "calibrated ({:?}) on {} tokens in {} sequences ({}) in {:.1} s{}",
+                c.method,
+                c.tokens,
+                c.sequences,
+                c.source,
+                c.seconds,
+                if c.sequential {
+                    ", each layer on the quantized layers below it"
+                } else {
+                    ""
+                }
+            )?;
+            if let Some(w) = &c.warning {
+                writeln!(f, "warning: {w}")?;
+            }
         }
         if !self.quant.tensors.is_empty() {
             write!(f, "{}", self.quant)?;
@@ -827,36 +891,6 @@ fn compile_package(xcrun: &Path, pkg: &Path, dir: &Path) -> Result<String, Conve
     Ok(compiled)
 }
 
-/// Moves the finished temp folder onto `out` (moving an old `out` aside first with `force`).
-fn replace_dir(tmp: tempfile::TempDir, out: &Path, parent: &Path) -> Result<(), ConvertError> {
-    let built = tmp.keep();
-    let mut old = None;
-    if out.exists() {
-        let aside = tempfile::Builder::new()
-            .prefix(".anec-old-")
-            .tempdir_in(parent)
-            .map_err(io_err(format!(
-                "cannot create a temp folder in {}",
-                parent.display()
-            )))?
-            .keep();
-        let target = aside.join("old");
-        std::fs::rename(out, &target)
-            .map_err(io_err(format!("cannot move {} aside", out.display())))?;
-        old = Some(aside);
-    }
-    std::fs::rename(&built, out).map_err(io_err(format!(
-        "cannot rename {} to {}",
-        built.display(),
-        out.display()
-    )))?;
-    if let Some(aside) = old {
-        std::fs::remove_dir_all(&aside)
-            .map_err(io_err(format!("cannot remove {}", aside.display())))?;
-    }
-    Ok(())
-}
-
 fn dir_size(path: &Path) -> u64 {
     std::fs::metadata(path.join("Data/com.apple.CoreML/weights/weight.bin"))
         .map(|m| m.len())
@@ -877,6 +911,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         plan: parts.clone(),
         files: Vec::new(),
         quant: QuantReport::new(),
+        calibration: None,
         seconds: 0.0,
         meta: None,
     };
@@ -884,11 +919,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         report.seconds = t0.elapsed().as_secs_f64();
         return Ok(report);
     }
-    if plan.output.exists() && !plan.force {
-        return Err(ConvertError::OutputExists {
-            path: plan.output.clone(),
-        });
-    }
+    crate::outdir::check_target(&plan.output, plan.force, &files)?;
     let parent = match plan.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -919,6 +950,39 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         total_work(&cfg, plan, parts.layers),
         total_weight_bytes(&cfg, parts.layers),
     );
+    let mut calibrator = match (&plan.calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
+        (Some(source), Some(_)) => {
+            progress.show("calibrating: reading the calibration text");
+            let set = crate::calib::data::load(
+                source,
+                &files.dir,
+                plan.calibration_tokens,
+                CALIBRATION_SEQ_LEN,
+            )
+            .map_err(CalibError::from)?;
+            let c = Calibrator::new(
+                &cfg,
+                &weights,
+                parts.layers,
+                &set.sequences,
+                crate::calib::Options {
+                    sequential: plan.calibration_sequential,
+                    method: plan.calibration_method,
+                },
+            )?;
+            report.calibration = Some(CalibrationReport {
+                source: set.description.clone(),
+                tokens: set.tokens,
+                sequences: set.sequences.len(),
+                sequential: plan.calibration_sequential,
+                method: plan.calibration_method,
+                seconds: 0.0,
+                warning: set.shortfall(plan.calibration_tokens),
+            });
+            Some(c)
+        }
+        _ => None,
+    };
     let on_tensor = |tensor: &str, bytes: u64| progress.tensor(tensor, bytes);
     let source_name = model_display_name(&files, &plan.model);
     let path_var = std::env::var_os("PATH");
@@ -946,6 +1010,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
             opts: &opts,
             part: p.name.clone(),
             quant: &mut report.quant,
+            calib: calibrator.as_mut(),
             progress: &on_tensor,
         };
         let built = match &p.kind {
@@ -987,6 +1052,9 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         }));
     }
     progress.bar.finish_and_clear();
+    if let (Some(r), Some(c)) = (report.calibration.as_mut(), &calibrator) {
+        r.seconds = c.seconds();
+    }
 
     // Tokenizer files, plus the chat template when the source keeps it in its own file.
     let templates = CHAT_TEMPLATE_FILES
@@ -1002,7 +1070,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
     meta.write(tmp.path())?;
     report.meta = Some(meta);
-    replace_dir(tmp, &plan.output, &parent)?;
+    crate::outdir::swap_in(tmp, &plan.output, &parent)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -1272,6 +1340,7 @@ mod tests {
                     opts: &opts,
                     part: p.name.clone(),
                     quant: &mut quant,
+                    calib: None,
                     progress: &on_tensor,
                 };
                 match &p.kind {

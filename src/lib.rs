@@ -9,6 +9,7 @@ pub mod convert;
 pub mod exec;
 pub mod meta;
 pub mod mil;
+pub mod outdir;
 pub mod quant;
 pub mod reference;
 pub mod source;

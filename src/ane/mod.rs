@@ -21,6 +21,8 @@ pub enum AneError {
         tensor: String,
         source: crate::quant::QuantError,
     },
+    #[error(transparent)]
+    Calib(#[from] crate::calib::CalibError),
     #[error("op {op}: {message}")]
     Graph { op: String, message: String },
 }

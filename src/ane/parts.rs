@@ -11,6 +11,7 @@ use std::ops::Range;
 use half::f16;
 
 use crate::arch::{self, DecoderConfig};
+use crate::calib::Calibrator;
 use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
 use crate::quant::{self, LutSpec, QuantReport};
 use crate::weights::{Dtype, RawTensor, WeightStore};
@@ -20,6 +21,9 @@ use super::layout::{lm_head_split, STATE_NAME};
 use super::AneError;
 
 type R<T> = Result<T, AneError>;
+
+/// Error-feedback rounds of LUT-GPTQ (each ends with a refit of the LUTs).
+const GPTQ_ROUNDS: usize = 1;
 
 /// The settings every part builder needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +57,8 @@ pub struct Ctx<'a> {
     pub opts: &'a PartOptions,
     pub part: String,
     pub quant: &'a mut QuantReport,
+    /// The calibration pass, when LUT weights are activation-weighted.
+    pub calib: Option<&'a mut Calibrator>,
     pub progress: &'a dyn Fn(&str, u64),
 }
 
@@ -91,22 +97,45 @@ impl Ctx<'_> {
                 Stored::Dense(self.writer.store_bytes(DType::F16, &out_shape, &bytes)?)
             }
             Some(spec) => {
-                let pal = match (part.dtype, part.codes16()) {
-                    (Dtype::BF16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::Bf16Codes(&codes), n, cols, spec)
-                    }
-                    (Dtype::F16, Some(codes)) => {
-                        quant::palettize(quant::WeightView::F16Codes(&codes), n, cols, spec)
-                    }
-                    _ => {
-                        let vals = part.to_f32();
-                        quant::palettize(quant::WeightView::F32(&vals), n, cols, spec)
-                    }
-                }
-                .map_err(|source| AneError::QuantTensor {
+                let head =
+                    conv && (name == arch::names::embed_tokens() || name == arch::names::lm_head());
+                let stats = match self.calib.as_deref_mut() {
+                    Some(c) => c.stats(self.cfg, self.weights, name, head)?,
+                    None => None,
+                };
+                let importance = stats.map(|s| s.importance());
+                let palettize = |view| match &importance {
+                    Some(imp) => quant::palettize_weighted(view, n, cols, spec, imp),
+                    None => quant::palettize(view, n, cols, spec),
+                };
+                let quant_err = |source| AneError::QuantTensor {
                     tensor: name.to_string(),
                     source,
-                })?;
+                };
+                let mut pal = match (part.dtype, part.codes16()) {
+                    (Dtype::BF16, Some(codes)) => palettize(quant::WeightView::Bf16Codes(&codes)),
+                    (Dtype::F16, Some(codes)) => palettize(quant::WeightView::F16Codes(&codes)),
+                    _ => palettize(quant::WeightView::F32(&part.to_f32())),
+                }
+                .map_err(quant_err)?;
+                if let Some(hessian) = stats.and_then(|s| s.hessian()) {
+                    let t0 = std::time::Instant::now();
+                    let w: Vec<f64> = part
+                        .to_f32()
+                        .iter()
+                        .map(|&v| quant::f16_from_f64_rne(v as f64).to_f64())
+                        .collect();
+                    quant::gptq::refine(&mut pal, &w, hessian.map_err(quant_err)?, GPTQ_ROUNDS);
+                    pal.seconds += t0.elapsed().as_secs_f64();
+                }
+                let decoded = stats.map(|_| pal.decode());
+                let output_error = match (stats, &decoded) {
+                    (Some(s), Some(d)) => Some(s.output_error(&part.to_f32(), d, n)?),
+                    _ => None,
+                };
+                if let (Some(c), Some(d)) = (self.calib.as_deref_mut(), &decoded) {
+                    c.record(name, n, d)?;
+                }
                 let groups = pal.groups as u64;
                 let levels = 1u64 << spec.bits;
                 let lut_shape: Vec<u64> = if conv {
@@ -126,7 +155,10 @@ impl Ctx<'_> {
                 } else {
                     QuantReport::role_of(name)
                 };
-                self.quant.push(label, role, &pal);
+                self.quant.add(quant::TensorSummary {
+                    output_error,
+                    ..quant::TensorSummary::new(label, role, &pal)
+                });
                 Stored::Lut {
                     indices: self.writer.store(indices)?,
                     lut: self.writer.store(lut_c)?,

@@ -19,6 +19,7 @@
 //! thread schedule) and parallel over groups with rayon. It knows no files and no MIL: it returns
 //! one unpacked index per weight and the group-major fp16 LUT; packing is the caller's.
 
+pub mod gptq;
 mod kmeans;
 mod report;
 pub mod synth;
@@ -77,6 +78,10 @@ pub enum QuantError {
     Overflow { row: usize, col: usize, value: f32 },
     #[error("a LUT group of {elements} weights exceeds the supported {max}")]
     GroupTooLarge { elements: usize, max: usize },
+    #[error("the calibration Hessian ({cols} x {cols}) is not positive definite")]
+    NotPositiveDefinite { cols: usize },
+    #[error("importance needs one positive finite value per column ({cols}), got {len} values or a value that is not")]
+    Importance { cols: usize, len: usize },
 }
 
 pub type Result<T> = std::result::Result<T, QuantError>;
@@ -289,6 +294,38 @@ pub fn palettize_with(
     spec: LutSpec,
     opts: Options,
 ) -> Result<Palettized> {
+    palettize_inner(w, rows, cols, spec, opts, None)
+}
+
+/// [`palettize`] minimizing the activation-weighted error `Σ s_j·(w_ij − c)²` instead of the
+/// plain squared error: every weight of input column `j` counts `importance[j]` (> 0, e.g.
+/// `E[x_j²]` of that input channel on calibration text), so each group's LUT spends its entries
+/// where the layer's output is most sensitive. The DP is the same exact one, on a histogram whose
+/// bins hold summed importance instead of counts. `sse`/`snr_db` stay the plain weight error.
+pub fn palettize_weighted(
+    w: WeightView<'_>,
+    rows: usize,
+    cols: usize,
+    spec: LutSpec,
+    importance: &[f64],
+) -> Result<Palettized> {
+    if importance.len() != cols || importance.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
+        return Err(QuantError::Importance {
+            cols,
+            len: importance.len(),
+        });
+    }
+    palettize_inner(w, rows, cols, spec, Options::default(), Some(importance))
+}
+
+fn palettize_inner(
+    w: WeightView<'_>,
+    rows: usize,
+    cols: usize,
+    spec: LutSpec,
+    opts: Options,
+    importance: Option<&[f64]>,
+) -> Result<Palettized> {
     let start = Instant::now();
     spec.validate()?;
     if rows == 0 || cols == 0 {
@@ -334,7 +371,9 @@ pub fn palettize_with(
         .zip(lut.par_chunks_mut(k))
         .zip(codes.par_chunks(per_group))
         .map(|((idx, lut), codes)| {
-            SCRATCH.with(|s| quantize_group(codes, fmt, opts, idx, lut, &mut s.borrow_mut()))
+            SCRATCH.with(|s| {
+                quantize_group(codes, fmt, opts, importance, idx, lut, &mut s.borrow_mut())
+            })
         })
         .collect();
     let mut stats = Vec::with_capacity(groups);
@@ -498,8 +537,13 @@ struct Scratch {
     hist: Vec<u32>,
     table: Vec<u8>,
     keys: Vec<u16>,
+    /// Summed importance per key ([`palettize_weighted`]); zero between groups.
+    whist: Vec<f64>,
     x: Vec<f64>,
+    /// DP weight of each distinct value: its count, or its summed importance.
     w: Vec<f64>,
+    /// Occurrences of each distinct value (for the plain SSE).
+    count: Vec<f64>,
     cx: Vec<f64>,
     cw: Vec<f64>,
     cstart: Vec<usize>,
@@ -514,9 +558,11 @@ impl Scratch {
         Scratch {
             hist: vec![0; 1 << 16],
             table: vec![0; 1 << 16],
+            whist: vec![0.0; 1 << 16],
             keys: Vec::new(),
             x: Vec::new(),
             w: Vec::new(),
+            count: Vec::new(),
             cx: Vec::new(),
             cw: Vec::new(),
             cstart: Vec::new(),
@@ -532,11 +578,13 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
 }
 
-/// Palettizes one group: `codes` in, `idx` (one per code) and `lut` (`2^bits`) out.
+/// Palettizes one group: `codes` in, `idx` (one per code) and `lut` (`2^bits`) out. With
+/// `importance` (one per column; `codes` is whole rows), the DP weighs each value by it.
 fn quantize_group(
     codes: &[u16],
     fmt: Fmt,
     opts: Options,
+    importance: Option<&[f64]>,
     idx: &mut [u8],
     lut: &mut [f16],
     s: &mut Scratch,
@@ -555,14 +603,27 @@ fn quantize_group(
         let off = codes.iter().position(|&h| h & mask == mask).unwrap_or(0);
         return Err(Fault::NonFinite(off));
     }
+    if let Some(imp) = importance {
+        for row_codes in codes.chunks(imp.len()) {
+            for (&h, &v) in row_codes.iter().zip(imp) {
+                s.whist[key(h) as usize] += v;
+            }
+        }
+    }
     s.keys.clear();
     s.x.clear();
     s.w.clear();
+    s.count.clear();
     for (kk, c) in s.hist.iter_mut().enumerate() {
         if *c != 0 {
             s.keys.push(kk as u16);
             s.x.push(fmt.value(code_of(kk as u16)));
-            s.w.push(*c as f64);
+            s.count.push(*c as f64);
+            s.w.push(if importance.is_some() {
+                std::mem::take(&mut s.whist[kk])
+            } else {
+                *c as f64
+            });
             *c = 0;
         }
     }
@@ -648,8 +709,8 @@ fn quantize_group(
         }
         s.table[s.keys[t] as usize] = j as u8;
         let d = x - r[j];
-        sse += s.w[t] * d * d;
-        signal += s.w[t] * x * x;
+        sse += s.count[t] * d * d;
+        signal += s.count[t] * x * x;
     }
     for (o, &h) in idx.iter_mut().zip(codes) {
         *o = s.table[key(h) as usize];

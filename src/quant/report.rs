@@ -28,6 +28,9 @@ pub struct TensorSummary {
     pub snr_db: f64,
     pub worst_group: usize,
     pub worst_group_snr_db: f64,
+    /// With calibration: `‖(W − Ŵ)X‖ / ‖WX‖` on sampled calibration activations `X`, the
+    /// relative error the quantization adds to this layer's output.
+    pub output_error: Option<f64>,
     pub seconds: f64,
 }
 
@@ -47,6 +50,7 @@ impl TensorSummary {
             snr_db: p.snr_db,
             worst_group: p.worst_group.0,
             worst_group_snr_db: p.worst_group.1,
+            output_error: None,
             seconds: p.seconds,
         }
     }
@@ -59,6 +63,8 @@ pub struct RoleSummary {
     pub tensors: usize,
     pub median_snr_db: f64,
     pub min_snr_db: f64,
+    /// Median calibrated output error of the role's tensors, when calibrated.
+    pub median_output_error: Option<f64>,
 }
 
 /// A tensor whose SNR is more than [`QuantReport::FLAG_BELOW_MEDIAN_DB`] below its role's median.
@@ -124,19 +130,23 @@ impl QuantReport {
     }
 
     fn refresh(&mut self) {
-        let mut by_role: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut by_role: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
         for t in &self.tensors {
-            by_role.entry(&t.role).or_default().push(t.snr_db);
+            let (snr, err) = by_role.entry(&t.role).or_default();
+            snr.push(t.snr_db);
+            err.extend(t.output_error);
         }
         self.roles = by_role
             .into_iter()
-            .map(|(role, mut v)| {
+            .map(|(role, (mut v, mut e))| {
                 v.sort_by(f64::total_cmp);
+                e.sort_by(f64::total_cmp);
                 RoleSummary {
                     role: role.to_string(),
                     tensors: v.len(),
                     median_snr_db: median(&v),
                     min_snr_db: v[0],
+                    median_output_error: (!e.is_empty()).then(|| median(&e)),
                 }
             })
             .collect();
@@ -160,6 +170,23 @@ impl QuantReport {
                 })
             })
             .collect();
+    }
+
+    /// The calibrated tensors with the highest output error, worst first: the ones that hurt
+    /// the model most, and so the first candidates for more bits.
+    pub fn worst_output_error(&self, n: usize) -> Vec<&TensorSummary> {
+        let mut v: Vec<&TensorSummary> = self
+            .tensors
+            .iter()
+            .filter(|t| t.output_error.is_some())
+            .collect();
+        v.sort_by(|a, b| {
+            b.output_error
+                .unwrap_or(0.0)
+                .total_cmp(&a.output_error.unwrap_or(0.0))
+        });
+        v.truncate(n);
+        v
     }
 
     /// The median SNR of `role`, if any tensor has it.
@@ -200,15 +227,34 @@ impl fmt::Display for QuantReport {
             .max(4);
         writeln!(
             f,
-            "  {:<rw$}  {:>7}  {:>9}  {:>9}",
-            "role", "tensors", "median dB", "min dB"
+            "  {:<rw$}  {:>7}  {:>9}  {:>9}  {:>13}",
+            "role", "tensors", "median dB", "min dB", "out. error"
         )?;
         for r in &self.roles {
+            let err = r
+                .median_output_error
+                .map_or("-".to_string(), |e| format!("{:.2} %", 100.0 * e));
             writeln!(
                 f,
-                "  {:<rw$}  {:>7}  {:>9.2}  {:>9.2}",
-                r.role, r.tensors, r.median_snr_db, r.min_snr_db
+                "  {:<rw$}  {:>7}  {:>9.2}  {:>9.2}  {:>13}",
+                r.role, r.tensors, r.median_snr_db, r.min_snr_db, err
             )?;
+        }
+        let worst = self.worst_output_error(5);
+        if !worst.is_empty() {
+            writeln!(
+                f,
+                "highest calibrated output error (candidates for more bits):"
+            )?;
+            for t in worst {
+                writeln!(
+                    f,
+                    "  {} {:.2} % ({:.2} dB)",
+                    t.name,
+                    100.0 * t.output_error.unwrap_or(0.0),
+                    t.snr_db
+                )?;
+            }
         }
         if self.flagged.is_empty() {
             writeln!(

@@ -529,6 +529,7 @@ fn report_flags_tensors_far_below_their_role() {
         snr_db: snr,
         worst_group: 0,
         worst_group_snr_db: snr,
+        output_error: None,
         seconds: 0.5,
     };
     for (i, snr) in [16.0, 16.5, 17.0, 12.9].into_iter().enumerate() {
@@ -626,5 +627,110 @@ proptest! {
             }
         }
         prop_assert!((p.sse - decoded_sse(&p, &vals)).abs() <= 1e-12 + 1e-9 * p.sse);
+    }
+}
+
+#[test]
+fn unit_importance_gives_the_plain_lut_bit_for_bit() {
+    let (rows, cols) = (32, 96);
+    let codes = synth::to_bf16_codes(&synth::matrix(rows, cols, 11));
+    for bits in [2, 4, 6] {
+        let plain = palettize(
+            WeightView::Bf16Codes(&codes),
+            rows,
+            cols,
+            spec(bits, Some(8)),
+        )
+        .unwrap();
+        let ones = vec![1.0; cols];
+        let w = palettize_weighted(
+            WeightView::Bf16Codes(&codes),
+            rows,
+            cols,
+            spec(bits, Some(8)),
+            &ones,
+        )
+        .unwrap();
+        assert_eq!(plain.lut, w.lut, "{bits} bits");
+        assert_eq!(plain.indices, w.indices, "{bits} bits");
+        assert_eq!(plain.sse, w.sse, "{bits} bits");
+    }
+}
+
+/// The weighted LUT is the exact optimum of Σ s_j·(w − c)² (checked against brute force on
+/// a small group), and it trades plain error for error in the important columns.
+#[test]
+fn weighted_lut_minimizes_the_importance_weighted_error() {
+    let (rows, cols) = (4, 40);
+    let codes = small_f16(rows, cols, 30, 5);
+    let vals: Vec<f64> = codes.iter().map(|&c| f16::from_bits(c).to_f64()).collect();
+    // Columns 0..8 matter 100× more than the rest.
+    let imp: Vec<f64> = (0..cols).map(|j| if j < 8 { 100.0 } else { 1.0 }).collect();
+    let weighted_err = |p: &Palettized| -> f64 {
+        let d = p.decode();
+        vals.iter()
+            .zip(&d)
+            .enumerate()
+            .map(|(i, (&v, q))| imp[i % cols] * (v - q.to_f64()).powi(2))
+            .sum()
+    };
+    let k = 4;
+    let plain = palettize(WeightView::F16Codes(&codes), rows, cols, spec(2, None)).unwrap();
+    let w = palettize_weighted(
+        WeightView::F16Codes(&codes),
+        rows,
+        cols,
+        spec(2, None),
+        &imp,
+    )
+    .unwrap();
+    assert!(
+        weighted_err(&w) < weighted_err(&plain),
+        "weighting lowers the weighted error"
+    );
+    assert!(
+        w.sse >= plain.sse,
+        "and the plain error cannot be lower than the plain optimum"
+    );
+    // Brute force over the sorted distinct values with summed importance as weights.
+    let mut pts: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+    for (i, &v) in vals.iter().enumerate() {
+        let e = pts.entry(v.to_bits() ^ (1 << 63)).or_insert((v, 0.0));
+        e.1 += imp[i % cols];
+    }
+    let mut pts: Vec<(f64, f64)> = pts.into_values().collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (x, ww): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
+    let (best, _) = brute_force_bounds(&x, &ww, k);
+    // The LUT is rounded to fp16 and values re-snapped, so allow fp16 rounding slack.
+    assert!(
+        weighted_err(&w) <= best * 1.01 + 1e-9,
+        "{} vs optimum {best}",
+        weighted_err(&w)
+    );
+}
+
+#[test]
+fn importance_must_match_the_columns_and_be_positive() {
+    let codes = small_f16(8, 16, 10, 1);
+    for imp in [
+        vec![1.0; 15],
+        {
+            let mut v = vec![1.0; 16];
+            v[3] = 0.0;
+            v
+        },
+        {
+            let mut v = vec![1.0; 16];
+            v[0] = f64::NAN;
+            v
+        },
+    ] {
+        let err = palettize_weighted(WeightView::F16Codes(&codes), 8, 16, spec(4, Some(8)), &imp)
+            .unwrap_err();
+        assert!(
+            matches!(err, QuantError::Importance { cols: 16, .. }),
+            "{err}"
+        );
     }
 }

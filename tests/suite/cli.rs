@@ -416,13 +416,10 @@ fn usage_errors_exit_2_with_the_anec_prefix() {
 fn existing_output_is_refused_untouched_without_force_and_replaced_with_it() {
     let s = Scratch::new();
     let out = s.out();
-    std::fs::create_dir(&out).unwrap();
-    std::fs::write(out.join("keep.txt"), "mine").unwrap();
-    let o = convert(
-        &fixture("tiny-llama"),
-        &out,
-        &["--num-layers", "1", "--chunks", "1"],
-    );
+    let quick = ["--num-layers", "1", "--chunks", "1", "-q"];
+    assert_ok(&convert(&fixture("tiny-llama"), &out, &quick));
+    let before = tree_bytes(&out);
+    let o = convert(&fixture("tiny-llama"), &out, &quick);
     let stderr = text(&o.stderr);
     assert_eq!(o.status.code(), Some(EXIT_INPUT), "{stderr}");
     assert!(stderr.starts_with("anec: error: "), "{stderr}");
@@ -430,28 +427,169 @@ fn existing_output_is_refused_untouched_without_force_and_replaced_with_it() {
         stderr.contains(&out.display().to_string()) && stderr.contains("--force"),
         "{stderr}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, ["keep.txt"], "the existing output was touched");
-    assert_eq!(
-        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
-        "mine"
-    );
+    assert_eq!(tree_bytes(&out), before, "the existing output was touched");
     assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
 
+    // --force replaces an anec output: two layers now instead of one.
     let o = convert(
         &fixture("tiny-llama"),
         &out,
-        &["--num-layers", "1", "--chunks", "1", "--force", "-q"],
+        &["--num-layers", "2", "--chunks", "1", "-q", "--force"],
     );
     assert_ok(&o);
+    assert_eq!(read_meta(&out)["model_info"]["parameters"]["num_layers"], 2);
+    assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
+}
+
+/// Every file below `dir` with its bytes, for "nothing changed" checks.
+fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `convert --force` into `out` (run in `cwd`) fails with exit 2 naming every needle, and the
+/// model folder `model` and the folder `kept` are byte for byte as before.
+fn assert_force_refused(model: &Path, out: &Path, cwd: &Path, kept: &Path, needles: &[&str]) {
+    let model_before = tree_bytes(model);
+    let kept_before = tree_bytes(kept);
+    let o = anec()
+        .current_dir(cwd)
+        .args([
+            "convert",
+            "--no-compile",
+            "-q",
+            "--force",
+            "--num-layers",
+            "1",
+            "--model",
+        ])
+        .arg(model)
+        .arg("--output")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(EXIT_INPUT), "{stderr}");
     assert!(
-        !out.join("keep.txt").exists(),
-        "--force replaces the folder"
+        stderr.starts_with("anec: error: --force will not replace "),
+        "{stderr}"
     );
-    assert!(out.join("meta.json").is_file());
+    for n in needles {
+        assert!(stderr.contains(n), "stderr must name {n:?}:\n{stderr}");
+    }
+    assert_eq!(tree_bytes(model), model_before, "the model folder changed");
+    assert_eq!(tree_bytes(kept), kept_before, "{} changed", kept.display());
+    assert_eq!(temp_leftovers(cwd), Vec::<String>::new());
+}
+
+#[test]
+fn force_never_replaces_the_model_or_a_folder_anec_did_not_write() {
+    let s = Scratch::new();
+    let model = s.copy_fixture("tiny-llama");
+    let root = s.path();
+    // The model folder itself, a folder that contains it, and the current directory.
+    assert_force_refused(&model, &model, root, &model, &["source model"]);
+    assert_force_refused(&model, root, &model, root, &["source model"]);
+    // A real anec output inside the model folder is still the model's folder.
+    let inside = model.join("anec-out");
+    assert_ok(&convert(&model, &inside, &["--num-layers", "1", "-q"]));
+    assert_force_refused(&model, &inside, root, &model, &["inside it"]);
+    std::fs::remove_dir_all(&inside).unwrap();
+
+    // Folders that are not anec outputs.
+    let foreign = root.join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("holiday.jpg"), "jpeg").unwrap();
+    assert_force_refused(&model, &foreign, root, &foreign, &["holiday.jpg"]);
+    let anec_like = root.join("anec-like");
+    std::fs::create_dir(&anec_like).unwrap();
+    std::fs::write(anec_like.join("meta.yaml"), "model_info: {}\n").unwrap();
+    std::fs::write(anec_like.join("meta.json"), "{\"model_info\": {}}\n").unwrap();
+    assert_force_refused(
+        &model,
+        &anec_like,
+        root,
+        &anec_like,
+        &["no meta.json written by anec"],
+    );
+    let file = root.join("a-file");
+    std::fs::write(&file, "data").unwrap();
+    assert_force_refused(&model, &file, root, root, &["not a folder"]);
+
+    // An anec output with one file of the user's added is not replaced either.
+    let out = root.join("out");
+    assert_ok(&convert(&model, &out, &["--num-layers", "1", "-q"]));
+    assert_force_refused(&model, Path::new("."), &out, &out, &["current directory"]);
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    assert_force_refused(&model, &out, root, &out, &["notes.txt"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn force_refuses_a_symlinked_output() {
+    let s = Scratch::new();
+    let out = s.out();
+    assert_ok(&convert(
+        &fixture("tiny-llama"),
+        &out,
+        &["--num-layers", "1", "-q"],
+    ));
+    let link = s.path().join("link");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    assert_force_refused(
+        &fixture("tiny-llama"),
+        &link,
+        s.path(),
+        &out,
+        &["symbolic link"],
+    );
+    assert!(link.is_symlink());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failure_before_the_swap_keeps_the_previous_output() {
+    let s = Scratch::new();
+    let out = s.out();
+    assert_ok(&convert(
+        &fixture("tiny-llama"),
+        &out,
+        &["--num-layers", "1", "-q"],
+    ));
+    let before = tree_bytes(&out);
+    // Compiling is the last step that can fail before the swap.
+    let path = fake_xcrun(s.path(), "#!/bin/sh\necho 'compiler crashed' >&2\nexit 1\n");
+    let o = anec()
+        .args([
+            "convert",
+            "--compile",
+            "--force",
+            "-q",
+            "--num-layers",
+            "2",
+            "--model",
+        ])
+        .arg(fixture("tiny-llama"))
+        .arg("--output")
+        .arg(&out)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("compiler crashed"));
+    assert_eq!(tree_bytes(&out), before, "the previous output changed");
     assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
 }
 

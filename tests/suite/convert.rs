@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anec::convert::{self, Chunks, Compile, ConvertError, ConvertPlan};
 use anec::meta::{LutBits, Meta};
 use anec::mil::{self, ConstData, DType, Dim, Function, OpKind, TensorType, ValueType};
+use anec::outdir::OutputError;
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
@@ -382,9 +383,22 @@ fn existing_output_needs_force_and_bad_chunks_are_refused() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep"), b"x").unwrap();
     let err = convert::run(&plan("tiny-llama", &out)).unwrap_err();
-    assert!(matches!(err, ConvertError::OutputExists { .. }), "{err}");
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::Exists { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains(&out.display().to_string()));
+    // --force does not replace a folder anec did not write.
+    let mut p = plan("tiny-llama", &out);
+    p.force = true;
+    let err = convert::run(&p).unwrap_err();
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::Refused { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("keep"), "{err}");
     assert!(out.join("keep").exists());
+    std::fs::remove_dir_all(&out).unwrap();
 
     let mut p = plan("tiny-llama", &tmp.path().join("o2"));
     p.chunks = Chunks::Count(5);
@@ -392,12 +406,12 @@ fn existing_output_needs_force_and_bad_chunks_are_refused() {
     assert!(err.to_string().contains("--chunks 5"), "{err}");
     assert!(!tmp.path().join("o2").exists());
 
+    convert::run(&plan("tiny-llama", &out)).unwrap();
     let mut p = plan("tiny-llama", &out);
     p.force = true;
     p.num_layers = Some(2);
     p.chunks = Chunks::Count(1);
     convert::run(&p).unwrap();
-    assert!(!out.join("keep").exists());
     let meta = Meta::read(&out).unwrap();
     assert_eq!(meta.model_info.parameters.num_layers, 2);
     assert_eq!(files_in(tmp.path()), ["out"]);

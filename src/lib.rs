@@ -6,6 +6,7 @@ pub mod arch;
 pub mod cli;
 pub mod convert;
 pub mod exec;
+pub mod lint;
 pub mod meta;
 pub mod mil;
 pub mod quant;

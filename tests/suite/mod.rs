@@ -4,6 +4,7 @@ pub mod cli;
 pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
+pub mod lint;
 pub mod mil;
 pub mod quant;
 pub mod reference;

@@ -117,10 +117,11 @@ fn run_package(args: &anec::cli::RunArgs) -> anyhow::Result<()> {
         .function
         .clone()
         .unwrap_or_else(|| model.program.default_function.clone());
-    let text = std::fs::read_to_string(&args.inputs)
-        .map_err(|e| anyhow::Error::new(e).context(format!("cannot read {}", args.inputs.display())))?;
-    let tensors: std::collections::BTreeMap<String, json::JsonTensor> =
-        serde_json::from_str(&text).map_err(|e| {
+    let text = std::fs::read_to_string(&args.inputs).map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot read {}", args.inputs.display()))
+    })?;
+    let tensors: std::collections::BTreeMap<String, json::JsonTensor> = serde_json::from_str(&text)
+        .map_err(|e| {
             anyhow::anyhow!("{}: not a JSON map of tensors: {e}", args.inputs.display())
         })?;
     let interp = Interpreter::new(&model, anec::cli::precision(args.fp16));
@@ -149,8 +150,9 @@ fn lint(args: &anec::cli::LintArgs) -> anyhow::Result<ExitCode> {
     }
     let mut reports = Vec::new();
     for path in &args.paths {
-        let pkgs = anec::lint::packages_in(path)
-            .map_err(|e| anyhow::Error::new(e).context(format!("cannot read {}", path.display())))?;
+        let pkgs = anec::lint::packages_in(path).map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot read {}", path.display()))
+        })?;
         if pkgs.is_empty() {
             anyhow::bail!("{}: no .mlpackage found", path.display());
         }

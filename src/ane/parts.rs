@@ -642,7 +642,11 @@ fn chunk_function(
         write_kv_row(&mut g, &state, &v, l_total + li, [&cur, &cur_end])?;
         let kv = g.read_state(&state)?;
         let k_all = g.slice(&kv, &[li, 0, 0, 0], &[li + 1, kvh, c, d])?;
-        let v_all = g.slice(&kv, &[l_total + li, 0, 0, 0], &[l_total + li + 1, kvh, c, d])?;
+        let v_all = g.slice(
+            &kv,
+            &[l_total + li, 0, 0, 0],
+            &[l_total + li + 1, kvh, c, d],
+        )?;
         let k_all = g.reshape(&k_all, &[kvh, c, d])?;
         let v_all = g.reshape(&v_all, &[kvh, c, d])?;
 

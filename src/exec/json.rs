@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn tensors_round_trip_and_bad_dtypes_are_named() {
         let mut m = BTreeMap::new();
-        m.insert("h".to_string(), Tensor::f16_from_f32(vec![1, 2], &[0.5, -2.0]).unwrap());
+        m.insert(
+            "h".to_string(),
+            Tensor::f16_from_f32(vec![1, 2], &[0.5, -2.0]).unwrap(),
+        );
         m.insert("p".to_string(), Tensor::i32(vec![1], vec![7]).unwrap());
         let json = to_json(&m);
         assert_eq!(json["p"].dtype, "int32");

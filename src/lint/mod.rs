@@ -176,7 +176,10 @@ pub fn packages_in(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 pub fn rules_table() -> String {
     let mut s = String::new();
     for r in RULES {
-        s.push_str(&format!("{:20} {}\n{:20} source: {}\n", r.id, r.checks, "", r.source));
+        s.push_str(&format!(
+            "{:20} {}\n{:20} source: {}\n",
+            r.id, r.checks, "", r.source
+        ));
     }
     s
 }
@@ -292,8 +295,7 @@ impl<'a> FunctionLint<'a> {
                 types.insert(n.as_str(), t);
                 producer.insert(n.as_str(), op);
             }
-            if let (OpKind::Const, Some(v), Some((n, _))) = (op.kind, &op.val, op.outputs.first())
-            {
+            if let (OpKind::Const, Some(v), Some((n, _))) = (op.kind, &op.val, op.outputs.first()) {
                 consts.insert(n.as_str(), v);
             }
         }
@@ -374,14 +376,22 @@ impl<'a> FunctionLint<'a> {
                     self.push(
                         "fp16-compute",
                         at,
-                        format!("{} output {out_name} is {}", op.kind.mil_name(), shape_text(t)),
+                        format!(
+                            "{} output {out_name} is {}",
+                            op.kind.mil_name(),
+                            shape_text(t)
+                        ),
                     );
                 }
                 if t.rank() > 4 {
                     self.push(
                         "rank-le-4",
                         at,
-                        format!("{} output {out_name} is {}", op.kind.mil_name(), shape_text(t)),
+                        format!(
+                            "{} output {out_name} is {}",
+                            op.kind.mil_name(),
+                            shape_text(t)
+                        ),
                     );
                 }
                 if !self.flexible && t.static_shape().is_none() {
@@ -432,13 +442,17 @@ impl<'a> FunctionLint<'a> {
             self.push(
                 "conv-limits",
                 &op.name,
-                format!("kernel {:?} has an extent {k} above {MAX_CONV_KERNEL}", &w[2..]),
+                format!(
+                    "kernel {:?} has an extent {k} above {MAX_CONV_KERNEL}",
+                    &w[2..]
+                ),
             );
         }
     }
 
     fn gather(&mut self, op: &Operation) {
-        let (Some(idx), Some(x)) = (self.input_type(op, "indices"), self.input_type(op, "x")) else {
+        let (Some(idx), Some(x)) = (self.input_type(op, "indices"), self.input_type(op, "x"))
+        else {
             return;
         };
         if !matches!(idx.dtype, DType::I32 | DType::I64) {
@@ -470,7 +484,10 @@ impl<'a> FunctionLint<'a> {
         };
         let rank = x.rank() as i64;
         let axes: Vec<i64> = match self.input_ints(op, param) {
-            Some(a) => a.iter().map(|&a| if a < 0 { a + rank } else { a }).collect(),
+            Some(a) => a
+                .iter()
+                .map(|&a| if a < 0 { a + rank } else { a })
+                .collect(),
             // softmax and reduce_argmax default to the last axis.
             None if param == "axis" => vec![rank - 1],
             None => return,
@@ -537,7 +554,9 @@ impl<'a> FunctionLint<'a> {
         for (name, t) in &states {
             let shape = t.static_shape().unwrap_or_default();
             let tail = &shape[shape.len().saturating_sub(2)..];
-            if t.dtype != DType::F16 || t.rank() > 4 || tail.iter().any(|d| d % STATE_DIM_MULTIPLE != 0)
+            if t.dtype != DType::F16
+                || t.rank() > 4
+                || tail.iter().any(|d| d % STATE_DIM_MULTIPLE != 0)
             {
                 self.push(
                     "state-shape",

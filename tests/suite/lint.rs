@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::lint::{lint_package, Finding, RULES};
 use anec::mil::{
-    ConstValue, DType, FunctionBuilder, Model, PackageWriter, Program, SliceParams,
-    TensorType, Var,
+    ConstValue, DType, FunctionBuilder, Model, PackageWriter, Program, SliceParams, TensorType, Var,
 };
 use half::f16;
 
@@ -82,10 +81,7 @@ fn rank_le_4_fires_on_rank_5() {
 #[test]
 fn static_shapes_fires_on_coremltools_range_shape_sample() {
     let found = findings(&fixture("coreml-samples").join("flexible.mlpackage"));
-    assert!(
-        found.iter().any(|f| f.rule == "static-shapes"),
-        "{found:?}"
-    );
+    assert!(found.iter().any(|f| f.rule == "static-shapes"), "{found:?}");
 }
 
 #[test]
@@ -260,7 +256,9 @@ fn file_size_fires_past_the_ios_limit() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = package(dir.path(), "big", |b, w| {
         let x = f16_input(b, "x", &[1, 8, 1, 1]);
-        let wt = b.constant("w", w.store(zeros(&[8, 8, 1, 1])).unwrap()).unwrap();
+        let wt = b
+            .constant("w", w.store(zeros(&[8, 8, 1, 1])).unwrap())
+            .unwrap();
         vec![b.conv("y", &x, &wt, None).unwrap()]
     });
     assert!(findings(&pkg).is_empty());
@@ -287,7 +285,11 @@ fn every_rule_has_a_test_above() {
     }
 }
 
-fn convert_to(model: &str, out: &Path, strict: bool) -> Result<convert::ConvertReport, convert::ConvertError> {
+fn convert_to(
+    model: &str,
+    out: &Path,
+    strict: bool,
+) -> Result<convert::ConvertReport, convert::ConvertError> {
     let mut p = ConvertPlan::new(spec(model), out);
     p.context_length = 64;
     p.batch_size = 16;
@@ -304,7 +306,11 @@ fn our_packages_are_clean_and_convert_reports_the_lint() {
     let out = dir.path().join("qwen3");
     let report = convert_to("tiny-qwen3", &out, true).expect("a clean conversion passes --strict");
     assert_eq!(report.lint.len(), 4);
-    assert!(report.lint.iter().all(|l| l.findings.is_empty()), "{:?}", report.lint);
+    assert!(
+        report.lint.iter().all(|l| l.findings.is_empty()),
+        "{:?}",
+        report.lint
+    );
     assert!(report.to_string().contains("lint: 4 packages clean"));
 }
 
@@ -315,7 +321,10 @@ fn strict_convert_refuses_findings_and_writes_nothing() {
     let out = dir.path().join("llama");
     let report = convert_to("tiny-llama", &out, false).unwrap();
     let found: Vec<&Finding> = report.lint.iter().flat_map(|l| &l.findings).collect();
-    assert!(!found.is_empty() && found.iter().all(|f| f.rule == "state-shape"), "{found:?}");
+    assert!(
+        !found.is_empty() && found.iter().all(|f| f.rule == "state-shape"),
+        "{found:?}"
+    );
     assert!(report.to_string().contains("[state-shape]"));
     let strict_out = dir.path().join("strict");
     let err = convert_to("tiny-llama", &strict_out, true).unwrap_err();
@@ -325,7 +334,11 @@ fn strict_convert_refuses_findings_and_writes_nothing() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 1, "only the non-strict output: {leftovers:?}");
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the non-strict output: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -333,7 +346,12 @@ fn cli_lint_and_inspect_lint() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("qwen3");
     convert_to("tiny-qwen3", &out, false).unwrap();
-    let ok = anec().arg("lint").arg(&out).arg("--strict").assert().success();
+    let ok = anec()
+        .arg("lint")
+        .arg(&out)
+        .arg("--strict")
+        .assert()
+        .success();
     let text = String::from_utf8(ok.get_output().stdout.clone()).unwrap();
     assert_eq!(text.matches(": clean").count(), 4, "{text}");
 
@@ -343,7 +361,12 @@ fn cli_lint_and_inspect_lint() {
     });
     let plain = anec().arg("lint").arg(&bad).assert().success();
     assert!(String::from_utf8_lossy(&plain.get_output().stdout).contains("[fp16-compute]"));
-    let strict = anec().arg("lint").arg(&bad).arg("--strict").assert().code(2);
+    let strict = anec()
+        .arg("lint")
+        .arg(&bad)
+        .arg("--strict")
+        .assert()
+        .code(2);
     assert!(String::from_utf8_lossy(&strict.get_output().stderr).contains("anec: error: --strict"));
 
     let json = anec()
@@ -357,7 +380,13 @@ fn cli_lint_and_inspect_lint() {
 
     let rules = anec().args(["lint", "--rules"]).assert().success();
     let text = String::from_utf8_lossy(&rules.get_output().stdout).into_owned();
-    assert!(RULES.iter().all(|r| text.contains(r.id) && text.contains(r.source)));
+    assert!(RULES
+        .iter()
+        .all(|r| text.contains(r.id) && text.contains(r.source)));
 
-    anec().arg("lint").arg(dir.path().join("nothing")).assert().code(2);
+    anec()
+        .arg("lint")
+        .arg(dir.path().join("nothing"))
+        .assert()
+        .code(2);
 }

@@ -581,7 +581,10 @@ impl fmt::Display for ConvertReport {
         } else {
             writeln!(f, "lint: {findings} finding(s)")?;
             for l in self.lint.iter().filter(|l| !l.findings.is_empty()) {
-                write!(f, "  {l}")?;
+                writeln!(f, "  {}:", l.package)?;
+                for x in &l.findings {
+                    writeln!(f, "    {x}")?;
+                }
             }
         }
         Ok(())

@@ -2,9 +2,11 @@
 //! `DecoderConfig` and a `WeightStore` into a `PackageWriter`.
 //!
 //! Layout inside a chunk (Apple's "Deploying Transformers on the ANE", ANEMLL): activations are
-//! `(1, C, 1, S)`, every projection is a 1×1 conv, RMSNorm is `layer_norm` over `[x, −x]`, heads
-//! are `[heads, D, S]`, RoPE comes from `[C, D]` cos/sin tables gathered by position, and the KV
-//! write is read_state → slice_update → write_state → read_state.
+//! `(1, C, 1, S)`, every projection is a 1×1 conv (FFNs split below 16384 channels), RMSNorm is
+//! `layer_norm` over `[x, −x]`, heads are `[1, heads, S, D]` (the Qwen3 q/k norm on the last
+//! axis, as ANEMLL), RoPE rows and sliding-window band rows are gathered from precomputed fp16
+//! tables with uint16 positions, and each of the K and V writes is coremltools' stateful form:
+//! read_state → slice_update → write_state, then read_state again.
 
 use std::ops::Range;
 

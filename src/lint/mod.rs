@@ -267,10 +267,6 @@ fn tensor_of(t: &ValueType) -> &mil::TensorType {
     }
 }
 
-fn shape_text(t: &mil::TensorType) -> String {
-    mil::tensor_string(t)
-}
-
 /// One function's walk: the types and constants of its variables, and the findings so far.
 struct FunctionLint<'a> {
     name: &'a str,
@@ -352,13 +348,17 @@ impl<'a> FunctionLint<'a> {
         for (n, t) in &self.f.inputs {
             let t = tensor_of(t);
             if t.dtype == DType::F32 {
-                self.push("fp16-compute", n, format!("input is {}", shape_text(t)));
+                self.push(
+                    "fp16-compute",
+                    n,
+                    format!("input is {}", mil::tensor_string(t)),
+                );
             }
             if !self.flexible && t.static_shape().is_none() {
                 self.push(
                     "static-shapes",
                     n,
-                    format!("input {} has an unknown dimension", shape_text(t)),
+                    format!("input {} has an unknown dimension", mil::tensor_string(t)),
                 );
             }
         }
@@ -379,7 +379,7 @@ impl<'a> FunctionLint<'a> {
                         format!(
                             "{} output {out_name} is {}",
                             op.kind.mil_name(),
-                            shape_text(t)
+                            mil::tensor_string(t)
                         ),
                     );
                 }
@@ -390,7 +390,7 @@ impl<'a> FunctionLint<'a> {
                         format!(
                             "{} output {out_name} is {}",
                             op.kind.mil_name(),
-                            shape_text(t)
+                            mil::tensor_string(t)
                         ),
                     );
                 }
@@ -398,7 +398,7 @@ impl<'a> FunctionLint<'a> {
                     self.push(
                         "static-shapes",
                         at,
-                        format!("output {out_name} is {}", shape_text(t)),
+                        format!("output {out_name} is {}", mil::tensor_string(t)),
                     );
                 }
             }
@@ -503,7 +503,7 @@ impl<'a> FunctionLint<'a> {
                 format!(
                     "{} over axes {axes:?} of {}: use the last axis (or axis 1 of a rank-4 tensor)",
                     op.kind.mil_name(),
-                    shape_text(x)
+                    mil::tensor_string(x)
                 ),
             );
         }
@@ -528,7 +528,7 @@ impl<'a> FunctionLint<'a> {
             .max()
             .unwrap_or(0);
         if int && big > MAX_INT_ELEMENTS {
-            let types: Vec<String> = operands.iter().map(|t| shape_text(t)).collect();
+            let types: Vec<String> = operands.iter().map(|t| mil::tensor_string(t)).collect();
             self.push(
                 "integer-ops",
                 &op.name,
@@ -564,7 +564,7 @@ impl<'a> FunctionLint<'a> {
                     format!(
                         "state {} must be fp16, rank <= 4, last two dims multiples of \
                          {STATE_DIM_MULTIPLE}",
-                        shape_text(t)
+                        mil::tensor_string(t)
                     ),
                 );
             }

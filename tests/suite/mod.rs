@@ -8,6 +8,7 @@ pub mod lint;
 pub mod mil;
 pub mod quant;
 pub mod reference;
+pub mod run;
 pub mod source;
 pub mod util;
 pub mod verify;

@@ -65,6 +65,8 @@ def discover(folder):
     first = params["ffn"]
     chunks = [first.replace("_chunk_01of", f"_chunk_{k:02d}of") for k in range(1, n + 1)]
     parts = [params["embeddings"], *chunks, params["lm_head"]]
+    # On a Mac meta names the compiled .mlmodelc; the .mlpackage beside it is what anec reads.
+    parts = [p[: -len(".mlmodelc")] + ".mlpackage" if p.endswith(".mlmodelc") else p for p in parts]
     paths = [os.path.join(folder, p) for p in parts]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:

@@ -57,6 +57,20 @@ class Discovery(unittest.TestCase):
             self.assertEqual(os.path.basename(head), "lm_head_lut6.mlpackage")
             self.assertEqual(params["context_length"], 512)
 
+    def test_compiled_names_map_to_their_packages(self):
+        with tempfile.TemporaryDirectory() as d:
+            write_output(d, chunks=1)
+            meta_path = os.path.join(d, "meta.json")
+            with open(meta_path) as f:
+                meta = json.load(f)
+            params = meta["model_info"]["parameters"]
+            for key in ("embeddings", "lm_head", "ffn"):
+                params[key] = params[key].replace(".mlpackage", ".mlmodelc")
+            with open(meta_path, "w") as f:
+                json.dump(meta, f)
+            emb, chunks, head, _ = ane_report.discover(d)
+            self.assertTrue(all(p.endswith(".mlpackage") for p in [emb, *chunks, head]))
+
     def test_missing_part_and_missing_meta_are_named(self):
         with tempfile.TemporaryDirectory() as d:
             write_output(d, skip="combined_lut6_chunk_02of02.mlpackage")

@@ -405,8 +405,9 @@ impl<'a> FunctionLint<'a> {
             match op.kind {
                 OpKind::Conv => self.conv(op),
                 OpKind::Gather => self.gather(op),
-                OpKind::LayerNorm => self.axes(op, "axes"),
-                OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax => self.axes(op, "axes"),
+                OpKind::LayerNorm | OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax => {
+                    self.axes(op, "axes")
+                }
                 OpKind::Softmax | OpKind::ReduceArgmax => self.axes(op, "axis"),
                 _ => {}
             }

@@ -30,6 +30,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Greedy generation from the converted packages on the CPU.
     Generate(GenerateArgs),
+    /// Check packages against the Neural Engine rules (`anec lint --rules` lists them).
+    Lint(LintArgs),
+    /// Run one function of one package on the CPU: JSON tensors in, JSON tensors out.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,9 @@ pub struct ConvertArgs {
     /// Print a machine-readable JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Make Neural Engine lint findings errors: exit 2 and write nothing.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +123,41 @@ pub struct InspectArgs {
     /// The .mlpackage folder.
     pub package: PathBuf,
     /// JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also run `anec lint` on the package.
+    #[arg(long)]
+    pub lint: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The .mlpackage folder.
+    pub package: PathBuf,
+    /// The function [default: the package's default function].
+    #[arg(long, value_name = "NAME")]
+    pub function: Option<String>,
+    /// A JSON file `{"name": {"dtype": "fp16"|"fp32"|"int32", "shape": [..], "data": [..]}}`;
+    /// states start at zero.
+    #[arg(long, value_name = "FILE")]
+    pub inputs: PathBuf,
+    /// Round every op to fp16 as the Neural Engine does.
+    #[arg(long)]
+    pub fp16: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// .mlpackage folders, or folders holding them (an `anec convert` output).
+    #[arg(required_unless_present = "rules")]
+    pub paths: Vec<PathBuf>,
+    /// Exit 2 when there is any finding.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the rule table with each rule's source, and nothing else.
+    #[arg(long)]
+    pub rules: bool,
+    /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -228,6 +270,7 @@ impl ConvertArgs {
         plan.num_layers = self.num_layers;
         plan.dry_run = self.dry_run;
         plan.quiet = self.quiet || self.json;
+        plan.strict = self.strict;
         plan.compile = match (self.compile, self.no_compile) {
             (true, _) => Compile::Always,
             (_, true) => Compile::Never,
@@ -269,7 +312,8 @@ impl GenerateArgs {
     }
 }
 
-fn precision(fp16: bool) -> Precision {
+/// `--fp16` as the interpreter's precision.
+pub fn precision(fp16: bool) -> Precision {
     if fp16 {
         Precision::F16
     } else {

@@ -14,6 +14,7 @@ use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, Pa
 use crate::arch::DecoderConfig;
 use crate::calib::data::CalibrationSource;
 use crate::calib::{CalibError, Calibrator};
+use crate::lint::PackageLint;
 use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
 use crate::mil::{Metadata, PackageWriter};
 use crate::quant::{LutSpec, QuantReport};
@@ -27,6 +28,8 @@ pub const CHAT_TEMPLATE_FILES: [&str; 2] = ["chat_template.jinja", "chat_templat
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
 /// macOS's per-file limit.
 pub const MACOS_FILE_LIMIT: u64 = 2 << 30;
+/// The longest context: positions gather table rows with uint16 indices.
+pub const MAX_CONTEXT: usize = 1 << 16;
 const MB: u64 = 1 << 20;
 
 /// How many transformer chunks.
@@ -77,6 +80,8 @@ pub struct ConvertPlan {
     pub calibration_sequential: bool,
     /// How the statistics shape the LUTs (`--calibration-method`).
     pub calibration_method: crate::calib::Method,
+    /// Lint findings are errors (nothing is written) instead of warnings.
+    pub strict: bool,
 }
 
 /// Calibration text is cut into sequences of at most this many tokens.
@@ -106,6 +111,7 @@ impl ConvertPlan {
             calibration_tokens: 2048,
             calibration_sequential: true,
             calibration_method: crate::calib::Method::Weighted,
+            strict: false,
         }
     }
 
@@ -129,6 +135,31 @@ impl ConvertPlan {
                 "--batch-size",
                 self.batch_size.to_string(),
                 &format!("must not exceed --context-length ({})", self.context_length),
+            );
+        }
+        // The KV state's width: coremltools #2631 reports stateful models failing on the ANE
+        // unless state dims are multiples of 32; positions index tables as uint16.
+        if self.context_length % 32 != 0 || self.context_length > MAX_CONTEXT {
+            return bad(
+                "--context-length",
+                self.context_length.to_string(),
+                &format!(
+                    "must be a multiple of 32 (an ANE state shape), at most {MAX_CONTEXT} \
+                     (uint16 positions)"
+                ),
+            );
+        }
+        // Runners pad the last prefill batch to B rows (ANEMLL's chat.py): every padded batch
+        // must stay inside the C rows of the cache, the mask and the RoPE tables.
+        if self.context_length % self.batch_size != 0 {
+            return bad(
+                "--batch-size",
+                self.batch_size.to_string(),
+                &format!(
+                    "must divide --context-length ({}): runners pad the last prefill batch to B \
+                     rows, which must end inside the context",
+                    self.context_length
+                ),
             );
         }
         match self.chunks {
@@ -242,6 +273,8 @@ pub enum ConvertError {
     Calib(#[from] CalibError),
     #[error("{part}: {source}")]
     Part { part: String, source: Box<AneError> },
+    #[error("--strict: {count} lint finding(s), nothing written; first: {first}")]
+    Lint { count: usize, first: String },
 }
 
 /// What one output file is.
@@ -390,8 +423,10 @@ pub fn chunk_bytes(
     let per_layer = weight_bytes(q, h, lut)
         + 2 * weight_bytes(kv, h, lut)
         + weight_bytes(h, q, lut)
-        + 2 * weight_bytes(i, h, lut)
-        + weight_bytes(h, i, lut)
+        + layout::channel_split(i)
+            .into_iter()
+            .map(|part| 2 * weight_bytes(part, h, lut) + weight_bytes(h, part, lut))
+            .sum::<u64>()
         + 2 * weight_bytes(h, 1, None)
         + if cfg.qkv_bias {
             weight_bytes(q + 2 * kv, 1, None)
@@ -403,9 +438,18 @@ pub fn chunk_bytes(
         } else {
             0
         };
-    let rope = 2 * weight_bytes(plan.context_length, cfg.head_dim, None);
+    let c = plan.context_length;
+    let rope = 2 * weight_bytes(c, cfg.head_dim, None);
+    // One [C, C] sliding-window band per distinct window narrower than the context.
+    let mut windows: Vec<usize> = layers
+        .clone()
+        .filter_map(|l| crate::ane::parts::layer_window(cfg, l, c))
+        .collect();
+    windows.sort_unstable();
+    windows.dedup();
+    let bands = windows.len() as u64 * weight_bytes(c, c, None);
     let final_norm = if last { weight_bytes(h, 1, None) } else { 0 };
-    per_layer * layers.len() as u64 + rope + final_norm + 64
+    per_layer * layers.len() as u64 + rope + bands + final_norm + 64
 }
 
 fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
@@ -523,6 +567,8 @@ pub struct ConvertReport {
     pub quant: QuantReport,
     /// The calibration pass, when the LUTs were activation-weighted.
     pub calibration: Option<CalibrationReport>,
+    /// `anec lint` over every written package.
+    pub lint: Vec<PackageLint>,
     pub seconds: f64,
     pub meta: Option<Meta>,
 }
@@ -592,6 +638,18 @@ impl fmt::Display for ConvertReport {
         }
         if !self.quant.tensors.is_empty() {
             write!(f, "{}", self.quant)?;
+        }
+        let findings: usize = self.lint.iter().map(|l| l.findings.len()).sum();
+        if findings == 0 {
+            writeln!(f, "lint: {} packages clean", self.lint.len())?;
+        } else {
+            writeln!(f, "lint: {findings} finding(s)")?;
+            for l in self.lint.iter().filter(|l| !l.findings.is_empty()) {
+                writeln!(f, "  {}:", l.package)?;
+                for x in &l.findings {
+                    writeln!(f, "    {x}")?;
+                }
+            }
         }
         Ok(())
     }
@@ -912,6 +970,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         files: Vec::new(),
         quant: QuantReport::new(),
         calibration: None,
+        lint: Vec::new(),
         seconds: 0.0,
         meta: None,
     };
@@ -1034,6 +1093,14 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
             }
             None => None,
         };
+        let lint = crate::lint::lint_package(&path)?;
+        if let (true, Some(first)) = (plan.strict, lint.findings.first()) {
+            return Err(ConvertError::Lint {
+                count: lint.findings.len(),
+                first: format!("{file}: {first}"),
+            });
+        }
+        report.lint.push(lint);
         report.files.push(FileReport {
             name: file,
             weight_bytes: dir_size(&path),

@@ -7,6 +7,7 @@ pub mod calib;
 pub mod cli;
 pub mod convert;
 pub mod exec;
+pub mod lint;
 pub mod meta;
 pub mod mil;
 pub mod outdir;

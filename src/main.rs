@@ -53,12 +53,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect(args) => {
             let report = anec::mil::inspect(&args.package)?;
+            let lint = match args.lint {
+                true => Some(anec::lint::lint_package(&args.package)?),
+                false => None,
+            };
             if args.json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+                let json = match &lint {
+                    Some(l) => serde_json::json!({ "inspect": report, "lint": l }),
+                    None => serde_json::to_value(&report)?,
+                };
+                emit(&format!("{}\n", serde_json::to_string_pretty(&json)?))?;
             } else {
                 emit(&report.to_string())?;
+                if let Some(l) = &lint {
+                    emit(&format!("\nlint: {l}"))?;
+                }
             }
         }
+        Command::Lint(args) => return lint(&args),
+        Command::Run(args) => run_package(&args)?,
         Command::Verify(args) => {
             let json = args.json;
             let report = anec::verify::run(&args.into_options())?;
@@ -92,6 +105,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `anec run`: one function of one package on fresh (zero) states, outputs as JSON on stdout.
+fn run_package(args: &anec::cli::RunArgs) -> anyhow::Result<()> {
+    use anec::exec::{json, Interpreter};
+    let model = anec::mil::read_package(&args.package)?;
+    let function = args
+        .function
+        .clone()
+        .unwrap_or_else(|| model.program.default_function.clone());
+    let text = std::fs::read_to_string(&args.inputs).map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot read {}", args.inputs.display()))
+    })?;
+    let tensors: std::collections::BTreeMap<String, json::JsonTensor> = serde_json::from_str(&text)
+        .map_err(|e| {
+            anyhow::anyhow!("{}: not a JSON map of tensors: {e}", args.inputs.display())
+        })?;
+    let interp = Interpreter::new(&model, anec::cli::precision(args.fp16));
+    let mut states = interp.zero_states(&function)?;
+    let outputs = interp.run(&function, &json::from_json(&tensors)?, &mut states)?;
+    emit(&format!(
+        "{}\n",
+        serde_json::to_string(&json::to_json(&outputs))?
+    ))?;
+    Ok(())
+}
+
+/// `anec lint`: the findings of every package named (or found in a named folder); with
+/// `--strict`, any finding exits 2.
+fn lint(args: &anec::cli::LintArgs) -> anyhow::Result<ExitCode> {
+    if args.rules {
+        if args.json {
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(anec::lint::RULES)?
+            ))?;
+        } else {
+            emit(&anec::lint::rules_table())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut reports = Vec::new();
+    for path in &args.paths {
+        let pkgs = anec::lint::packages_in(path).map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot read {}", path.display()))
+        })?;
+        if pkgs.is_empty() {
+            anyhow::bail!("{}: no .mlpackage found", path.display());
+        }
+        for pkg in pkgs {
+            reports.push(anec::lint::lint_package(&pkg)?);
+        }
+    }
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&reports)?))?;
+    } else {
+        for r in &reports {
+            emit(&r.to_string())?;
+        }
+    }
+    let findings: usize = reports.iter().map(|r| r.findings.len()).sum();
+    if args.strict && findings > 0 {
+        eprintln!("anec: error: --strict: {findings} lint finding(s)");
+        return Ok(ExitCode::from(EXIT_INPUT));
     }
     Ok(ExitCode::SUCCESS)
 }

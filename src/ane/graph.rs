@@ -75,14 +75,18 @@ impl G {
     }
 
     fn param(&mut self, v: ConstValue) -> R<Vec<Arg>> {
+        Ok(var_arg(&self.param_var(v)?))
+    }
+
+    fn param_var(&mut self, v: ConstValue) -> R<Var> {
         let key = format!("{:?}|{:?}", v.ty, v.data);
         if let Some(var) = self.params.get(&key) {
-            return Ok(var_arg(var));
+            return Ok(var.clone());
         }
         let name = self.fresh("p");
         let var = self.b.constant(&name, v)?;
         self.params.insert(key, var.clone());
-        Ok(var_arg(&var))
+        Ok(var)
     }
 
     fn ints(&mut self, v: &[i32]) -> R<Vec<Arg>> {
@@ -132,16 +136,21 @@ impl G {
     pub fn mul(&mut self, x: &T, y: &T) -> R<T> {
         self.binary(OpKind::Mul, "mul", x, y)
     }
-    pub fn less(&mut self, x: &T, y: &T) -> R<T> {
-        self.binary(OpKind::Less, "less", x, y)
+    pub fn minimum(&mut self, x: &T, y: &T) -> R<T> {
+        self.binary(OpKind::Minimum, "minimum", x, y)
     }
 
     pub fn scalar_f16(&mut self, v: f32) -> R<T> {
         self.konst("c", ConstValue::scalar_f16(f16::from_f32(v)))
     }
 
+    /// A rank-1 int32 constant, shared with every other use of the same values.
     pub fn ints_const(&mut self, v: &[i32]) -> R<T> {
-        self.konst("c", ConstValue::vec_i32(v))
+        let var = self.param_var(ConstValue::vec_i32(v))?;
+        Ok(T {
+            var,
+            shape: vec![v.len() as u64],
+        })
     }
 
     pub fn silu(&mut self, x: &T) -> R<T> {
@@ -268,12 +277,18 @@ impl G {
         )
     }
 
-    /// `x` with `update` written at the dynamic `begin` (int32 [rank]); `end = begin + update.shape`.
-    pub fn slice_update(&mut self, x: &T, update: &T, begin: &T) -> R<T> {
-        let ext: Vec<i32> = update.shape.iter().map(|&d| d as i32).collect();
-        let ext = self.ints_const(&ext)?;
-        let end = self.add(begin, &ext)?;
-        let [stride, bm, em, sm] = self.slice_params(x.shape.len())?;
+    /// `x` with `update` written at the dynamic `begin`..`end` (int32 `[rank]`), in the form
+    /// coremltools' PyTorch frontend gives `x[a:b, :, p:q, :] = update`: explicit begin and
+    /// end, `end_mask` set on the axes the update covers whole, stride 1.
+    pub fn slice_update(&mut self, x: &T, update: &T, begin: &T, end: &T) -> R<T> {
+        let whole: Vec<bool> = x
+            .shape
+            .iter()
+            .zip(&update.shape)
+            .map(|(a, b)| a == b)
+            .collect();
+        let [stride, bm, _, sm] = self.slice_params(x.shape.len())?;
+        let em = self.bools(&whole)?;
         let name = self.fresh("slice_update");
         self.op(
             OpKind::SliceUpdate,
@@ -288,6 +303,18 @@ impl G {
                 ("end_mask", em),
                 ("squeeze_mask", sm),
             ],
+            x.shape.clone(),
+        )
+    }
+
+    /// `cast(x, dtype)`.
+    pub fn cast(&mut self, x: &T, dtype: DType) -> R<T> {
+        let d = self.param(ConstValue::string(dtype.mil_name()))?;
+        let name = self.fresh("cast");
+        self.op(
+            OpKind::Cast,
+            &name,
+            &[("x", x.arg()), ("dtype", d)],
             x.shape.clone(),
         )
     }

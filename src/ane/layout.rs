@@ -3,8 +3,12 @@
 
 use std::ops::Range;
 
-/// The widest LM head output the ANE accepts (its H/W limit).
-pub const MAX_LM_HEAD_PART: usize = 16384;
+/// The most channels the ANE takes on either side of a conv (reported limit; ANEMLL splits
+/// its LM head and, with `MLP_UP_SPLIT`/`MLP_DOWN_SPLIT`, wide FFNs below it).
+pub const MAX_CONV_CHANNELS: usize = 16384;
+
+/// The widest LM head output part.
+pub const MAX_LM_HEAD_PART: usize = MAX_CONV_CHANNELS;
 
 /// The KV-cache state every chunk declares.
 pub const STATE_NAME: &str = "model_model_kv_cache_0";
@@ -30,16 +34,21 @@ pub fn layer_ranges(layers: usize, chunks: usize) -> Option<Vec<Range<usize>>> {
     )
 }
 
-/// The LM head's vocabulary parts: the fewest parts of at most [`MAX_LM_HEAD_PART`], sizes as
-/// equal as possible (the first `vocab % n` parts one larger). Empty for an empty vocabulary.
-pub fn lm_head_split(vocab: usize) -> Vec<usize> {
-    if vocab == 0 {
+/// `channels` cut into the fewest parts of at most [`MAX_CONV_CHANNELS`], sizes as equal as
+/// possible (the first `channels % n` parts one larger). Empty for no channels.
+pub fn channel_split(channels: usize) -> Vec<usize> {
+    if channels == 0 {
         return Vec::new();
     }
-    let n = vocab.div_ceil(MAX_LM_HEAD_PART);
-    let base = vocab / n;
-    let extra = vocab % n;
+    let n = channels.div_ceil(MAX_CONV_CHANNELS);
+    let base = channels / n;
+    let extra = channels % n;
     (0..n).map(|i| base + usize::from(i < extra)).collect()
+}
+
+/// The LM head's vocabulary parts ([`channel_split`] of the vocabulary).
+pub fn lm_head_split(vocab: usize) -> Vec<usize> {
+    channel_split(vocab)
 }
 
 /// File names (without directory) of every part, derived from the prefix and LUT bit widths.
@@ -121,6 +130,15 @@ mod tests {
         assert_eq!(qwen.iter().sum::<usize>(), 151936);
         assert!(qwen.iter().all(|&s| s <= MAX_LM_HEAD_PART));
         assert!(qwen.iter().max().unwrap() - qwen.iter().min().unwrap() <= 1);
+    }
+
+    #[test]
+    fn wide_ffns_split_below_the_conv_limit() {
+        assert_eq!(channel_split(8192), vec![8192]);
+        assert_eq!(channel_split(18944), vec![9472, 9472]);
+        assert_eq!(channel_split(17408), vec![8704, 8704]);
+        assert_eq!(channel_split(32769), vec![10923, 10923, 10923]);
+        assert!(channel_split(0).is_empty());
     }
 
     #[test]

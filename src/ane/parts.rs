@@ -2,9 +2,11 @@
 //! `DecoderConfig` and a `WeightStore` into a `PackageWriter`.
 //!
 //! Layout inside a chunk (Apple's "Deploying Transformers on the ANE", ANEMLL): activations are
-//! `(1, C, 1, S)`, every projection is a 1×1 conv, RMSNorm is `layer_norm` over `[x, −x]`, heads
-//! are `[heads, D, S]`, RoPE comes from `[C, D]` cos/sin tables gathered by position, and the KV
-//! write is read_state → slice_update → write_state → read_state.
+//! `(1, C, 1, S)`, every projection is a 1×1 conv (FFNs split below 16384 channels), RMSNorm is
+//! `layer_norm` over `[x, −x]`, heads are `[1, heads, S, D]` (the Qwen3 q/k norm on the last
+//! axis, as ANEMLL), RoPE rows and sliding-window band rows are gathered from precomputed fp16
+//! tables with uint16 positions, and each of the K and V writes is coremltools' stateful form:
+//! read_state → slice_update → write_state, then read_state again.
 
 use std::ops::Range;
 
@@ -17,7 +19,7 @@ use crate::quant::{self, LutSpec, QuantReport};
 use crate::weights::{Dtype, RawTensor, WeightStore};
 
 use super::graph::{G, T};
-use super::layout::{lm_head_split, STATE_NAME};
+use super::layout::{channel_split, lm_head_split, STATE_NAME};
 use super::AneError;
 
 type R<T> = Result<T, AneError>;
@@ -63,27 +65,42 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Rows `rows` of the `[full_rows, cols]` tensor `name`, stored as `out_shape`
-    /// (`[r, cols, 1, 1]` for a conv, `[r, cols]` for a table), fp16 or palettized.
+    /// Rows `rows` and columns `col_range` of the `[full_rows, full_cols]` tensor `name`, stored as
+    /// `out_shape` (`[r, c, 1, 1]` for a conv, `[r, c]` for a table), fp16 or palettized.
+    #[allow(clippy::too_many_arguments)]
     fn matrix(
         &mut self,
         name: &str,
         full_rows: usize,
-        cols: usize,
+        full_cols: usize,
         rows: Range<usize>,
+        col_range: Range<usize>,
         conv: bool,
         lut: Option<LutSpec>,
     ) -> R<Stored> {
         (self.progress)(name, 0);
-        let raw = self.weights.get(name, &[full_rows, cols])?;
+        let raw = self.weights.get(name, &[full_rows, full_cols])?;
         let n = rows.len();
         let es = raw.dtype.size();
-        // Only these rows, still borrowed from the mmap.
+        let row_bytes = &raw.bytes[rows.start * full_cols * es..rows.end * full_cols * es];
+        // Whole rows stay borrowed from the mmap; a column range (an input-channel split of a
+        // conv) is copied out row by row.
+        let picked: std::borrow::Cow<'_, [u8]> = if col_range == (0..full_cols) {
+            row_bytes.into()
+        } else {
+            row_bytes
+                .chunks_exact(full_cols * es)
+                .flat_map(|r| &r[col_range.start * es..col_range.end * es])
+                .copied()
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let cols = col_range.len();
         let part = RawTensor {
             name: raw.name.clone(),
             dtype: raw.dtype,
             shape: vec![n, cols],
-            bytes: &raw.bytes[rows.start * cols * es..rows.end * cols * es],
+            bytes: &picked,
             file: raw.file,
         };
         let out_shape: Vec<u64> = if conv {
@@ -145,10 +162,15 @@ impl Ctx<'_> {
                 };
                 let indices = ConstValue::from_indices(spec.bits, &out_shape, &pal.indices)?;
                 let lut_c = ConstValue::from_f16(&lut_shape, &pal.lut)?;
-                let label = if rows.len() == full_rows {
+                let label = if n == full_rows && cols == full_cols {
                     format!("{}/{name}", self.part)
-                } else {
+                } else if cols == full_cols {
                     format!("{}/{name}[{}..{}]", self.part, rows.start, rows.end)
+                } else {
+                    format!(
+                        "{}/{name}[{}..{}, {}..{}]",
+                        self.part, rows.start, rows.end, col_range.start, col_range.end
+                    )
                 };
                 let role = if conv && name == arch::names::embed_tokens() {
                     "lm_head"
@@ -177,15 +199,32 @@ impl Ctx<'_> {
         cols: usize,
         lut: Option<LutSpec>,
     ) -> R<Stored> {
-        self.matrix(name, rows, cols, 0..rows, true, lut)
+        self.matrix(name, rows, cols, 0..rows, 0..cols, true, lut)
     }
 
     /// A 1-D fp16 tensor (norm weight, bias) stored with `shape`.
     fn vector(&mut self, name: &str, len: usize, shape: &[u64]) -> R<ConstValue> {
+        self.vector_part(name, len, 0..len, shape)
+    }
+
+    /// Elements `range` of the 1-D tensor `name` of `len` elements, stored with `shape`.
+    fn vector_part(
+        &mut self,
+        name: &str,
+        len: usize,
+        range: Range<usize>,
+        shape: &[u64],
+    ) -> R<ConstValue> {
         let raw = self.weights.get(name, &[len])?;
-        let bytes = raw.to_f16_bytes()?;
+        let es = raw.dtype.size();
+        let part = RawTensor {
+            shape: vec![range.len()],
+            bytes: &raw.bytes[range.start * es..range.end * es],
+            ..raw
+        };
+        let bytes = part.to_f16_bytes()?;
         let c = self.writer.store_bytes(DType::F16, shape, &bytes)?;
-        (self.progress)(name, (len * 2) as u64);
+        (self.progress)(name, (range.len() * 2) as u64);
         Ok(c)
     }
 
@@ -223,6 +262,7 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
         v,
         h,
         0..v,
+        0..h,
         false,
         ctx.opts.lut_embed,
     )?;
@@ -235,6 +275,13 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
         shape: vec![1, 1],
     };
     let w = use_weight(&mut g, "embed_tokens", &table)?;
+    // uint16 indices when they can address the table (coremltools' add_int16_cast keeps int32
+    // only for wider tables).
+    let ids = if v <= 1 << 16 {
+        g.cast(&ids, DType::U16)?
+    } else {
+        ids
+    };
     let out = g.gather(&w, &ids, 0, vec![1, 1, h as u64], Some("hidden_states"))?;
     g.b.output(&out.var)?;
     let (f, shapes) = g.b.finish_with_shapes()?;
@@ -260,7 +307,15 @@ pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
     let mut parts = Vec::with_capacity(sizes.len());
     let mut start = 0;
     for &s in &sizes {
-        parts.push(ctx.matrix(&name, v, h, start..start + s, true, ctx.opts.lut_lmhead)?);
+        parts.push(ctx.matrix(
+            &name,
+            v,
+            h,
+            start..start + s,
+            0..h,
+            true,
+            ctx.opts.lut_lmhead,
+        )?);
         start += s;
     }
     let mut g = G::new();
@@ -303,6 +358,16 @@ pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
 
 // ---------------------------------------------------------------- transformer chunk
 
+/// One FFN slice: gate/up rows and down columns `range` of the intermediate dimension (the
+/// whole of it unless it is wider than the ANE's conv limit).
+struct FfnPart {
+    gate: Stored,
+    up: Stored,
+    down: Stored,
+    gate_bias: Option<ConstValue>,
+    up_bias: Option<ConstValue>,
+}
+
 /// One layer's stored weights.
 struct LayerWeights {
     index: usize,
@@ -318,11 +383,7 @@ struct LayerWeights {
     o_bias: Option<ConstValue>,
     q_norm: Option<ConstValue>,
     k_norm: Option<ConstValue>,
-    gate: Stored,
-    up: Stored,
-    down: Stored,
-    gate_bias: Option<ConstValue>,
-    up_bias: Option<ConstValue>,
+    ffn: Vec<FfnPart>,
     down_bias: Option<ConstValue>,
 }
 
@@ -332,6 +393,8 @@ struct ChunkWeights {
     final_norm: Option<ConstValue>,
     cos: ConstValue,
     sin: ConstValue,
+    /// `[C, C]` sliding-window band per distinct window narrower than the context.
+    bands: Vec<(usize, ConstValue)>,
 }
 
 /// RoPE tables `[C, D]`: cos(p·f) and the sign-folded sin, `-sin` on the first half and `+sin`
@@ -354,6 +417,18 @@ pub fn rope_tables(cfg: &DecoderConfig, context: usize) -> (Vec<f16>, Vec<f16>) 
     (cos, sin)
 }
 
+/// The sliding-window band `[C, C]`: row p holds 0 where key position j is inside the window
+/// (`p - j < window`) and fp16's lowest value where it is older. The graph gathers the rows of
+/// its positions and takes the minimum with the causal mask, so nothing positional is computed
+/// on the device (positions above 2048 are not exact in fp16).
+pub fn window_band(context: usize, window: usize) -> Vec<f16> {
+    let mut band = Vec::with_capacity(context * context);
+    for p in 0..context {
+        band.extend((0..context).map(|j| if p < j + window { f16::ZERO } else { f16::MIN }));
+    }
+    band
+}
+
 fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWeights> {
     let cfg = ctx.cfg;
     let h = cfg.hidden_size;
@@ -365,6 +440,8 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
     );
     let lut = ctx.opts.lut_ffn;
     let hv = [1, h as u64, 1, 1];
+    let c = ctx.opts.context_length;
+    let mut bands: Vec<(usize, ConstValue)> = Vec::new();
     let mut out = Vec::new();
     for i in layers {
         use arch::names as n;
@@ -376,6 +453,36 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
                     Ok(None)
                 }
             };
+        let mut ffn = Vec::new();
+        let mut start = 0;
+        for width in channel_split(inter) {
+            let r = start..start + width;
+            start += width;
+            let part_bias = |ctx: &mut Ctx<'_>, name: String| -> R<Option<ConstValue>> {
+                if cfg.mlp_bias {
+                    let shape = [width as u64];
+                    ctx.vector_part(&name, inter, r.clone(), &shape).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let (gate_w, up_w) = (n::gate_proj(i), n::up_proj(i));
+            ffn.push(FfnPart {
+                gate: ctx.matrix(&gate_w.weight(), inter, h, r.clone(), 0..h, true, lut)?,
+                up: ctx.matrix(&up_w.weight(), inter, h, r.clone(), 0..h, true, lut)?,
+                down: ctx.matrix(
+                    &n::down_proj(i).weight(),
+                    h,
+                    inter,
+                    0..h,
+                    r.clone(),
+                    true,
+                    lut,
+                )?,
+                gate_bias: part_bias(ctx, gate_w.bias())?,
+                up_bias: part_bias(ctx, up_w.bias())?,
+            });
+        }
         let lw = LayerWeights {
             index: i,
             input_norm: ctx.vector(&n::input_layernorm(i).weight(), h, &hv)?,
@@ -389,22 +496,24 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
             v_bias: bias(ctx, cfg.qkv_bias, n::v_proj(i).bias(), kvh * d)?,
             o_bias: bias(ctx, cfg.o_bias, n::o_proj(i).bias(), h)?,
             q_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n::q_norm(i).weight(), d, &[1, d as u64, 1])?)
+                Some(ctx.vector(&n::q_norm(i).weight(), d, &[d as u64])?)
             } else {
                 None
             },
             k_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n::k_norm(i).weight(), d, &[1, d as u64, 1])?)
+                Some(ctx.vector(&n::k_norm(i).weight(), d, &[d as u64])?)
             } else {
                 None
             },
-            gate: ctx.conv_weight(&n::gate_proj(i).weight(), inter, h, lut)?,
-            up: ctx.conv_weight(&n::up_proj(i).weight(), inter, h, lut)?,
-            down: ctx.conv_weight(&n::down_proj(i).weight(), h, inter, lut)?,
-            gate_bias: bias(ctx, cfg.mlp_bias, n::gate_proj(i).bias(), inter)?,
-            up_bias: bias(ctx, cfg.mlp_bias, n::up_proj(i).bias(), inter)?,
+            ffn,
             down_bias: bias(ctx, cfg.mlp_bias, n::down_proj(i).bias(), h)?,
         };
+        if let Some(win) = layer_window(cfg, i, c) {
+            if !bands.iter().any(|(w, _)| *w == win) {
+                let table = ctx.fp16_table(&[c as u64, c as u64], &window_band(c, win))?;
+                bands.push((win, table));
+            }
+        }
         out.push(lw);
     }
     let final_norm = if last {
@@ -412,7 +521,6 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
     } else {
         None
     };
-    let c = ctx.opts.context_length;
     let (cos, sin) = rope_tables(cfg, c);
     let shape = [c as u64, d as u64];
     Ok(ChunkWeights {
@@ -420,7 +528,17 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
         final_norm,
         cos: ctx.fp16_table(&shape, &cos)?,
         sin: ctx.fp16_table(&shape, &sin)?,
+        bands,
     })
+}
+
+/// Layer `i`'s sliding window when it is narrower than the context (wider ones mask nothing).
+pub fn layer_window(cfg: &DecoderConfig, i: usize, context: usize) -> Option<usize> {
+    cfg.sliding_window
+        .get(i)
+        .copied()
+        .flatten()
+        .filter(|&w| w < context)
 }
 
 /// RMSNorm over `axis` of `x` as layer_norm over `concat([x, −x])`, first half, times `w`.
@@ -429,27 +547,48 @@ fn rms_norm(g: &mut G, x: &T, axis: usize, eps: f64, w: &ConstValue) -> R<T> {
     let neg = g.mul(x, &minus)?;
     let both = g.concat(&[x, &neg], axis)?;
     let normed = g.layer_norm(&both, axis as i32, eps)?;
-    let mut begin = vec![0; x.shape.len()];
-    let end = x.shape.clone();
-    begin[axis] = 0;
-    let first = g.slice(&normed, &begin, &end)?;
+    let begin = vec![0; x.shape.len()];
+    let first = g.slice(&normed, &begin, &x.shape)?;
     let wt = g.konst("norm_w", w.clone())?;
     g.mul(&first, &wt)
 }
 
-/// `x[heads, D, S]` rotated by the gathered tables `cos`, `sin` (`[1, D, S]`).
+/// `x[1, heads, S, D]` rotated by the gathered tables `cos`, `sin` (`[1, 1, S, D]`).
 fn rope(g: &mut G, x: &T, cos: &T, sin: &T) -> R<T> {
-    let (hh, d, s) = (x.shape[0], x.shape[1], x.shape[2]);
-    let x1 = g.slice(x, &[0, 0, 0], &[hh, d / 2, s])?;
-    let x2 = g.slice(x, &[0, d / 2, 0], &[hh, d, s])?;
-    let rot = g.concat(&[&x2, &x1], 1)?;
+    let (hh, s, d) = (x.shape[1], x.shape[2], x.shape[3]);
+    let x1 = g.slice(x, &[0, 0, 0, 0], &[1, hh, s, d / 2])?;
+    let x2 = g.slice(x, &[0, 0, 0, d / 2], &[1, hh, s, d])?;
+    let rot = g.concat(&[&x2, &x1], 3)?;
     let a = g.mul(x, cos)?;
     let b = g.mul(&rot, sin)?;
     g.add(&a, &b)
 }
 
+/// A conv output `[1, heads·D, 1, S]` as heads `[1, heads, S, D]` (D last, as ANEMLL lays
+/// out attention).
+fn heads_last(g: &mut G, x: &T, heads: u64, d: u64) -> R<T> {
+    let s = x.shape[3];
+    let x = g.reshape(x, &[1, heads, d, s])?;
+    g.transpose(&x, &[0, 1, 3, 2])
+}
+
 fn stored_const(g: &mut G, p: &str, c: &Option<ConstValue>) -> R<Option<T>> {
     c.as_ref().map(|c| g.konst(p, c.clone())).transpose()
+}
+
+/// Writes `update` (`[1, KV, S, D]`) into row `row` of the state at `current_pos`, in
+/// coremltools' stateful form: read_state → slice_update (begin and end built by concat,
+/// `end_mask` on the whole axes) → write_state.
+fn write_kv_row(g: &mut G, state: &T, update: &T, row: u64, pos: [&T; 2]) -> R<()> {
+    let [cur, cur_end] = pos;
+    let zero = g.ints_const(&[0])?;
+    let first = g.ints_const(&[row as i32])?;
+    let past = g.ints_const(&[row as i32 + 1])?;
+    let begin = g.concat(&[&first, &zero, cur, &zero], 0)?;
+    let end = g.concat(&[&past, &zero, cur_end, &zero], 0)?;
+    let kv = g.read_state(state)?;
+    let kv = g.slice_update(&kv, update, &begin, &end)?;
+    g.write_state(state, &kv)
 }
 
 /// One function (`infer` with S = 1 or `prefill` with S = B) of a chunk.
@@ -485,41 +624,31 @@ fn chunk_function(
     let xt = g.transpose(&hidden, &[0, 2, 1])?;
     let mut x = g.reshape(&xt, &[1, h, 1, s])?;
 
-    // RoPE rows for these positions: [S, D] → [1, D, S].
+    // Table rows for these positions, gathered with uint16 indices (coremltools' add_int16_cast
+    // form; C ≤ 65535 is checked by the plan): RoPE [S, D] → [1, 1, S, D].
+    let pos16 = g.cast(&pos_ids, DType::U16)?;
     let cos_t = g.konst("rope_cos", w.cos.clone())?;
     let sin_t = g.konst("rope_sin", w.sin.clone())?;
-    let cos_g = g.gather(&cos_t, &pos_ids, 0, vec![s, d], None)?;
-    let sin_g = g.gather(&sin_t, &pos_ids, 0, vec![s, d], None)?;
-    let cos_ds = g.transpose(&cos_g, &[1, 0])?;
-    let sin_ds = g.transpose(&sin_g, &[1, 0])?;
-    let cos = g.reshape(&cos_ds, &[1, d, s])?;
-    let sin = g.reshape(&sin_ds, &[1, d, s])?;
+    let cos_g = g.gather(&cos_t, &pos16, 0, vec![s, d], None)?;
+    let sin_g = g.gather(&sin_t, &pos16, 0, vec![s, d], None)?;
+    let cos = g.reshape(&cos_g, &[1, 1, s, d])?;
+    let sin = g.reshape(&sin_g, &[1, 1, s, d])?;
 
-    // Sliding-window masks, one per distinct window smaller than the context.
+    // Sliding-window masks: the band rows of these positions, min'ed with the runner's mask.
     let mut window_masks: Vec<(usize, T)> = Vec::new();
-    for lw in &w.layers {
-        if let Some(win) = cfg.sliding_window.get(lw.index).copied().flatten() {
-            if (win as u64) < c && !window_masks.iter().any(|(w2, _)| *w2 == win) {
-                let kv_idx: Vec<i32> = (0..c as i32).collect();
-                let kv_idx = g.konst("kv_positions", ConstValue::from_i32(&[1, c], &kv_idx)?)?;
-                let q_pos = g.reshape(&pos_ids, &[s, 1])?;
-                let diff = g.sub(&q_pos, &kv_idx)?;
-                let win_c = g.konst("window", ConstValue::scalar_i32(win as i32))?;
-                let inside = g.less(&diff, &win_c)?;
-                let m2 = g.reshape(&mask, &[s, c])?;
-                let neg = g.scalar_f16(f32::from(f16::MIN))?;
-                let sel = g.select(&inside, &m2, &neg)?;
-                let m4 = g.reshape(&sel, &[1, 1, s, c])?;
-                window_masks.push((win, m4));
-            }
-        }
+    for (win, band) in &w.bands {
+        let band_t = g.konst("window_band", band.clone())?;
+        let rows = g.gather(&band_t, &pos16, 0, vec![s, c], None)?;
+        let rows = g.reshape(&rows, &[1, 1, s, c])?;
+        window_masks.push((*win, g.minimum(&mask, &rows)?));
     }
 
     let scale = g.scalar_f16((1.0 / (d as f64).sqrt()) as f32)?;
-    let zero = g.ints_const(&[0])?;
+    let extent = g.ints_const(&[s as i32])?;
+    let cur_end = g.add(&cur, &extent)?;
 
     for lw in &w.layers {
-        let li = lw.index as i64;
+        let li = lw.index as u64;
         // ---- attention
         let xn = rms_norm(&mut g, &x, 1, eps, &lw.input_norm)?;
         let wq = use_weight(&mut g, "q_proj", &lw.q)?;
@@ -531,60 +660,42 @@ fn chunk_function(
         let q = g.conv("q", &xn, &wq, bq.as_ref())?;
         let k = g.conv("k", &xn, &wk, bk.as_ref())?;
         let v = g.conv("v", &xn, &wv, bv.as_ref())?;
-        let mut q = g.reshape(&q, &[nh, d, s])?;
-        let mut k = g.reshape(&k, &[kvh, d, s])?;
-        let v = g.reshape(&v, &[kvh, d, s])?;
+        let mut q = heads_last(&mut g, &q, nh, d)?;
+        let mut k = heads_last(&mut g, &k, kvh, d)?;
+        let v = heads_last(&mut g, &v, kvh, d)?;
         if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            q = rms_norm(&mut g, &q, 1, eps, qn)?;
-            k = rms_norm(&mut g, &k, 1, eps, kn)?;
+            q = rms_norm(&mut g, &q, 3, eps, qn)?;
+            k = rms_norm(&mut g, &k, 3, eps, kn)?;
         }
         let q = rope(&mut g, &q, &cos, &sin)?;
         let k = rope(&mut g, &k, &cos, &sin)?;
         let q = g.mul(&q, &scale)?;
 
-        // KV write at current_pos: [KV, D, S] → [1, KV, S, D] into rows li and L + li.
-        let k_t = g.transpose(&k, &[0, 2, 1])?;
-        let k_u = g.reshape(&k_t, &[1, kvh, s, d])?;
-        let v_t = g.transpose(&v, &[0, 2, 1])?;
-        let v_u = g.reshape(&v_t, &[1, kvh, s, d])?;
-        let row_k = g.ints_const(&[li as i32])?;
-        let row_v = g.ints_const(&[(l_total as i64 + li) as i32])?;
-        let begin_k = g.concat(&[&row_k, &zero, &cur, &zero], 0)?;
-        let begin_v = g.concat(&[&row_v, &zero, &cur, &zero], 0)?;
-        let kv0 = g.read_state(&state)?;
-        let kv1 = g.slice_update(&kv0, &k_u, &begin_k)?;
-        let kv2 = g.slice_update(&kv1, &v_u, &begin_v)?;
-        g.write_state(&state, &kv2)?;
+        // KV write at current_pos into rows li (K) and L + li (V), then read back.
+        write_kv_row(&mut g, &state, &k, li, [&cur, &cur_end])?;
+        write_kv_row(&mut g, &state, &v, l_total + li, [&cur, &cur_end])?;
         let kv = g.read_state(&state)?;
-        let lu = li as u64;
-        let k_all = g.slice(&kv, &[lu, 0, 0, 0], &[lu + 1, kvh, c, d])?;
+        let k_all = g.slice(&kv, &[li, 0, 0, 0], &[li + 1, kvh, c, d])?;
         let v_all = g.slice(
             &kv,
-            &[l_total + lu, 0, 0, 0],
-            &[l_total + lu + 1, kvh, c, d],
+            &[l_total + li, 0, 0, 0],
+            &[l_total + li + 1, kvh, c, d],
         )?;
         let k_all = g.reshape(&k_all, &[kvh, c, d])?;
         let v_all = g.reshape(&v_all, &[kvh, c, d])?;
 
         // Scores per KV head: q [KV, g·S, D] × K [KV, C, D]ᵀ.
-        let q4 = g.reshape(&q, &[kvh, groups, d, s])?;
-        let q4 = g.transpose(&q4, &[0, 1, 3, 2])?;
-        let q3 = g.reshape(&q4, &[kvh, groups * s, d])?;
+        let q3 = g.reshape(&q, &[kvh, groups * s, d])?;
         let scores = g.matmul(&q3, &k_all, true)?;
         let scores = g.reshape(&scores, &[kvh, groups, s, c])?;
-        let layer_mask = match cfg.sliding_window.get(lw.index).copied().flatten() {
-            Some(win) => window_masks
-                .iter()
-                .find(|(w2, _)| *w2 == win)
-                .map(|(_, m)| m.clone())
-                .unwrap_or_else(|| mask.clone()),
-            None => mask.clone(),
-        };
-        let scores = g.add(&scores, &layer_mask)?;
+        let layer_mask = layer_window(cfg, lw.index, opts.context_length)
+            .and_then(|win| window_masks.iter().find(|(w2, _)| *w2 == win))
+            .map_or(&mask, |(_, m)| m);
+        let scores = g.add(&scores, layer_mask)?;
         let probs = g.softmax(&scores, -1)?;
         let probs = g.reshape(&probs, &[kvh, groups * s, c])?;
         let attn = g.matmul(&probs, &v_all, false)?; // [KV, g·S, D]
-        let attn = g.reshape(&attn, &[kvh, groups, s, d])?;
+        let attn = g.reshape(&attn, &[1, nh, s, d])?;
         let attn = g.transpose(&attn, &[0, 1, 3, 2])?;
         let attn = g.reshape(&attn, &[1, nh * d, 1, s])?;
         let wo = use_weight(&mut g, "o_proj", &lw.o)?;
@@ -592,20 +703,35 @@ fn chunk_function(
         let o = g.conv("o", &attn, &wo, bo.as_ref())?;
         x = g.add(&x, &o)?;
 
-        // ---- MLP
+        // ---- MLP, one slice per ≤16384 intermediate channels; the down partial sums add up.
         let xn = rms_norm(&mut g, &x, 1, eps, &lw.post_norm)?;
-        let wg = use_weight(&mut g, "gate_proj", &lw.gate)?;
-        let wu = use_weight(&mut g, "up_proj", &lw.up)?;
-        let wd = use_weight(&mut g, "down_proj", &lw.down)?;
-        let bg = stored_const(&mut g, "gate_bias", &lw.gate_bias)?;
-        let bu = stored_const(&mut g, "up_bias", &lw.up_bias)?;
-        let bd = stored_const(&mut g, "down_bias", &lw.down_bias)?;
-        let gt = g.conv("gate", &xn, &wg, bg.as_ref())?;
-        let up = g.conv("up", &xn, &wu, bu.as_ref())?;
-        let act = g.silu(&gt)?;
-        let m = g.mul(&act, &up)?;
-        let down = g.conv("down", &m, &wd, bd.as_ref())?;
-        x = g.add(&x, &down)?;
+        let mut mlp: Option<T> = None;
+        for (k, part) in lw.ffn.iter().enumerate() {
+            let wg = use_weight(&mut g, "gate_proj", &part.gate)?;
+            let wu = use_weight(&mut g, "up_proj", &part.up)?;
+            let wd = use_weight(&mut g, "down_proj", &part.down)?;
+            let bg = stored_const(&mut g, "gate_bias", &part.gate_bias)?;
+            let bu = stored_const(&mut g, "up_bias", &part.up_bias)?;
+            let bd = if k == 0 {
+                stored_const(&mut g, "down_bias", &lw.down_bias)?
+            } else {
+                None
+            };
+            let gt = g.conv("gate", &xn, &wg, bg.as_ref())?;
+            let up = g.conv("up", &xn, &wu, bu.as_ref())?;
+            let act = g.silu(&gt)?;
+            let m = g.mul(&act, &up)?;
+            let down = g.conv("down", &m, &wd, bd.as_ref())?;
+            mlp = Some(match mlp {
+                None => down,
+                Some(sum) => g.add(&sum, &down)?,
+            });
+        }
+        let mlp = mlp.ok_or_else(|| AneError::Graph {
+            op: format!("layer {li} mlp"),
+            message: "intermediate size 0".into(),
+        })?;
+        x = g.add(&x, &mlp)?;
     }
     if let Some(fnorm) = &w.final_norm {
         x = rms_norm(&mut g, &x, 1, eps, fnorm)?;

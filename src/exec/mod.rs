@@ -27,6 +27,7 @@
 //!   contiguous blocks `b_d = indices_d / lut_d`; `constexpr_blockwise_shift_scale`:
 //!   `scale[blk] · (data − offset[blk])`.
 
+pub mod json;
 mod ops;
 mod tensor;
 

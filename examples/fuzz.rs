@@ -155,11 +155,23 @@ fn boundary_json(rng: &mut Rng) -> Value {
         0 | 1 => Value::from(*rng.pick(&BOUNDARY)),
         2 => Value::from(*rng.pick(&[-1i64, i64::MIN, -3_000_000_000])),
         3 => Value::from(*rng.pick(&[0.5f64, 1e308, -1e308, 1e-310, 3e9])),
-        4 => Value::from(
-            *rng.pick(&["", "..", "../escape", "/abs/path", "a/b", "none", "x\u{0}y", "é"]),
-        ),
+        4 => Value::from(*rng.pick(&[
+            "",
+            "..",
+            "../escape",
+            "/abs/path",
+            "a/b",
+            "none",
+            "x\u{0}y",
+            "é",
+        ])),
         _ => rng
-            .pick(&[Value::Null, Value::Bool(true), Value::Array(vec![]), Value::Object(Default::default())])
+            .pick(&[
+                Value::Null,
+                Value::Bool(true),
+                Value::Array(vec![]),
+                Value::Object(Default::default()),
+            ])
             .clone(),
     }
 }
@@ -413,7 +425,10 @@ fn read_safetensors(_dir: &Path, file: &Path) {
     if let Ok(store) = WeightStore::open(&files) {
         let names: Vec<String> = store.names().map(str::to_string).collect();
         for name in names {
-            let shape = store.info(&name).map(|(_, s)| s.to_vec()).unwrap_or_default();
+            let shape = store
+                .info(&name)
+                .map(|(_, s)| s.to_vec())
+                .unwrap_or_default();
             if let Ok(t) = store.get(&name, &shape) {
                 let _ = t.to_f16_bytes();
             }
@@ -444,7 +459,9 @@ fn run_package(dir: &Path, _file: &Path) {
         let mut inputs = BTreeMap::new();
         for (input, ty) in &f.inputs {
             let ValueType::Tensor(t) = ty else { continue };
-            let Some(shape) = t.static_shape() else { return };
+            let Some(shape) = t.static_shape() else {
+                return;
+            };
             if shape.iter().product::<u64>() > 1 << 16 {
                 return;
             }
@@ -540,7 +557,11 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
     let models = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-mistral"];
     let samples: Vec<PathBuf> = ["decode", "prefill", "multifunction", "flexible"]
         .iter()
-        .map(|s| fixtures.join("coreml-samples").join(format!("{s}.mlpackage")))
+        .map(|s| {
+            fixtures
+                .join("coreml-samples")
+                .join(format!("{s}.mlpackage"))
+        })
         .collect();
     let mut packages = samples.clone();
     let mut written: Vec<PathBuf> = std::fs::read_dir(converted)?
@@ -559,7 +580,10 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
     // its folder).
     let mut st = Vec::new();
     for (folder, file) in [
-        (fixtures.join("tiny-mistral"), "model-00003-of-00003.safetensors"),
+        (
+            fixtures.join("tiny-mistral"),
+            "model-00003-of-00003.safetensors",
+        ),
         (fixtures.join("tiny-qwen2"), "model.safetensors"),
         (fixtures.join("coreml-samples"), "expected.safetensors"),
     ] {
@@ -567,7 +591,10 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
         std::fs::create_dir_all(&dir)?;
         std::fs::copy(folder.join(file), dir.join(file))?;
         st.push(Seed {
-            name: format!("{}/{file}", folder.file_name().unwrap_or_default().to_string_lossy()),
+            name: format!(
+                "{}/{file}",
+                folder.file_name().unwrap_or_default().to_string_lossy()
+            ),
             bytes: std::fs::read(dir.join(file))?,
             dir,
             file: PathBuf::from(file),
@@ -658,7 +685,10 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
 fn convert_seed(work: &Path) -> Result<PathBuf, String> {
     let out = work.join("converted");
     let spec = ModelSpec {
-        model: repo().join("tests/fixtures/tiny-llama").display().to_string(),
+        model: repo()
+            .join("tests/fixtures/tiny-llama")
+            .display()
+            .to_string(),
         revision: None,
         offline: true,
     };
@@ -750,7 +780,11 @@ fn args() -> Result<Args, String> {
             "--seed" => a.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--target" => a.only = Some(value()?),
             "--work" => a.work = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown argument {other:?} (--seconds S, --seed N, --target NAME, --work DIR)")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (--seconds S, --seed N, --target NAME, --work DIR)"
+                ))
+            }
         }
     }
     Ok(a)
@@ -777,7 +811,10 @@ fn main() -> std::process::ExitCode {
     };
     let crash_dir = work.join("crashes");
     std::fs::create_dir_all(&crash_dir).expect("the crash folder");
-    println!("work folder {} (after an abort, the input is the target's file there)", work.display());
+    println!(
+        "work folder {} (after an abort, the input is the target's file there)",
+        work.display()
+    );
     let converted = convert_seed(&work).expect("the tiny-llama seed conversion");
     let all = targets(&work, &converted).expect("the seed files");
     panic::set_hook(Box::new(|info| {
@@ -792,7 +829,10 @@ fn main() -> std::process::ExitCode {
         "{:<12} {:>6} {:>8} {:>9} {:>7}  what",
         "target", "seeds", "time s", "execs", "crashes"
     );
-    for t in all.iter().filter(|t| args.only.as_deref().is_none_or(|o| o == t.name)) {
+    for t in all
+        .iter()
+        .filter(|t| args.only.as_deref().is_none_or(|o| o == t.name))
+    {
         let out = fuzz(t, &mut rng, budget, &crash_dir);
         println!(
             "{:<12} {:>6} {:>8.1} {:>9} {:>7}  {}",

@@ -249,12 +249,18 @@ impl Parameters {
                 ),
             );
         }
-        let names = [("embeddings", &self.embeddings), ("lm_head", &self.lm_head), ("ffn", &self.ffn)];
+        let names = [
+            ("embeddings", &self.embeddings),
+            ("lm_head", &self.lm_head),
+            ("ffn", &self.ffn),
+        ];
         let chunk_names = self.chunk_files.iter().map(|f| ("chunk_files", f));
         for (field, name) in names.into_iter().chain(chunk_names) {
             let mut parts = Path::new(name).components();
-            let plain = matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None))
-                && !name.contains(['/', '\\']);
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(Component::Normal(_)), None)
+            ) && !name.contains(['/', '\\']);
             if !plain {
                 return bad(
                     field,
@@ -263,8 +269,7 @@ impl Parameters {
                 );
             }
         }
-        if self.chunk_files.len() != self.num_chunks || self.chunk_layers.len() != self.num_chunks
-        {
+        if self.chunk_files.len() != self.num_chunks || self.chunk_layers.len() != self.num_chunks {
             return bad(
                 "num_chunks",
                 self.num_chunks.to_string(),

@@ -1389,7 +1389,10 @@ mod tests {
     #[test]
     fn a_nan_chunk_cosine_is_kept_and_fails_even_without_logits() {
         let cos = [0.99, f64::NAN, 0.98];
-        assert!(cos.into_iter().fold(f64::INFINITY, min_keeping_nan).is_nan());
+        assert!(cos
+            .into_iter()
+            .fold(f64::INFINITY, min_keeping_nan)
+            .is_nan());
         let mut a = pool(&[true; 10], &[], vec![0.99]);
         a.has_logits = false;
         let mut b = pool(&[true; 10], &[], vec![f64::NAN]);

@@ -365,9 +365,10 @@ impl<'a> Cx<'a> {
             Some(&Dim::Fixed(n)) => Err(self.shape_err(format!(
                 "a runtime shape of {n} values: the output rank would exceed {MAX_RANK}"
             ))),
-            _ => Err(self.shape_err(
-                "the output rank is unknown (a runtime shape of unknown length)",
-            )),
+            _ => {
+                Err(self
+                    .shape_err("the output rank is unknown (a runtime shape of unknown length)"))
+            }
         }
     }
 
@@ -1080,12 +1081,14 @@ fn infer_kind(cx: &Cx) -> Result<Vec<ValueType>> {
                         .iter()
                         .zip(&reps)
                         .map(|(d, &r)| match d {
-                            Dim::Fixed(n) => n.checked_mul(r as u64).map(Dim::Fixed).ok_or_else(|| {
-                                cx.shape_err(format!(
-                                    "reps {reps:?} times x {} overflows",
-                                    tensor_string(x)
-                                ))
-                            }),
+                            Dim::Fixed(n) => {
+                                n.checked_mul(r as u64).map(Dim::Fixed).ok_or_else(|| {
+                                    cx.shape_err(format!(
+                                        "reps {reps:?} times x {} overflows",
+                                        tensor_string(x)
+                                    ))
+                                })
+                            }
                             Dim::Unknown => Ok(Dim::Unknown),
                         })
                         .collect::<Result<_>>()?
@@ -1485,9 +1488,9 @@ fn infer_split(cx: &Cx) -> Result<Vec<ValueType>> {
         }
         (Some(n), None) => {
             if !(1..=MAX_SPLITS).contains(&n) {
-                return Err(cx.shape_err(format!(
-                    "num_splits {n} must be between 1 and {MAX_SPLITS}"
-                )));
+                return Err(
+                    cx.shape_err(format!("num_splits {n} must be between 1 and {MAX_SPLITS}"))
+                );
             }
             match x.shape[axis] {
                 Dim::Fixed(d) if d % n as u64 != 0 => {
@@ -1639,7 +1642,10 @@ fn infer_reshape(cx: &Cx) -> Result<Vec<ValueType>> {
         return Err(cx.shape_err(format!("shape {} must be rank 1", tensor_string(s))));
     }
     let Some(target) = cx.ints_known("shape")? else {
-        return Ok(vec![tensor(x.dtype, vec![Dim::Unknown; cx.runtime_rank(s)?])]);
+        return Ok(vec![tensor(
+            x.dtype,
+            vec![Dim::Unknown; cx.runtime_rank(s)?],
+        )]);
     };
     if target.iter().filter(|&&d| d == -1).count() > 1 || target.iter().any(|&d| d < -1) {
         return Err(cx.shape_err(format!(
@@ -1671,7 +1677,9 @@ fn infer_reshape(cx: &Cx) -> Result<Vec<ValueType>> {
         }
         known = match (known, d) {
             (Some(k), Dim::Fixed(n)) => Some(k.checked_mul(*n).ok_or_else(|| {
-                cx.shape_err(format!("shape {target:?} describes more than 2^64 elements"))
+                cx.shape_err(format!(
+                    "shape {target:?} describes more than 2^64 elements"
+                ))
             })?),
             _ => None,
         };

@@ -729,7 +729,10 @@ impl Dec<'_> {
         if t.dimensions.len() as u64 > MAX_RANK {
             return Err(self.err(
                 ctx,
-                format!("rank {} exceeds anec's limit of {MAX_RANK}", t.dimensions.len()),
+                format!(
+                    "rank {} exceeds anec's limit of {MAX_RANK}",
+                    t.dimensions.len()
+                ),
             ));
         }
         if t.rank != t.dimensions.len() as i64 {

@@ -186,7 +186,10 @@ fn exec_tile_too_large_to_allocate_is_an_error() {
         .op(
             OpKind::Tile,
             "t",
-            &[("x", vec![x.arg()]), ("reps", vec![Arg::Var(reps.name.clone())])],
+            &[
+                ("x", vec![x.arg()]),
+                ("reps", vec![Arg::Var(reps.name.clone())]),
+            ],
         )
         .expect("tile infers");
     b.output(&t[0]).expect("output");
@@ -227,8 +230,7 @@ fn converted(dir: &Path) -> std::path::PathBuf {
 
 fn edit_meta(out: &Path, field: &str, value: Value) {
     let path = out.join("meta.json");
-    let mut meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     meta["model_info"]["parameters"][field] = value;
     std::fs::write(&path, meta.to_string()).unwrap();
 }
@@ -248,11 +250,27 @@ fn meta_json_fields_that_would_crash_or_escape_exit_2_naming_file_and_field() {
     let good = std::fs::read_to_string(out.join("meta.json")).unwrap();
     let cases = [
         // capacity overflow of the C×C mask (exit 101)
-        ("context_length", Value::from(3_000_000_000u64), "3000000000"),
+        (
+            "context_length",
+            Value::from(3_000_000_000u64),
+            "3000000000",
+        ),
         ("batch_size", Value::from(0), "batch_size 0"),
-        ("chunk_files", serde_json::json!(["../../etc/x.mlpackage", "b.mlpackage"]), "../../etc"),
-        ("embeddings", Value::from("/abs/embeddings.mlpackage"), "/abs/embeddings"),
-        ("lm_head_chunk_sizes", serde_json::json!([u64::MAX, 2]), "lm_head_chunk_sizes"),
+        (
+            "chunk_files",
+            serde_json::json!(["../../etc/x.mlpackage", "b.mlpackage"]),
+            "../../etc",
+        ),
+        (
+            "embeddings",
+            Value::from("/abs/embeddings.mlpackage"),
+            "/abs/embeddings",
+        ),
+        (
+            "lm_head_chunk_sizes",
+            serde_json::json!([u64::MAX, 2]),
+            "lm_head_chunk_sizes",
+        ),
     ];
     for (field, value, needle) in cases {
         std::fs::write(out.join("meta.json"), &good).unwrap();

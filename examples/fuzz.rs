@@ -401,7 +401,8 @@ struct Seed {
     bytes: Vec<u8>,
 }
 
-type Reader = fn(&Path, &Path);
+/// Reads the input where it was written; true when the reader accepted it.
+type Reader = fn(&Path, &Path) -> bool;
 type Mutator = fn(&mut Rng, &[u8]) -> Vec<u8>;
 
 struct Target {
@@ -412,7 +413,7 @@ struct Target {
     read: Reader,
 }
 
-fn read_safetensors(_dir: &Path, file: &Path) {
+fn read_safetensors(_dir: &Path, file: &Path) -> bool {
     let files = ModelFiles {
         dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
         config: file.with_file_name("config.json"),
@@ -422,72 +423,76 @@ fn read_safetensors(_dir: &Path, file: &Path) {
         repo_id: None,
         revision: None,
     };
-    if let Ok(store) = WeightStore::open(&files) {
-        let names: Vec<String> = store.names().map(str::to_string).collect();
-        for name in names {
-            let shape = store
-                .info(&name)
-                .map(|(_, s)| s.to_vec())
-                .unwrap_or_default();
-            if let Ok(t) = store.get(&name, &shape) {
-                let _ = t.to_f16_bytes();
-            }
+    let Ok(store) = WeightStore::open(&files) else {
+        return false;
+    };
+    let names: Vec<String> = store.names().map(str::to_string).collect();
+    for name in names {
+        let shape = store
+            .info(&name)
+            .map(|(_, s)| s.to_vec())
+            .unwrap_or_default();
+        if let Ok(t) = store.get(&name, &shape) {
+            let _ = t.to_f16_bytes();
         }
     }
+    true
 }
 
-fn read_config(_dir: &Path, file: &Path) {
-    if let Ok(text) = std::fs::read_to_string(file) {
-        if let Ok(cfg) = DecoderConfig::from_json_str(&text) {
-            let _ = cfg.validate("config.json");
-        }
-    }
+fn read_config(_dir: &Path, file: &Path) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|text| {
+        DecoderConfig::from_json_str(&text).is_ok_and(|cfg| cfg.validate("config.json").is_ok())
+    })
 }
 
-fn read_package(dir: &Path, _file: &Path) {
-    let _ = anec::mil::read_package(dir);
+fn read_package(dir: &Path, _file: &Path) -> bool {
+    anec::mil::read_package(dir).is_ok()
 }
 
 /// Reads the package, then runs every function on zero inputs and zero states (inputs are
-/// bounded by the harness; everything else the package declares is the interpreter's to refuse).
-fn run_package(dir: &Path, _file: &Path) {
+/// bounded by the harness; everything else the package declares is the interpreter's to
+/// refuse). Accepted when a function ran to the end.
+fn run_package(dir: &Path, _file: &Path) -> bool {
     let Ok(model) = anec::mil::read_package(dir) else {
-        return;
+        return false;
     };
     let interp = Interpreter::new(&model.program, Precision::F16);
+    let mut ran = false;
     for (name, f) in &model.program.functions {
         let mut inputs = BTreeMap::new();
         for (input, ty) in &f.inputs {
             let ValueType::Tensor(t) = ty else { continue };
-            let Some(shape) = t.static_shape() else {
-                return;
+            let small = t
+                .num_elements()
+                .filter(|&n| n <= 1 << 16)
+                .and_then(|_| t.static_shape());
+            let Some(shape) = small else {
+                return ran;
             };
-            if shape.iter().product::<u64>() > 1 << 16 {
-                return;
-            }
             let shape = shape.iter().map(|&d| d as usize).collect();
             let Ok(z) = Tensor::zeros(t.dtype, shape) else {
-                return;
+                return ran;
             };
             inputs.insert(input.clone(), z);
         }
         if let Ok(mut states) = interp.zero_states(name) {
-            let _ = interp.run(name, &inputs, &mut states);
+            ran |= interp.run(name, &inputs, &mut states).is_ok();
         }
     }
+    ran
 }
 
-fn read_meta(dir: &Path, _file: &Path) {
-    let _ = Converted::open(dir, Precision::F32);
+fn read_meta(dir: &Path, _file: &Path) -> bool {
+    Converted::open(dir, Precision::F32).is_ok()
 }
 
-fn read_tokenizer(dir: &Path, _file: &Path) {
-    if let Ok(tok) = Tok::open(dir) {
-        if let Ok(ids) = tok.encode("The keeper wrote: wind from the west.") {
-            let _ = tok.decode(&ids);
-        }
-        let _ = tok.eos_ids();
-    }
+fn read_tokenizer(dir: &Path, _file: &Path) -> bool {
+    let Ok(tok) = Tok::open(dir) else {
+        return false;
+    };
+    let _ = tok.eos_ids();
+    tok.encode("The keeper wrote: wind from the west.")
+        .is_ok_and(|ids| tok.decode(&ids).is_ok())
 }
 
 fn mutate_blob(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -706,6 +711,8 @@ fn convert_seed(work: &Path) -> Result<PathBuf, String> {
 
 struct Outcome {
     execs: u64,
+    /// Inputs the reader accepted (how deep the mutations reach).
+    accepted: u64,
     crashes: Vec<(String, String)>,
     elapsed: Duration,
 }
@@ -713,6 +720,7 @@ struct Outcome {
 fn fuzz(target: &Target, rng: &mut Rng, budget: Duration, crash_dir: &Path) -> Outcome {
     let start = Instant::now();
     let mut execs = 0u64;
+    let mut accepted = 0u64;
     let mut crashes: Vec<(String, String)> = Vec::new();
     while start.elapsed() < budget && !target.seeds.is_empty() {
         let seed = rng.pick(&target.seeds);
@@ -724,6 +732,7 @@ fn fuzz(target: &Target, rng: &mut Rng, budget: Duration, crash_dir: &Path) -> O
         LAST_PANIC.lock().map(|mut m| m.take()).ok();
         let result = panic::catch_unwind(AssertUnwindSafe(|| (target.read)(&seed.dir, &path)));
         execs += 1;
+        accepted += u64::from(matches!(result, Ok(true)));
         if result.is_err() {
             let message = LAST_PANIC
                 .lock()
@@ -750,6 +759,7 @@ fn fuzz(target: &Target, rng: &mut Rng, budget: Duration, crash_dir: &Path) -> O
     }
     Outcome {
         execs,
+        accepted,
         crashes,
         elapsed: start.elapsed(),
     }
@@ -826,8 +836,8 @@ fn main() -> std::process::ExitCode {
     let budget = Duration::from_secs_f64(args.seconds);
     let mut crashes = Vec::new();
     println!(
-        "{:<12} {:>6} {:>8} {:>9} {:>7}  what",
-        "target", "seeds", "time s", "execs", "crashes"
+        "{:<12} {:>6} {:>8} {:>9} {:>9} {:>7}  what",
+        "target", "seeds", "time s", "execs", "accepted", "crashes"
     );
     for t in all
         .iter()
@@ -835,11 +845,12 @@ fn main() -> std::process::ExitCode {
     {
         let out = fuzz(t, &mut rng, budget, &crash_dir);
         println!(
-            "{:<12} {:>6} {:>8.1} {:>9} {:>7}  {}",
+            "{:<12} {:>6} {:>8.1} {:>9} {:>9} {:>7}  {}",
             t.name,
             t.seeds.len(),
             out.elapsed.as_secs_f64(),
             out.execs,
+            out.accepted,
             out.crashes.len(),
             t.what
         );

@@ -523,11 +523,26 @@ impl Tok {
             path: path.clone(),
             source,
         })?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| VerifyError::Tokenizer {
-                path: path.clone(),
-                message: e.to_string(),
+        let bad = |message: String| VerifyError::Tokenizer {
+            path: path.clone(),
+            message,
+        };
+        // tokenizers 0.23 panics (`expect("Helper")` in its decoder's Deserialize) on a JSON
+        // syntax error inside `decoder`: check the syntax first. A few of its `expect`s can
+        // still fire on valid JSON (a Precompiled normalizer of the wrong type); those panics
+        // are caught and reported as a bad tokenizer.json, not a crash.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+            .map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                bad(format!("the tokenizers crate failed reading it: {why}"))
             })?;
+        let inner = parsed.map_err(|e| bad(e.to_string()))?;
         Ok(Tok { path, inner })
     }
 

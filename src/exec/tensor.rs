@@ -278,27 +278,28 @@ impl Tensor {
         }
     }
 
-    /// Gathers elements by flat source indices into a new tensor of `shape` (same dtype).
     /// A tensor of `shape` holding this one-element tensor's value everywhere (`fill`),
     /// allocated fallibly.
     pub(crate) fn splat(&self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         let n = checked_count(&shape).ok_or_else(|| TensorError::TooLarge {
             shape: shape.clone(),
         })?;
-        let one = |len: usize| TensorError::Shape {
-            shape: vec![1],
-            elements: len,
-        };
+        if self.len() != 1 {
+            return Err(TensorError::Shape {
+                shape: vec![1],
+                elements: self.len(),
+            });
+        }
         let data = match &self.data {
-            Data::Float(v) => Data::Float(filled(n, *v.first().ok_or(one(0))?, &shape)?),
-            Data::Int(v) => Data::Int(filled(n, *v.first().ok_or(one(0))?, &shape)?),
-            Data::Bool(v) => Data::Bool(filled(n, *v.first().ok_or(one(0))?, &shape)?),
+            Data::Float(v) => Data::Float(filled(n, v[0], &shape)?),
+            Data::Int(v) => Data::Int(filled(n, v[0], &shape)?),
+            Data::Bool(v) => Data::Bool(filled(n, v[0], &shape)?),
         };
         Tensor::new(self.dtype, shape, data)
     }
 
-    /// The elements at `idx` (flat indices into this tensor) as a tensor of `shape`, allocated
-    /// fallibly (the index list may be sized by a file).
+    /// Gathers elements by flat source indices into a new tensor of `shape` (same dtype),
+    /// allocated fallibly (the index list may be sized by a file).
     pub(crate) fn take(&self, shape: Vec<usize>, idx: &[usize]) -> Result<Tensor, TensorError> {
         fn pick<T: Copy>(v: &[T], idx: &[usize], shape: &[usize]) -> Result<Arc<[T]>, TensorError> {
             let mut out = Vec::new();

@@ -312,3 +312,46 @@ fn unreadable_meta_json_exits_3_with_each_cause_once() {
     assert_eq!(err.matches("meta.json").count(), 1, "{err}");
     assert_eq!(err.matches("os error").count(), 1, "{err}");
 }
+
+// ---------------------------------------------------------------- tokenizer.json
+
+/// tiny-llama's tokenizer.json, edited, in a fresh folder; what `Tok::open` makes of it.
+fn open_tokenizer(edit: impl FnOnce(String) -> String) -> Result<(), String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("tiny-llama").join("tokenizer.json")).unwrap();
+    std::fs::write(tmp.path().join("tokenizer.json"), edit(text)).unwrap();
+    anec::verify::Tok::open(tmp.path())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Found by the fuzzer: a control character in a string of `decoder` made tokenizers 0.23
+/// panic (`expect("Helper")`).
+#[test]
+fn tokenizer_json_with_a_syntax_error_in_decoder_is_refused_not_a_panic() {
+    let e = open_tokenizer(|t| {
+        let decoder = t.find("\"decoder\"").expect("a decoder");
+        let at = decoder + t[decoder..].find("\"type\"").expect("its type") + 1;
+        format!("{}\u{1}{}", &t[..at], &t[at..])
+    })
+    .expect_err("control character");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
+}
+
+/// Valid JSON that tokenizers 0.23 still panics on (`expect("Precompiled")`).
+#[test]
+fn tokenizer_json_with_a_malformed_precompiled_normalizer_is_refused_not_a_panic() {
+    let e = open_tokenizer(|t| {
+        let mut json: Value = serde_json::from_str(&t).unwrap();
+        json["normalizer"] = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": 5});
+        json.to_string()
+    })
+    .expect_err("malformed normalizer");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("Precompiled"),
+        "{e}"
+    );
+}

@@ -363,28 +363,182 @@ fn encode_varint(mut v: u64) -> Vec<u8> {
     }
 }
 
-/// Mutates a protobuf message: one of its varints (a tag, a value such as a dimension, or a
-/// length) set to a boundary or neighbouring value, or its bytes.
+/// One protobuf field, parsed just enough to edit it and write it back with every enclosing
+/// length recomputed (so an edit deep inside stays a well-formed message and reaches the
+/// decoder's checks instead of failing at the first length).
+#[derive(Clone)]
+enum Field {
+    Varint(u64, u64),
+    /// A 4- or 8-byte value (floats).
+    Fixed(u64, Vec<u8>),
+    /// A length-delimited payload that does not parse as a message (strings, packed data).
+    Bytes(u64, Vec<u8>),
+    Message(u64, Vec<Field>),
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn parse_fields(b: &[u8], depth: usize) -> Option<Vec<Field>> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < b.len() {
+        let tag = read_varint(b, &mut at)?;
+        let field = match tag & 7 {
+            0 => Field::Varint(tag, read_varint(b, &mut at)?),
+            1 | 5 => {
+                let end = at + if tag & 7 == 1 { 8 } else { 4 };
+                let f = Field::Fixed(tag, b.get(at..end)?.to_vec());
+                at = end;
+                f
+            }
+            2 => {
+                let len = usize::try_from(read_varint(b, &mut at)?).ok()?;
+                let payload = b.get(at..at.checked_add(len)?)?;
+                at += len;
+                match parse_fields(payload, depth + 1).filter(|f| depth < 40 && !f.is_empty()) {
+                    Some(inner) => Field::Message(tag, inner),
+                    None => Field::Bytes(tag, payload.to_vec()),
+                }
+            }
+            _ => return None,
+        };
+        out.push(field);
+    }
+    Some(out)
+}
+
+fn write_fields(fields: &[Field], out: &mut Vec<u8>) {
+    for f in fields {
+        match f {
+            Field::Varint(tag, v) => {
+                out.extend(encode_varint(*tag));
+                out.extend(encode_varint(*v));
+            }
+            Field::Fixed(tag, b) => {
+                out.extend(encode_varint(*tag));
+                out.extend(b);
+            }
+            Field::Bytes(tag, b) => {
+                out.extend(encode_varint(*tag));
+                out.extend(encode_varint(b.len() as u64));
+                out.extend(b);
+            }
+            Field::Message(tag, inner) => {
+                let mut body = Vec::new();
+                write_fields(inner, &mut body);
+                out.extend(encode_varint(*tag));
+                out.extend(encode_varint(body.len() as u64));
+                out.extend(body);
+            }
+        }
+    }
+}
+
+/// Fields and field lists of a tree: each list counts once, each leaf once.
+fn count_nodes(list: &[Field]) -> usize {
+    1 + list
+        .iter()
+        .map(|f| match f {
+            Field::Message(_, inner) => count_nodes(inner),
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Edits the `k`-th node (depth first): a list loses, repeats or swaps a field; a varint
+/// becomes a boundary or neighbouring value; a fixed value a boundary float or integer; a
+/// payload is cut or altered.
+fn mutate_node(rng: &mut Rng, list: &mut Vec<Field>, k: &mut usize) -> bool {
+    if *k == 0 {
+        if !list.is_empty() {
+            let i = rng.below(list.len());
+            match rng.below(3) {
+                0 => drop(list.remove(i)),
+                1 => list.insert(i, list[i].clone()),
+                _ => {
+                    let j = rng.below(list.len());
+                    list.swap(i, j);
+                }
+            }
+        }
+        return true;
+    }
+    *k -= 1;
+    for f in list.iter_mut() {
+        if let Field::Message(_, inner) = f {
+            if mutate_node(rng, inner, k) {
+                return true;
+            }
+            continue;
+        }
+        if *k > 0 {
+            *k -= 1;
+            continue;
+        }
+        match f {
+            Field::Varint(_, v) => {
+                *v = match rng.below(3) {
+                    0 => *rng.pick(&BOUNDARY),
+                    1 => v.wrapping_add(*rng.pick(&[1u64, u64::MAX])),
+                    _ => v.wrapping_mul(*rng.pick(&[2u64, 1 << 20, 1 << 32])),
+                }
+            }
+            Field::Fixed(_, b) if b.len() == 4 => {
+                let x = *rng.pick(&[0.0f32, -1.0, f32::NAN, f32::INFINITY, 1e30, 65520.0]);
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            Field::Fixed(_, b) => b.copy_from_slice(&rng.pick(&BOUNDARY).to_le_bytes()),
+            Field::Bytes(_, b) => mutate_bytes(rng, b),
+            Field::Message(..) => {}
+        }
+        return true;
+    }
+    false
+}
+
+/// Mutates a protobuf message: mostly one field of its parsed tree (lengths recomputed), else
+/// one varint edited in place (a tag, a value or a length: the enclosing lengths go stale), or
+/// its bytes.
 fn mutate_protobuf(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut out = seed.to_vec();
     for _ in 0..1 + rng.below(2) {
-        let mut spots = Vec::new();
-        varints(&out, 0, 0, &mut spots);
-        if spots.is_empty() || rng.below(4) == 0 {
-            mutate_bytes(rng, &mut out);
-            continue;
+        match (rng.below(8), parse_fields(&out, 0)) {
+            (0..=4, Some(mut tree)) => {
+                let mut k = rng.below(count_nodes(&tree));
+                mutate_node(rng, &mut tree, &mut k);
+                out.clear();
+                write_fields(&tree, &mut out);
+            }
+            (5 | 6, _) => {
+                let mut spots = Vec::new();
+                varints(&out, 0, 0, &mut spots);
+                if spots.is_empty() {
+                    mutate_bytes(rng, &mut out);
+                    continue;
+                }
+                let (start, end) = *rng.pick(&spots);
+                let mut at = start;
+                let old = read_varint(&out, &mut at).unwrap_or(0);
+                let new = match rng.below(3) {
+                    0 => *rng.pick(&BOUNDARY),
+                    1 => old.wrapping_add(*rng.pick(&[1u64, u64::MAX, 2, u64::MAX - 1])),
+                    _ => old.wrapping_mul(*rng.pick(&[2u64, 1 << 20, 1 << 32])),
+                };
+                out.splice(start..end, encode_varint(new));
+            }
+            _ => mutate_bytes(rng, &mut out),
         }
-        let (start, end) = *rng.pick(&spots);
-        let mut old = 0u64;
-        for (i, &byte) in out[start..end].iter().enumerate() {
-            old |= u64::from(byte & 0x7F) << (7 * i);
-        }
-        let new = match rng.below(3) {
-            0 => *rng.pick(&BOUNDARY),
-            1 => old.wrapping_add(*rng.pick(&[1u64, u64::MAX, 2, u64::MAX - 1])),
-            _ => old.wrapping_mul(*rng.pick(&[2u64, 1 << 20, 1 << 32])),
-        };
-        out.splice(start..end, encode_varint(new));
     }
     out
 }

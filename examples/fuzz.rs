@@ -14,7 +14,8 @@
 //! cargo run --release --example fuzz -- --seconds 600 --target mlmodel --seed 7
 //! ```
 //!
-//! Prints one line per target (time, executions, crashes) and exits 1 when any input panicked;
+//! Prints one line per target (time, executions, inputs the reader accepted, crashes) and exits
+//! 1 when any input panicked;
 //! each panicking input is saved under `<work>/crashes/` with the panic message beside it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -216,7 +217,6 @@ fn json_at<'a>(v: &'a mut Value, path: &[PathStep]) -> &'a mut Value {
 fn mutate_json(rng: &mut Rng, doc: &mut Value) {
     let mut paths = Vec::new();
     json_paths(doc, &mut Vec::new(), &mut paths);
-    // Prefer leaves: numbers and strings carry the sizes and names.
     let path = rng.pick(&paths).clone();
     let node = json_at(doc, &path);
     match node {
@@ -298,41 +298,33 @@ fn mutate_safetensors(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 /// Where each varint of a protobuf message starts and ends (tags, values and lengths, in
 /// nested messages too: a length-delimited field is walked when it parses as a message).
 fn varints(b: &[u8], base: usize, depth: usize, out: &mut Vec<(usize, usize)>) -> bool {
-    fn read(b: &[u8], at: usize) -> Option<(u64, usize)> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let byte = *b.get(at + i)?;
-            v |= u64::from(byte & 0x7F) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some((v, at + i + 1));
-            }
-        }
-        None
-    }
     let mut at = 0;
     let mut found = Vec::new();
+    // Reads the varint at `at` and records where it is.
+    let spot = |at: &mut usize, found: &mut Vec<(usize, usize)>| {
+        let start = *at;
+        let v = read_varint(b, at)?;
+        found.push((base + start, base + *at));
+        Some(v)
+    };
     while at < b.len() {
-        let Some((tag, after_tag)) = read(b, at) else {
+        let Some(tag) = spot(&mut at, &mut found) else {
             return false;
         };
-        found.push((base + at, base + after_tag));
-        at = after_tag;
         match tag & 7 {
-            0 => {
-                let Some((_, end)) = read(b, at) else {
-                    return false;
-                };
-                found.push((base + at, base + end));
-                at = end;
-            }
+            0 if spot(&mut at, &mut found).is_some() => {}
             1 => at += 8,
             5 => at += 4,
             2 => {
-                let Some((len, start)) = read(b, at) else {
+                let Some(len) = spot(&mut at, &mut found) else {
                     return false;
                 };
-                found.push((base + at, base + start));
-                let Some(end) = start.checked_add(len as usize).filter(|&e| e <= b.len()) else {
+                let start = at;
+                let Some(end) = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| start.checked_add(l))
+                    .filter(|&e| e <= b.len())
+                else {
                     return false;
                 };
                 if depth < 40 {
@@ -670,10 +662,6 @@ fn mutate_blob(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     out
 }
 
-fn mutate_json_seed(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-    mutate_json_bytes(rng, seed)
-}
-
 // ------------------------------------------------------------------------------ setup
 
 fn repo() -> PathBuf {
@@ -792,7 +780,7 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
             name: "config",
             what: "config.json (arch::DecoderConfig)",
             seeds: configs,
-            mutate: mutate_json_seed,
+            mutate: mutate_json_bytes,
             read: read_config,
         },
         Target {
@@ -813,7 +801,7 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
             name: "manifest",
             what: "Manifest.json (mil::read_package)",
             seeds: each("manifest", &samples, "Manifest.json")?,
-            mutate: mutate_json_seed,
+            mutate: mutate_json_bytes,
             read: read_package,
         },
         Target {
@@ -827,14 +815,14 @@ fn targets(work: &Path, converted: &Path) -> std::io::Result<Vec<Target>> {
             name: "meta",
             what: "meta.json and the packages it names (verify::Converted::open)",
             seeds: each("meta", &[converted.to_path_buf()], "meta.json")?,
-            mutate: mutate_json_seed,
+            mutate: mutate_json_bytes,
             read: read_meta,
         },
         Target {
             name: "tokenizer",
             what: "tokenizer.json and tokenizer_config.json (verify::Tok)",
             seeds: each("tokenizer", &model_dirs, "tokenizer.json")?,
-            mutate: mutate_json_seed,
+            mutate: mutate_json_bytes,
             read: read_tokenizer,
         },
     ])

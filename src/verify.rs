@@ -523,39 +523,25 @@ impl Tok {
             path: path.clone(),
             source,
         })?;
-        let bad = |message: String| VerifyError::Tokenizer {
-            path: path.clone(),
-            message,
-        };
         // tokenizers 0.23 panics (`expect("Helper")` in its decoder's Deserialize) on a JSON
-        // syntax error inside `decoder`: check the syntax first. A few of its `expect`s can
-        // still fire on valid JSON (a Precompiled normalizer of the wrong type); those panics
-        // are caught and reported as a bad tokenizer.json, not a crash.
-        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-            .map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
-            .map_err(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic");
-                bad(format!("the tokenizers crate failed reading it: {why}"))
-            })?;
-        let inner = parsed.map_err(|e| bad(e.to_string()))?;
+        // syntax error inside `decoder`: check the syntax first.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+            VerifyError::Tokenizer {
+                path: path.clone(),
+                message: format!("not valid JSON: {e}"),
+            }
+        })?;
+        let inner = tokenizer_call(&path, "reading it", || {
+            tokenizers::Tokenizer::from_bytes(&bytes)
+        })?;
         Ok(Tok { path, inner })
     }
 
     /// Token ids with the special tokens HF adds (`add_special_tokens=True`: BOS where the
     /// tokenizer's post-processor adds one).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| VerifyError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("encoding {:?}: {e}", abbreviate(text, 40)),
-            })?;
+        let what = format!("encoding {:?}", abbreviate(text, 40));
+        let enc = tokenizer_call(&self.path, &what, || self.inner.encode(text, true))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -579,13 +565,37 @@ impl Tok {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| VerifyError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("decoding {ids:?}: {e}"),
-            })
+        tokenizer_call(&self.path, &format!("decoding {ids:?}"), || {
+            self.inner.decode(ids, false)
+        })
     }
+}
+
+/// A call into the tokenizers crate, with its panics made errors naming the file: 0.23 accepts
+/// some malformed tokenizer.json contents and then `expect`s on them (a Precompiled normalizer
+/// of the wrong type while parsing; a TemplateProcessing naming a special token it does not
+/// define while encoding).
+fn tokenizer_call<T>(
+    path: &Path,
+    what: &str,
+    call: impl FnOnce() -> tokenizers::Result<T>,
+) -> Result<T> {
+    let message = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) => format!("{what}: {e}"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            format!("{what}: the tokenizers crate failed: {why}")
+        }
+    };
+    Err(VerifyError::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 fn abbreviate(s: &str, n: usize) -> String {

@@ -355,3 +355,23 @@ fn tokenizer_json_with_a_malformed_precompiled_normalizer_is_refused_not_a_panic
         "{e}"
     );
 }
+
+/// Found by the fuzzer: a TemplateProcessing post-processor naming a special token it does not
+/// define parses, then panics in tokenizers 0.23 when encoding ("no entry found for key").
+#[test]
+fn tokenizer_template_naming_an_undefined_special_token_fails_encoding_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("tiny-mistral").join("tokenizer.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    json["post_processor"]["special_tokens"] = serde_json::json!({});
+    std::fs::write(tmp.path().join("tokenizer.json"), json.to_string()).unwrap();
+    let tok = anec::verify::Tok::open(tmp.path()).expect("it parses");
+    let e = tok
+        .encode("Hello")
+        .expect_err("<s> is not defined")
+        .to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("encoding"),
+        "{e}"
+    );
+}

@@ -653,9 +653,9 @@ fn mutate_blob(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         let field = *rng.pick(&[0usize, 4, 8, 16, 24]);
         let v = rng.pick(&BOUNDARY).to_le_bytes();
         let width = if field < 8 { 4 } else { 8 };
-        for i in 0..width {
+        for (i, &x) in v[..width].iter().enumerate() {
             if let Some(b) = out.get_mut(record + field + i) {
-                *b = v[i];
+                *b = x;
             }
         }
     }

@@ -74,10 +74,10 @@ pub enum VerifyError {
     #[error("the original model for the reference: {model}: {source}")]
     Source {
         model: String,
-        source: crate::source::SourceError,
+        source: Box<crate::source::SourceError>,
     },
     #[error("the original model for the reference: {source}")]
-    Config { source: crate::arch::ArchError },
+    Config { source: Box<crate::arch::ArchError> },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -938,15 +938,17 @@ pub fn original_files(meta: &Meta, model: Option<&ModelSpec>, offline: bool) -> 
     };
     source::resolve(&spec).map_err(|source| VerifyError::Source {
         model: spec.model.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
 /// The reference on the original weights, cut to the first `layers` decoder layers when the
 /// conversion kept only those (`--num-layers`).
 pub fn load_reference(files: &ModelFiles, layers: usize) -> Result<Reference> {
-    let cfg = DecoderConfig::from_config_file(&files.config)
-        .map_err(|source| VerifyError::Config { source })?;
+    let cfg =
+        DecoderConfig::from_config_file(&files.config).map_err(|source| VerifyError::Config {
+            source: Box::new(source),
+        })?;
     if layers > cfg.num_layers {
         return Err(VerifyError::Mismatch(format!(
             "the packages have {layers} layers, the original {}",

@@ -375,3 +375,18 @@ fn tokenizer_template_naming_an_undefined_special_token_fails_encoding_not_a_pan
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------- config.json
+
+/// Found by the fuzzer: `num_hidden_layers` 2^32 sized the per-layer window list before any
+/// check (a 64 GiB allocation, abort).
+#[test]
+fn config_with_2_pow_32_layers_is_refused_before_per_layer_lists_are_sized() {
+    let text = std::fs::read_to_string(fixture("tiny-llama").join("config.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    json["num_hidden_layers"] = Value::from(1u64 << 32);
+    let e = anec::arch::DecoderConfig::from_json_str(&json.to_string())
+        .expect_err("2^32 layers")
+        .to_string();
+    assert!(e.contains("num_hidden_layers") && e.contains("4294967296"), "{e}");
+}

@@ -388,5 +388,8 @@ fn config_with_2_pow_32_layers_is_refused_before_per_layer_lists_are_sized() {
     let e = anec::arch::DecoderConfig::from_json_str(&json.to_string())
         .expect_err("2^32 layers")
         .to_string();
-    assert!(e.contains("num_hidden_layers") && e.contains("4294967296"), "{e}");
+    assert!(
+        e.contains("num_hidden_layers") && e.contains("4294967296"),
+        "{e}"
+    );
 }

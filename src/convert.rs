@@ -124,8 +124,15 @@ impl ConvertPlan {
                 reason: reason.to_string(),
             })
         };
-        if self.context_length == 0 {
-            return bad("--context-length", "0".into(), "must be at least 1");
+        if !(1..=crate::meta::MAX_CONTEXT_LENGTH).contains(&self.context_length) {
+            return bad(
+                "--context-length",
+                self.context_length.to_string(),
+                &format!(
+                    "must be between 1 and {} (the ANE's widest tensor dimension)",
+                    crate::meta::MAX_CONTEXT_LENGTH
+                ),
+            );
         }
         if self.batch_size == 0 {
             return bad("--batch-size", "0".into(), "must be at least 1");

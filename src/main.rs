@@ -32,7 +32,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("anec: error: {}", message(&err));
+            // Every module error's message already holds its causes (`cannot read X: <io
+            // error>`), so the top error is printed alone: each cause appears once.
+            eprintln!("anec: error: {err}");
             ExitCode::from(exit_code(&err))
         }
     }
@@ -183,22 +185,6 @@ fn emit(text: &str) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
-}
-
-/// The error and its causes joined by `: `, skipping a cause whose text the message already holds
-/// (module errors print their source inline, so `{:#}` would repeat it).
-fn message(err: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !msg.contains(&text) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&text);
-        }
-    }
-    msg
 }
 
 /// I/O failures (a read-only output, a full disk) exit 3; everything the user can fix in the

@@ -4,25 +4,40 @@
 //! keys after `state_name` are anec's additions (the source, so `anec verify` finds the original
 //! weights, and the per-chunk layout).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// The largest context length anec converts or reads back: the ANE's widest tensor dimension
+/// (16384, ANE-CONTRACT.md), which the causal mask `[1, 1, B, C]` and the KV state's C axis
+/// must fit. `verify` builds a C×C mask, so this also bounds what a meta.json can make it
+/// allocate (512 MiB at the ceiling).
+pub const MAX_CONTEXT_LENGTH: usize = 16_384;
 
 /// Errors reading or writing the meta files.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid anec meta.yaml: {message}")]
+    #[error("{} is not a valid anec meta file: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    /// A field whose value is out of range, inconsistent with another, or (for file names) not
+    /// a plain file name inside the conversion folder.
+    #[error("{}: {field} {value}: {reason}", path.display())]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("cannot serialize meta: {0}")]
     Serialize(String),
 }
@@ -168,17 +183,136 @@ impl Meta {
         Ok(())
     }
 
-    /// Reads `<dir>/meta.yaml`.
+    /// Reads and checks `<dir>/meta.yaml`.
     pub fn read(dir: &Path) -> Result<Meta, MetaError> {
-        let path = dir.join("meta.yaml");
-        let text = std::fs::read_to_string(&path).map_err(|source| MetaError::Read {
-            path: path.clone(),
+        Self::read_file(&dir.join("meta.yaml"), |t| {
+            serde_saphyr::from_str(t).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Reads and checks `<dir>/meta.json` (what `verify` and `generate` read).
+    pub fn read_json(dir: &Path) -> Result<Meta, MetaError> {
+        Self::read_file(&dir.join("meta.json"), |t| {
+            serde_json::from_str(t).map_err(|e| e.to_string())
+        })
+    }
+
+    fn read_file(
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<Meta, String>,
+    ) -> Result<Meta, MetaError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MetaError::Read {
+            path: path.to_path_buf(),
             source,
         })?;
-        serde_saphyr::from_str(&text).map_err(|e| MetaError::Parse {
-            path,
-            message: e.to_string(),
-        })
+        let meta = parse(&text).map_err(|message| MetaError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        meta.model_info
+            .parameters
+            .check()
+            .map_err(|(field, value, reason)| MetaError::Field {
+                path: path.to_path_buf(),
+                field,
+                value,
+                reason,
+            })?;
+        Ok(meta)
+    }
+}
+
+/// A refused field: its name, its value and why.
+type FieldProblem = (&'static str, String, String);
+
+impl Parameters {
+    /// Checks what a reader relies on before sizing anything by it: the context and batch
+    /// within bounds, the chunk files and layer ranges consistent, the LM-head parts summing to
+    /// the vocabulary, and every package name a plain file name (a name with a separator or
+    /// `..` would make a reader open a file outside the conversion folder).
+    pub fn check(&self) -> Result<(), FieldProblem> {
+        let bad = |field: &'static str, value: String, reason: String| Err((field, value, reason));
+        if !(1..=MAX_CONTEXT_LENGTH).contains(&self.context_length) {
+            return bad(
+                "context_length",
+                self.context_length.to_string(),
+                format!("must be between 1 and {MAX_CONTEXT_LENGTH}"),
+            );
+        }
+        if !(1..=self.context_length).contains(&self.batch_size) {
+            return bad(
+                "batch_size",
+                self.batch_size.to_string(),
+                format!(
+                    "must be between 1 and context_length {}",
+                    self.context_length
+                ),
+            );
+        }
+        let names = [
+            ("embeddings", &self.embeddings),
+            ("lm_head", &self.lm_head),
+            ("ffn", &self.ffn),
+        ];
+        let chunk_names = self.chunk_files.iter().map(|f| ("chunk_files", f));
+        for (field, name) in names.into_iter().chain(chunk_names) {
+            let mut parts = Path::new(name).components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(Component::Normal(_)), None)
+            ) && !name.contains(['/', '\\']);
+            if !plain {
+                return bad(
+                    field,
+                    format!("{name:?}"),
+                    "must be a file name inside the conversion folder".into(),
+                );
+            }
+        }
+        if self.chunk_files.len() != self.num_chunks || self.chunk_layers.len() != self.num_chunks {
+            return bad(
+                "num_chunks",
+                self.num_chunks.to_string(),
+                format!(
+                    "but {} chunk files and {} layer ranges",
+                    self.chunk_files.len(),
+                    self.chunk_layers.len()
+                ),
+            );
+        }
+        let mut next = 0;
+        for r in &self.chunk_layers {
+            if r[0] != next || r[1] <= r[0] {
+                return bad(
+                    "chunk_layers",
+                    format!("{:?}", self.chunk_layers),
+                    "must be consecutive non-empty ranges from layer 0".into(),
+                );
+            }
+            next = r[1];
+        }
+        if next != self.num_layers {
+            return bad(
+                "chunk_layers",
+                format!("{:?}", self.chunk_layers),
+                format!("must end at num_layers {}", self.num_layers),
+            );
+        }
+        let sum = self
+            .lm_head_chunk_sizes
+            .iter()
+            .try_fold(0usize, |a, &b| a.checked_add(b));
+        if self.lm_head_chunk_sizes.len() != self.split_lm_head || sum != Some(self.vocab_size) {
+            return bad(
+                "lm_head_chunk_sizes",
+                format!("{:?}", self.lm_head_chunk_sizes),
+                format!(
+                    "must split vocab_size {} into split_lm_head {} parts",
+                    self.vocab_size, self.split_lm_head
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -233,6 +367,32 @@ mod tests {
                 },
             },
         }
+    }
+
+    #[test]
+    fn check_refuses_what_a_reader_would_size_or_join_by() {
+        assert_eq!(sample().model_info.parameters.check(), Ok(()));
+        let field = |edit: fn(&mut Parameters)| {
+            let mut p = sample().model_info.parameters;
+            edit(&mut p);
+            p.check().map_err(|(field, value, _)| (field, value))
+        };
+        assert_eq!(
+            field(|p| p.context_length = 3_000_000_000),
+            Err(("context_length", "3000000000".into()))
+        );
+        assert_eq!(
+            field(|p| p.chunk_files[1] = "../x.mlpackage".into()),
+            Err(("chunk_files", "\"../x.mlpackage\"".into()))
+        );
+        assert_eq!(
+            field(|p| p.lm_head = "a/b.mlpackage".into()),
+            Err(("lm_head", "\"a/b.mlpackage\"".into()))
+        );
+        assert_eq!(
+            field(|p| p.lm_head_chunk_sizes = vec![usize::MAX, 513]).map_err(|e| e.0),
+            Err("lm_head_chunk_sizes")
+        );
     }
 
     #[test]

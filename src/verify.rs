@@ -19,7 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::exec::{Data, ExecError, Interpreter, Precision, Tensor, TensorError};
-use crate::meta::{LutBits, Meta, Parameters};
+use crate::meta::{LutBits, Meta, MetaError, Parameters};
 use crate::mil::{self, MilError};
 use crate::reference::{self, Matrix, Reference, ReferenceError};
 use crate::source::{self, ModelFiles, ModelSpec};
@@ -43,7 +43,9 @@ lens, and stayed awake through the night, counting the seconds between the flash
 /// Errors of `verify` and `generate`.
 #[derive(Debug, Error)]
 pub enum VerifyError {
-    #[error("cannot read {path}: {message}")]
+    #[error(transparent)]
+    MetaFile(#[from] MetaError),
+    #[error("{}: {message}", path.display())]
     Meta { path: PathBuf, message: String },
     #[error("cannot read package {path}: {source}")]
     Package {
@@ -68,8 +70,18 @@ pub enum VerifyError {
     EmptyPrompt { index: usize, prompt: String },
     #[error("{needed} positions do not fit the converted context length {context}")]
     ContextFull { needed: usize, context: usize },
-    #[error("the original model for the reference: {0}")]
-    Source(String),
+    #[error("the original model for the reference: {model}: {source}")]
+    Source {
+        model: String,
+        source: Box<crate::source::SourceError>,
+    },
+    #[error("the original model for the reference: {source}")]
+    Config { source: Box<crate::arch::ArchError> },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the converted model and the original disagree: {0}")]
     Mismatch(String),
     #[error(transparent)]
@@ -118,17 +130,9 @@ impl fmt::Debug for Converted {
     }
 }
 
-/// meta.json of a conversion folder.
+/// meta.json of a conversion folder, checked ([`Parameters::check`]).
 pub fn read_meta(dir: &Path) -> Result<Meta> {
-    let path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| VerifyError::Meta {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| VerifyError::Meta {
-        path,
-        message: e.to_string(),
-    })
+    Ok(Meta::read_json(dir)?)
 }
 
 impl Converted {
@@ -136,48 +140,6 @@ impl Converted {
     pub fn open(dir: &Path, precision: Precision) -> Result<Converted> {
         let meta = read_meta(dir)?;
         let p = &meta.model_info.parameters;
-        let bad = |message: String| VerifyError::Meta {
-            path: dir.join("meta.json"),
-            message,
-        };
-        if p.chunk_files.len() != p.num_chunks || p.chunk_layers.len() != p.num_chunks {
-            return Err(bad(format!(
-                "num_chunks {} but {} chunk files and {} layer ranges",
-                p.num_chunks,
-                p.chunk_files.len(),
-                p.chunk_layers.len()
-            )));
-        }
-        if p.lm_head_chunk_sizes.len() != p.split_lm_head
-            || p.lm_head_chunk_sizes.iter().sum::<usize>() != p.vocab_size
-        {
-            return Err(bad(format!(
-                "lm_head_chunk_sizes {:?} do not split vocab {} into {} parts",
-                p.lm_head_chunk_sizes, p.vocab_size, p.split_lm_head
-            )));
-        }
-        let mut next = 0;
-        for r in &p.chunk_layers {
-            if r[0] != next || r[1] <= r[0] {
-                return Err(bad(format!(
-                    "chunk_layers {:?} are not consecutive non-empty ranges from layer 0",
-                    p.chunk_layers
-                )));
-            }
-            next = r[1];
-        }
-        if next != p.num_layers {
-            return Err(bad(format!(
-                "chunk_layers {:?} do not end at num_layers {}",
-                p.chunk_layers, p.num_layers
-            )));
-        }
-        if p.context_length == 0 || p.batch_size == 0 {
-            return Err(bad(format!(
-                "context_length {} / batch_size {}",
-                p.context_length, p.batch_size
-            )));
-        }
         let load = |name: &str| -> Result<Interpreter> {
             // A compiled output names `X.mlmodelc` in meta; the `X.mlpackage` beside it is what
             // anec reads (it writes both).
@@ -198,12 +160,16 @@ impl Converted {
             .iter()
             .map(|f| load(f))
             .collect::<Result<Vec<_>>>()?;
+        // C <= MAX_CONTEXT_LENGTH (checked with meta), so C×C fits; still allocated fallibly.
         let c = p.context_length;
-        let mut mask = vec![f16::ZERO; c * c];
+        let mut mask = Vec::new();
+        mask.try_reserve_exact(c * c)
+            .map_err(|_| VerifyError::Meta {
+                path: dir.join("meta.json"),
+                message: format!("no memory for the {c}×{c} causal mask of context_length {c}"),
+            })?;
         for i in 0..c {
-            for j in i + 1..c {
-                mask[i * c + j] = f16::NEG_INFINITY;
-            }
+            mask.extend((0..c).map(|j| if j > i { f16::NEG_INFINITY } else { f16::ZERO }));
         }
         let mut conv = Converted {
             dir: dir.to_path_buf(),
@@ -432,7 +398,7 @@ impl Converted {
             }
             return Ok((None, (offset + within as usize) as u32));
         }
-        let mut logits = Vec::with_capacity(p.vocab_size);
+        let mut logits = Vec::new();
         for (k, &size) in p.lm_head_chunk_sizes.iter().enumerate() {
             let name = format!("logits{}", k + 1);
             let t = outs.get(&name).ok_or_else(|| missing(&name))?;
@@ -551,24 +517,30 @@ pub struct Tok {
 impl Tok {
     pub fn open(dir: &Path) -> Result<Tok> {
         let path = dir.join("tokenizer.json");
-        let inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| VerifyError::Tokenizer {
+        // Read apart from parsing, so that an unreadable file is an I/O error (exit 3).
+        let bytes = std::fs::read(&path).map_err(|source| VerifyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // tokenizers 0.23 panics (`expect("Helper")` in its decoder's Deserialize) on a JSON
+        // syntax error inside `decoder`: check the syntax first.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+            VerifyError::Tokenizer {
                 path: path.clone(),
-                message: e.to_string(),
-            })?;
+                message: format!("not valid JSON: {e}"),
+            }
+        })?;
+        let inner = tokenizer_call(&path, "reading it", || {
+            tokenizers::Tokenizer::from_bytes(&bytes)
+        })?;
         Ok(Tok { path, inner })
     }
 
     /// Token ids with the special tokens HF adds (`add_special_tokens=True`: BOS where the
     /// tokenizer's post-processor adds one).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| VerifyError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("encoding {:?}: {e}", abbreviate(text, 40)),
-            })?;
+        let what = format!("encoding {:?}", abbreviate(text, 40));
+        let enc = tokenizer_call(&self.path, &what, || self.inner.encode(text, true))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -592,13 +564,37 @@ impl Tok {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| VerifyError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("decoding {ids:?}: {e}"),
-            })
+        tokenizer_call(&self.path, &format!("decoding {ids:?}"), || {
+            self.inner.decode(ids, false)
+        })
     }
+}
+
+/// A call into the tokenizers crate, with its panics made errors naming the file: 0.23 accepts
+/// some malformed tokenizer.json contents and then `expect`s on them (a Precompiled normalizer
+/// of the wrong type while parsing; a TemplateProcessing naming a special token it does not
+/// define while encoding).
+fn tokenizer_call<T>(
+    path: &Path,
+    what: &str,
+    call: impl FnOnce() -> tokenizers::Result<T>,
+) -> Result<T> {
+    let message = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) => format!("{what}: {e}"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            format!("{what}: the tokenizers crate failed: {why}")
+        }
+    };
+    Err(VerifyError::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 fn abbreviate(s: &str, n: usize) -> String {
@@ -941,7 +937,10 @@ pub fn original_files(meta: &Meta, model: Option<&ModelSpec>, offline: bool) -> 
             }
         }
     };
-    source::resolve(&spec).map_err(|e| VerifyError::Source(format!("{}: {e}", spec.model)))
+    source::resolve(&spec).map_err(|source| VerifyError::Source {
+        model: spec.model.clone(),
+        source: Box::new(source),
+    })
 }
 
 /// The reference on the original weights, cut to the first `layers` decoder layers when the
@@ -1079,7 +1078,7 @@ impl Pool {
             self.cos = o.cos;
         } else {
             for (a, b) in self.cos.iter_mut().zip(o.cos) {
-                *a = a.min(b);
+                *a = min_keeping_nan(*a, b);
             }
         }
         self.prefilled += o.prefilled;
@@ -1114,6 +1113,16 @@ impl Pool {
             chunk_cosine_min: self.cos.clone(),
             non_finite: self.non_finite,
         }
+    }
+}
+
+/// The smaller of two values, NaN when either is (`f64::min` drops a NaN, which would hide a
+/// non-finite hidden state behind the finite minimum of the others).
+fn min_keeping_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
     }
 }
 
@@ -1177,7 +1186,7 @@ fn compare_prompt(
                         cosine(r, target.row(i))
                     }
                 })
-                .fold(f64::INFINITY, |m, c| if c.is_nan() { c } else { m.min(c) })
+                .fold(f64::INFINITY, min_keeping_nan)
         })
         .collect();
     if pool.cos.iter().any(|c| c.is_nan()) {
@@ -1398,6 +1407,29 @@ mod tests {
             prefilled: 0,
             non_finite: false,
         }
+    }
+
+    /// `[0.99, NaN, 0.98]` once folded to 0.98 (`f64::min` drops NaN), and with `--argmax` no
+    /// logits were left to flag the non-finite hidden state.
+    #[test]
+    fn a_nan_chunk_cosine_is_kept_and_fails_even_without_logits() {
+        let cos = [0.99, f64::NAN, 0.98];
+        assert!(cos
+            .into_iter()
+            .fold(f64::INFINITY, min_keeping_nan)
+            .is_nan());
+        let mut a = pool(&[true; 10], &[], vec![0.99]);
+        a.has_logits = false;
+        let mut b = pool(&[true; 10], &[], vec![f64::NAN]);
+        b.has_logits = false;
+        b.non_finite = true;
+        let mut c = pool(&[true; 10], &[], vec![0.98]);
+        c.has_logits = false;
+        a.merge(b);
+        a.merge(c);
+        let r = a.report("argmax".into(), 0);
+        assert!(r.chunk_cosine_min[0].is_nan() && r.non_finite);
+        assert!(!judge(&r, &Thresholds::FP16).is_empty());
     }
 
     #[test]

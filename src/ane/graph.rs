@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use half::f16;
 
 use crate::mil::{Arg, ConstValue, DType, FunctionBuilder, OpKind, TensorType, Var};
+use crate::quant::f16_from_f64_rne;
 
 use super::AneError;
 
@@ -321,7 +322,7 @@ impl G {
 
     pub fn layer_norm(&mut self, x: &T, axis: i32, eps: f64) -> R<T> {
         let axes = self.ints(&[axis])?;
-        let eps = self.param(ConstValue::scalar_f16(f16::from_f64(eps)))?;
+        let eps = self.param(ConstValue::scalar_f16(f16_from_f64_rne(eps)))?;
         let name = self.fresh("layer_norm");
         self.op(
             OpKind::LayerNorm,

@@ -15,7 +15,7 @@ use half::f16;
 use crate::arch::{self, DecoderConfig};
 use crate::calib::Calibrator;
 use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
-use crate::quant::{self, LutSpec, QuantReport};
+use crate::quant::{self, f16_from_f64_rne, LutSpec, QuantReport};
 use crate::weights::{Dtype, RawTensor, WeightStore};
 
 use super::graph::{G, T};
@@ -409,9 +409,9 @@ pub fn rope_tables(cfg: &DecoderConfig, context: usize) -> (Vec<f16>, Vec<f16>) 
         for j in 0..d {
             // transformers computes the angle in f32.
             let angle = f64::from((p as f32) * (inv[j % half] as f32));
-            cos.push(f16::from_f64(angle.cos()));
+            cos.push(f16_from_f64_rne(angle.cos()));
             let s = angle.sin();
-            sin.push(f16::from_f64(if j < half { -s } else { s }));
+            sin.push(f16_from_f64_rne(if j < half { -s } else { s }));
         }
     }
     (cos, sin)

@@ -7,6 +7,10 @@ use serde::{Deserialize, Deserializer};
 
 use super::{ArchError, DecoderConfig, RopeScaling};
 
+/// The most decoder layers a config.json may declare: far above any released decoder (Llama 3.1
+/// 405B has 126); a count read from the file sizes per-layer lists, so it is bounded first.
+pub const MAX_LAYERS: usize = 1024;
+
 /// Rope types anec implements (the others change the maths and are refused).
 pub const SUPPORTED_ROPE_TYPES: [&str; 3] = ["default", "linear", "llama3"];
 
@@ -173,6 +177,14 @@ impl HfBase {
         let rope_theta = rope.rope_theta.or(self.rope_theta).unwrap_or(d.rope_theta);
         let rope_scaling = RopeScaling::from_hf(&rope, origin)?;
         let num_layers = self.num_hidden_layers.unwrap_or(d.num_hidden_layers);
+        // Per-layer lists are sized by the count before the weights can contradict it.
+        if num_layers > MAX_LAYERS {
+            return Err(invalid(
+                "num_hidden_layers",
+                num_layers.to_string(),
+                "exceeds anec's limit of 1024 layers",
+            ));
+        }
         let eos_token_ids = match &self.eos_token_id {
             None => d.eos_token_id.into_iter().collect(),
             Some(None) => Vec::new(),

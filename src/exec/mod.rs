@@ -90,6 +90,8 @@ pub enum OpProblem {
     Const { param: String, message: String },
     #[error("internal: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
 }
 
 /// Errors of the interpreter. Op errors name the op type, the op's name and the function.
@@ -1006,7 +1008,7 @@ fn lut_to_dense(p: &Params) -> Result<Tensor, OpProblem> {
             coord[d] = 0;
         }
     }
-    Ok(lut_t.take(oshape, &src))
+    Ok(lut_t.take(oshape, &src)?)
 }
 
 /// `constexpr_blockwise_shift_scale` (iOS 18): `scale[blk] · (data − offset[blk])`, blocks

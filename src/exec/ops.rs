@@ -1002,7 +1002,7 @@ pub fn split(
 /// The elements at `(start, step, count)` per axis, as a new tensor of shape `counts`.
 fn gather_slices(x: &Tensor, spec: &[(usize, isize, usize)]) -> R<Tensor> {
     let idx = slice_indices(x.shape(), spec);
-    Ok(x.take(spec.iter().map(|s| s.2).collect(), &idx))
+    Ok(x.take(spec.iter().map(|s| s.2).collect(), &idx)?)
 }
 
 fn slice_indices(shape: &[usize], spec: &[(usize, isize, usize)]) -> Vec<usize> {
@@ -1289,7 +1289,7 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> R<Tensor> {
     let shape: Vec<usize> = p.iter().map(|&a| xs[a]).collect();
     let permuted: Vec<usize> = p.iter().map(|&a| st[a]).collect();
     let idx = strided_index(&permuted, &shape);
-    Ok(x.take(shape, &idx))
+    Ok(x.take(shape, &idx)?)
 }
 
 /// `expand_dims(x, axes)`: axes index the output (rank + len(axes)).
@@ -1402,7 +1402,7 @@ pub fn gather(x: &Tensor, indices: &Tensor, axis: i64, batch_dims: i64) -> R<Ten
     let mut shape = xs[..ax].to_vec();
     shape.extend(&is[bd..]);
     shape.extend(&xs[ax + 1..]);
-    Ok(x.take(shape, &src))
+    Ok(x.take(shape, &src)?)
 }
 
 /// `band_part(x, lower, upper)`: keeps `x[..., m, n]` where `(lower < 0 or m − n <= lower)` and
@@ -1451,8 +1451,7 @@ pub fn fill(shape: &[i64], value: &Tensor) -> R<Tensor> {
         });
     }
     let s: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let idx = vec![0usize; s.iter().product()];
-    Ok(value.take(s, &idx))
+    Ok(value.splat(s)?)
 }
 
 /// `tile(x, reps)`.
@@ -1465,10 +1464,24 @@ pub fn tile(x: &Tensor, reps: &[i64]) -> R<Tensor> {
         });
     }
     let xs = x.shape();
-    let shape: Vec<usize> = xs.iter().zip(reps).map(|(&d, &r)| d * r as usize).collect();
+    let shape: Option<Vec<usize>> = xs
+        .iter()
+        .zip(reps)
+        .map(|(&d, &r)| usize::try_from(r).ok().and_then(|r| d.checked_mul(r)))
+        .collect();
+    let too_large = || OpProblem::BadValue {
+        param: "reps".into(),
+        value: format!("{reps:?}"),
+        why: format!("tiling {xs:?} gives a tensor too large to allocate"),
+    };
+    let shape = shape.ok_or_else(too_large)?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_large)?;
     let st = strides(xs);
-    let n: usize = shape.iter().product();
-    let mut idx = Vec::with_capacity(n);
+    let mut idx = Vec::new();
+    idx.try_reserve_exact(n).map_err(|_| too_large())?;
     let ost = strides(&shape);
     for flat in 0..n {
         let mut s = 0;
@@ -1478,7 +1491,7 @@ pub fn tile(x: &Tensor, reps: &[i64]) -> R<Tensor> {
         }
         idx.push(s);
     }
-    Ok(x.take(shape, &idx))
+    Ok(x.take(shape, &idx)?)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::mil::DType;
 /// A tensor whose parts do not fit together.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorError {
-    #[error("tensor of shape {shape:?} needs {} elements, got {elements}", .shape.iter().product::<usize>())]
+    #[error("tensor of shape {shape:?} needs {} elements, got {elements}", .shape.iter().fold(1usize, |n, &d| n.saturating_mul(d)))]
     Shape { shape: Vec<usize>, elements: usize },
     #[error("a {dtype} tensor cannot hold {storage} data")]
     DType {
@@ -103,8 +103,14 @@ fn filled<T: Clone>(n: usize, v: T, shape: &[usize]) -> Result<Arc<[T]>, TensorE
     Ok(data.into())
 }
 
+/// The element count of a shape that exists (a tensor's, or one derived from tensors).
 fn count(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// The element count of `shape`; `None` beyond usize (a shape read from a file).
+fn checked_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl Tensor {
@@ -116,7 +122,7 @@ impl Tensor {
             Data::Int(v) => v.len(),
             Data::Bool(v) => v.len(),
         };
-        if n != count(&shape) {
+        if checked_count(&shape) != Some(n) {
             return Err(TensorError::Shape { shape, elements: n });
         }
         let storage = match &data {
@@ -164,12 +170,9 @@ impl Tensor {
     /// Zeros of `shape`. A shape too large for memory (a corrupt package's state, say) is an
     /// error, not an abort.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
-        let n = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| TensorError::TooLarge {
-                shape: shape.clone(),
-            })?;
+        let n = checked_count(&shape).ok_or_else(|| TensorError::TooLarge {
+            shape: shape.clone(),
+        })?;
         let data = match storage_of(dtype) {
             Some(Storage::Float) => Data::Float(filled(n, 0.0, &shape)?),
             Some(Storage::Int) => Data::Int(filled(n, 0, &shape)?),
@@ -275,18 +278,48 @@ impl Tensor {
         }
     }
 
-    /// Gathers elements by flat source indices into a new tensor of `shape` (same dtype).
-    pub(crate) fn take(&self, shape: Vec<usize>, idx: &[usize]) -> Tensor {
+    /// A tensor of `shape` holding this one-element tensor's value everywhere (`fill`),
+    /// allocated fallibly.
+    pub(crate) fn splat(&self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
+        let n = checked_count(&shape).ok_or_else(|| TensorError::TooLarge {
+            shape: shape.clone(),
+        })?;
+        if self.len() != 1 {
+            return Err(TensorError::Shape {
+                shape: vec![1],
+                elements: self.len(),
+            });
+        }
         let data = match &self.data {
-            Data::Float(v) => Data::Float(idx.iter().map(|&i| v[i]).collect()),
-            Data::Int(v) => Data::Int(idx.iter().map(|&i| v[i]).collect()),
-            Data::Bool(v) => Data::Bool(idx.iter().map(|&i| v[i]).collect()),
+            Data::Float(v) => Data::Float(filled(n, v[0], &shape)?),
+            Data::Int(v) => Data::Int(filled(n, v[0], &shape)?),
+            Data::Bool(v) => Data::Bool(filled(n, v[0], &shape)?),
         };
-        Tensor {
+        Tensor::new(self.dtype, shape, data)
+    }
+
+    /// Gathers elements by flat source indices into a new tensor of `shape` (same dtype),
+    /// allocated fallibly (the index list may be sized by a file).
+    pub(crate) fn take(&self, shape: Vec<usize>, idx: &[usize]) -> Result<Tensor, TensorError> {
+        fn pick<T: Copy>(v: &[T], idx: &[usize], shape: &[usize]) -> Result<Arc<[T]>, TensorError> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(idx.len())
+                .map_err(|_| TensorError::TooLarge {
+                    shape: shape.to_vec(),
+                })?;
+            out.extend(idx.iter().map(|&i| v[i]));
+            Ok(out.into())
+        }
+        let data = match &self.data {
+            Data::Float(v) => Data::Float(pick(v, idx, &shape)?),
+            Data::Int(v) => Data::Int(pick(v, idx, &shape)?),
+            Data::Bool(v) => Data::Bool(pick(v, idx, &shape)?),
+        };
+        Ok(Tensor {
             dtype: self.dtype,
             shape,
             data,
-        }
+        })
     }
 }
 

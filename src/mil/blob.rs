@@ -460,7 +460,10 @@ impl BlobReader {
     /// Every record, walked as MILBlob does: the first at 64, the next at
     /// align64(data offset + size), `count` of them.
     pub fn records(&self) -> Result<Vec<BlobRecord>> {
-        let mut out = Vec::with_capacity(self.count as usize);
+        // The header's count is not trusted for sizing: each record takes at least its 64-byte
+        // metadata, so the file bounds how many there can be (a larger count fails on the walk).
+        let fit = (self.file_len() - HEADER_SIZE) / METADATA_SIZE;
+        let mut out = Vec::with_capacity(u64::from(self.count).min(fit) as usize);
         let mut at = HEADER_SIZE;
         for _ in 0..self.count {
             let meta = self.meta(at)?;

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::error::{MilError, Result};
 use super::ir::{
     Arg, ConstValue, DType, Dim, Function, OpKind, Operation, Program, TensorType, ValueType,
+    MAX_RANK,
 };
 
 /// What a variable of a function is, as far as inference is concerned.
@@ -354,6 +355,21 @@ impl<'a> Cx<'a> {
     fn static_shape(&self, param: &str, t: &TensorType) -> Result<Vec<u64>> {
         t.static_shape()
             .ok_or_else(|| self.type_err(param, "a tensor of static shape", tensor_string(t)))
+    }
+
+    /// The length of a rank-1 runtime `shape`: the rank of the tensor it describes, at most
+    /// [`MAX_RANK`].
+    fn runtime_rank(&self, shape: &TensorType) -> Result<usize> {
+        match shape.shape.first() {
+            Some(&Dim::Fixed(n)) if n <= MAX_RANK => Ok(n as usize),
+            Some(&Dim::Fixed(n)) => Err(self.shape_err(format!(
+                "a runtime shape of {n} values: the output rank would exceed {MAX_RANK}"
+            ))),
+            _ => {
+                Err(self
+                    .shape_err("the output rank is unknown (a runtime shape of unknown length)"))
+            }
+        }
     }
 
     /// The integer values of `param` when they are known at compile time.
@@ -1042,12 +1058,7 @@ fn infer_kind(cx: &Cx) -> Result<Vec<ValueType>> {
                     }
                     v.iter().map(|&d| Dim::Fixed(d as u64)).collect()
                 }
-                None => match s.shape[0] {
-                    Dim::Fixed(n) => vec![Dim::Unknown; n as usize],
-                    Dim::Unknown => {
-                        return Err(cx.shape_err("the rank of the filled tensor is unknown"))
-                    }
-                },
+                None => vec![Dim::Unknown; cx.runtime_rank(s)?],
             };
             one(dtype, shape)
         }
@@ -1070,11 +1081,17 @@ fn infer_kind(cx: &Cx) -> Result<Vec<ValueType>> {
                         .iter()
                         .zip(&reps)
                         .map(|(d, &r)| match d {
-                            Dim::Fixed(n) => Dim::Fixed(n * r as u64),
-                            Dim::Unknown if r == 1 => Dim::Unknown,
-                            Dim::Unknown => Dim::Unknown,
+                            Dim::Fixed(n) => {
+                                n.checked_mul(r as u64).map(Dim::Fixed).ok_or_else(|| {
+                                    cx.shape_err(format!(
+                                        "reps {reps:?} times x {} overflows",
+                                        tensor_string(x)
+                                    ))
+                                })
+                            }
+                            Dim::Unknown => Ok(Dim::Unknown),
                         })
-                        .collect()
+                        .collect::<Result<_>>()?
                 }
             };
             one(x.dtype, shape)
@@ -1280,20 +1297,27 @@ fn infer_conv(cx: &Cx) -> Result<Vec<ValueType>> {
             shape.push(Dim::Unknown);
             continue;
         };
-        let (i, k, s, d) = (i as i64, wshape[2 + r] as i64, strides[r], dilations[r]);
+        // i128: sizes and parameters read from a file stay exact (u64 × i64 fits).
+        let (i, k, s, d) = (
+            i128::from(i),
+            i128::from(wshape[2 + r]),
+            i128::from(strides[r]),
+            i128::from(dilations[r]),
+        );
         let ek = (k - 1) * d + 1;
         let total_pad = match pad_type.as_str() {
             "valid" => 0,
-            "custom" => pad[2 * r] + pad[2 * r + 1],
+            "custom" => i128::from(pad[2 * r]) + i128::from(pad[2 * r + 1]),
             _ => (s * ((i + s - 1) / s) - i + ek - s).max(0),
         };
         let out = (i + total_pad - ek).div_euclid(s) + 1;
-        if out <= 0 {
-            return Err(cx.shape_err(format!(
+        let out = match u64::try_from(out) {
+            Ok(o) if o > 0 => o,
+            _ => return Err(cx.shape_err(format!(
                 "spatial dim {r} has invalid output size {out} (input {i}, kernel {k}, dilation {d}, stride {s}, pad {total_pad})"
-            )));
-        }
-        shape.push(Dim::Fixed(out as u64));
+            ))),
+        };
+        shape.push(Dim::Fixed(out));
     }
     Ok(vec![tensor(x.dtype, shape)])
 }
@@ -1419,13 +1443,20 @@ fn infer_concat(cx: &Cx) -> Result<Vec<ValueType>> {
     let mut total = Some(0u64);
     for t in &ts {
         total = match (total, t.shape[axis]) {
-            (Some(s), Dim::Fixed(n)) => Some(s + n),
+            (Some(s), Dim::Fixed(n)) => Some(s.checked_add(n).ok_or_else(|| {
+                cx.shape_err(format!("the concat axis {axis} sums to more than 2^64"))
+            })?),
             _ => None,
         };
     }
     shape[axis] = total.map_or(Dim::Unknown, Dim::Fixed);
     Ok(vec![tensor(first.dtype, shape)])
 }
+
+/// The most outputs a `split` may have. Each output is declared one by one in the file, and
+/// anec splits into at most a few dozen (LM-head parts); the count sizes a list before the
+/// declared outputs are compared with it.
+const MAX_SPLITS: i64 = 1 << 12;
 
 fn infer_split(cx: &Cx) -> Result<Vec<ValueType>> {
     let x = cx.td("x", &[DType::F16, DType::F32, DType::I32, DType::Bool])?;
@@ -1456,8 +1487,10 @@ fn infer_split(cx: &Cx) -> Result<Vec<ValueType>> {
             sizes.iter().map(|&s| Dim::Fixed(s as u64)).collect()
         }
         (Some(n), None) => {
-            if n < 1 {
-                return Err(cx.shape_err(format!("num_splits {n} must be >= 1")));
+            if !(1..=MAX_SPLITS).contains(&n) {
+                return Err(
+                    cx.shape_err(format!("num_splits {n} must be between 1 and {MAX_SPLITS}"))
+                );
             }
             match x.shape[axis] {
                 Dim::Fixed(d) if d % n as u64 != 0 => {
@@ -1570,7 +1603,9 @@ fn slice_shape(cx: &Cx, x: &TensorType) -> Result<Shape> {
                 out.push(Dim::Unknown);
                 continue;
             }
-            Dim::Fixed(n) => n as i64,
+            Dim::Fixed(n) => i64::try_from(n).map_err(|_| {
+                cx.shape_err(format!("dim {i} of x {} is beyond int64", tensor_string(x)))
+            })?,
         };
         if n == 1 {
             out.push(Dim::Fixed(1));
@@ -1607,12 +1642,10 @@ fn infer_reshape(cx: &Cx) -> Result<Vec<ValueType>> {
         return Err(cx.shape_err(format!("shape {} must be rank 1", tensor_string(s))));
     }
     let Some(target) = cx.ints_known("shape")? else {
-        return match s.shape[0] {
-            Dim::Fixed(n) => Ok(vec![tensor(x.dtype, vec![Dim::Unknown; n as usize])]),
-            Dim::Unknown => Err(cx.shape_err(
-                "the output rank of a reshape with a runtime shape of unknown length is unknown",
-            )),
-        };
+        return Ok(vec![tensor(
+            x.dtype,
+            vec![Dim::Unknown; cx.runtime_rank(s)?],
+        )]);
     };
     if target.iter().filter(|&&d| d == -1).count() > 1 || target.iter().any(|&d| d < -1) {
         return Err(cx.shape_err(format!(
@@ -1636,15 +1669,21 @@ fn infer_reshape(cx: &Cx) -> Result<Vec<ValueType>> {
         .collect();
     let total = x.num_elements();
     let neg = target.iter().position(|&d| d == -1);
-    let known: Option<u64> = out
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != neg)
-        .map(|(_, d)| match d {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Unknown => None,
-        })
-        .product();
+    // The product of the dims other than -1; None with an unknown dim.
+    let mut known = Some(1u64);
+    for (i, d) in out.iter().enumerate() {
+        if Some(i) == neg {
+            continue;
+        }
+        known = match (known, d) {
+            (Some(k), Dim::Fixed(n)) => Some(k.checked_mul(*n).ok_or_else(|| {
+                cx.shape_err(format!(
+                    "shape {target:?} describes more than 2^64 elements"
+                ))
+            })?),
+            _ => None,
+        };
+    }
     match (total, known, neg) {
         (Some(t), Some(k), Some(i)) => {
             if k == 0 || t % k != 0 {

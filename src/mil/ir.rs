@@ -99,6 +99,11 @@ pub enum Dim {
     Unknown,
 }
 
+/// The highest tensor rank anec reads or infers. Core ML runs rank ≤ 5 on the ANE and anec
+/// writes rank ≤ 4; a rank read from a file (a type's dimension list, the length of a runtime
+/// `shape` or `reps`) above this is refused before anything is sized by it.
+pub const MAX_RANK: u64 = 32;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
     pub dtype: DType,

@@ -14,7 +14,7 @@ use super::blob::{BlobDataType, BlobReader};
 use super::error::{MilError, Result};
 use super::ir::{
     Arg, ConstData, ConstValue, DType, Dim, Function, OpKind, Operation, Program, StoredBlob,
-    TensorType, ValueType,
+    TensorType, ValueType, MAX_RANK,
 };
 use super::model::{InputShapes, Metadata, Model, OPSET, SPEC_VERSION};
 use super::proto::spec as pb;
@@ -726,6 +726,15 @@ impl Dec<'_> {
     fn tensor_type(&self, ctx: &str, t: &mil::TensorType) -> Result<TensorType> {
         let dtype = dtype_from_proto(t.data_type)
             .ok_or_else(|| self.err(ctx, format!("unsupported data type {}", t.data_type)))?;
+        if t.dimensions.len() as u64 > MAX_RANK {
+            return Err(self.err(
+                ctx,
+                format!(
+                    "rank {} exceeds anec's limit of {MAX_RANK}",
+                    t.dimensions.len()
+                ),
+            ));
+        }
         if t.rank != t.dimensions.len() as i64 {
             return Err(self.err(
                 ctx,

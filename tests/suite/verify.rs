@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::exec::Precision;
+use anec::meta::MetaError;
 use anec::mil::{Arg, ConstValue, Function, OpKind};
 use anec::quant::LutSpec;
 use anec::verify::{
@@ -296,7 +297,7 @@ fn verify_refuses_a_folder_without_meta() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let err = verify::run(&VerifyOptions::new(tmp.path())).expect_err("no meta.json");
     assert!(
-        matches!(&err, VerifyError::Meta { path, .. } if path.ends_with("meta.json")),
+        matches!(&err, VerifyError::MetaFile(MetaError::Read { path, .. }) if path.ends_with("meta.json")),
         "{err}"
     );
     assert!(err.to_string().contains("meta.json"));

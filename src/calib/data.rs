@@ -273,7 +273,7 @@ fn builtin_documents() -> Result<Vec<(&'static str, Vec<Doc>)>> {
                 text.split(DOC_SEPARATOR)
                     .map(|block| Doc {
                         text: Text::Plain(block.trim().to_string()),
-                        origin: format!("{}", path.display()),
+                        origin: path.display().to_string(),
                     })
                     .collect()
             };
@@ -316,7 +316,7 @@ fn file_documents(path: &Path) -> Result<(Vec<Doc>, String)> {
         let form = format!("JSONL, {} texts and {chats} chats", docs.len() - chats);
         return Ok((docs, form));
     }
-    let docs: Vec<Doc> = paragraphs(text)
+    let docs: Vec<Doc> = (paragraphs(text).into_iter())
         .map(|(line, block)| Doc {
             text: Text::Plain(block),
             origin: format!("{}:{line}", path.display()),
@@ -327,24 +327,23 @@ fn file_documents(path: &Path) -> Result<(Vec<Doc>, String)> {
 }
 
 /// Blocks of text separated by blank lines, each with the 1-based line it starts on.
-fn paragraphs(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
-    let mut blocks: Vec<(usize, Vec<&str>)> = Vec::new();
+fn paragraphs(text: &str) -> Vec<(usize, String)> {
+    let mut blocks: Vec<(usize, String)> = Vec::new();
     let mut in_block = false;
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            in_block = false;
-        } else if in_block {
-            if let Some((_, lines)) = blocks.last_mut() {
-                lines.push(line);
+        match blocks.last_mut() {
+            _ if line.trim().is_empty() => in_block = false,
+            Some((_, block)) if in_block => {
+                block.push('\n');
+                block.push_str(line);
             }
-        } else {
-            blocks.push((i + 1, vec![line]));
-            in_block = true;
+            _ => {
+                blocks.push((i + 1, line.to_string()));
+                in_block = true;
+            }
         }
     }
     blocks
-        .into_iter()
-        .map(|(line, lines)| (line, lines.join("\n")))
 }
 
 /// One document per non-empty line: `{"messages": [{"role", "content"}, …]}` (a chat) or
@@ -888,7 +887,7 @@ mod tests {
     #[test]
     fn paragraphs_split_at_blank_lines_with_their_line_numbers() {
         let text = "one\ntwo\n\n  \nthree\n\n\nfour\nfive\n";
-        let blocks: Vec<(usize, String)> = paragraphs(text).collect();
+        let blocks = paragraphs(text);
         assert_eq!(
             blocks,
             vec![

@@ -4,6 +4,8 @@ pub mod cli;
 pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
+pub mod hub;
+pub mod hub_server;
 pub mod mil;
 pub mod quant;
 pub mod reference;

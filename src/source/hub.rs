@@ -14,7 +14,7 @@
 //!    part to `blobs/<etag>` and link `snapshots/<commit>/<file>`. `refs/<revision>` is written
 //!    once every file is in place.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,13 @@ pub(super) fn download(
     }
     let commit = listing.sha.to_ascii_lowercase();
     let listed = |f: &str| listing.siblings.iter().any(|s| s.rfilename == f);
+    let sharded = listed(WEIGHTS_INDEX);
+    if !sharded && !listed(SINGLE_WEIGHTS) {
+        return Err(SourceError::NoHubWeights {
+            repo_id: repo_id.to_string(),
+            revision: revision.to_string(),
+        });
+    }
     let mut downloaded = Vec::new();
     let mut fetch = |file: &str| -> Result<PathBuf> {
         if let Some(d) = hub.fetch(&commit, file, progress)? {
@@ -130,18 +137,13 @@ pub(super) fn download(
         Ok(hub.repo_dir.join("snapshots").join(&commit).join(file))
     };
     fetch("config.json")?;
-    if listed(WEIGHTS_INDEX) {
+    if sharded {
         let index = fetch(WEIGHTS_INDEX)?;
         for shard in shard_names(&read_index(&index)?) {
             fetch(&shard)?;
         }
-    } else if listed(SINGLE_WEIGHTS) {
-        fetch(SINGLE_WEIGHTS)?;
     } else {
-        return Err(SourceError::NoHubWeights {
-            repo_id: repo_id.to_string(),
-            revision: revision.to_string(),
-        });
+        fetch(SINGLE_WEIGHTS)?;
     }
     for f in TOKENIZER_FILES.iter().chain(&CHAT_TEMPLATE_FILES) {
         if listed(f) {
@@ -266,7 +268,18 @@ impl<'a> Hub<'a> {
         }
         cache::create_dir(&self.repo_dir.join("blobs"))?;
         let part = cache::part_path(&self.repo_dir, &meta.etag);
+        // Created up front, so an empty file needs no GET and the check has a file to read.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(|source| SourceError::CacheWrite {
+                path: part.clone(),
+                source,
+            })?;
         let resumed_from = part_len(&part)?.min(meta.size);
+        let is_sha256 = meta.etag.len() == 64 && meta.etag.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut hash = is_sha256.then(PartHash::default);
         let mut failures = 0;
         loop {
             let have = part_len(&part)?;
@@ -274,7 +287,7 @@ impl<'a> Hub<'a> {
                 break; // complete (or too long, which the check refuses)
             }
             progress.start(file, meta.size, have);
-            let stop = match self.get_into(file, &meta, &part, have, progress) {
+            let stop = match self.get_into(file, &meta, &part, have, &mut hash, progress) {
                 Ok(()) => break,
                 Err(Stop::Fatal(e)) => return Err(e),
                 Err(Stop::Dropped(reason)) => reason,
@@ -294,7 +307,7 @@ impl<'a> Hub<'a> {
             }
             std::thread::sleep(Duration::from_millis(250 * u64::from(failures)));
         }
-        self.check(file, &meta, &part)?;
+        self.check(file, &meta, &part, hash)?;
         std::fs::rename(&part, &blob).map_err(|source| SourceError::CacheWrite {
             path: blob.clone(),
             source,
@@ -367,13 +380,15 @@ impl<'a> Hub<'a> {
         })
     }
 
-    /// GET the bytes of `file` from offset `have` (0: all) and append them to `part`.
+    /// GET the bytes of `file` from offset `have` (0: all), append them to `part` and to its
+    /// running `hash`.
     fn get_into(
         &self,
         file: &str,
         meta: &FileMeta,
         part: &Path,
         have: u64,
+        hash: &mut Option<PartHash>,
         progress: &dyn DownloadProgress,
     ) -> std::result::Result<(), Stop> {
         let mut resp = self
@@ -421,6 +436,18 @@ impl<'a> Hub<'a> {
             // The server sent the whole file again: count from zero.
             progress.start(file, meta.size, 0);
         }
+        if let Some(h) = hash {
+            if start == 0 {
+                *h = PartHash::default();
+            } else {
+                h.catch_up(part, start).map_err(|source| {
+                    Stop::Fatal(SourceError::Io {
+                        path: part.to_path_buf(),
+                        source,
+                    })
+                })?;
+            }
+        }
         let mut reader = resp.body_mut().as_reader();
         let mut buf = vec![0u8; 1 << 20];
         let mut at = start;
@@ -442,6 +469,9 @@ impl<'a> Hub<'a> {
                 }));
             }
             out.write_all(&buf[..n]).map_err(write_err)?;
+            if let Some(h) = hash {
+                h.update(&buf[..n]);
+            }
             at += n as u64;
             progress.advance(n as u64);
         }
@@ -454,7 +484,13 @@ impl<'a> Hub<'a> {
 
     /// The complete part matches the size and, when the ETag is a SHA-256 (LFS files), its
     /// hash; a part that does not is removed, so the next run starts it again.
-    fn check(&self, file: &str, meta: &FileMeta, part: &Path) -> Result<()> {
+    fn check(
+        &self,
+        file: &str,
+        meta: &FileMeta,
+        part: &Path,
+        hash: Option<PartHash>,
+    ) -> Result<()> {
         let corrupt = |got: String, want: String| {
             let _ = std::fs::remove_file(part);
             SourceError::Corrupt {
@@ -471,16 +507,14 @@ impl<'a> Hub<'a> {
                 format!("{} bytes", meta.size),
             ));
         }
-        let is_sha256 = meta.etag.len() == 64 && meta.etag.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_sha256 {
-            let read_err = |source| SourceError::Io {
-                path: part.to_path_buf(),
-                source,
-            };
-            let mut f = std::fs::File::open(part).map_err(read_err)?;
-            let mut hasher = Sha256::new();
-            std::io::copy(&mut f, &mut hasher).map_err(read_err)?;
-            let got: String = hasher
+        if let Some(mut hash) = hash {
+            hash.catch_up(part, len)
+                .map_err(|source| SourceError::Io {
+                    path: part.to_path_buf(),
+                    source,
+                })?;
+            let got: String = hash
+                .hasher
                 .finalize()
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -600,6 +634,32 @@ impl<'a> Hub<'a> {
             ureq::Error::ConnectionFailed => "the connection failed".into(),
             other => other.to_string(),
         }
+    }
+}
+
+/// The SHA-256 of a part file's first `len` bytes, kept up to date as bytes arrive, so the
+/// check after the last byte costs nothing.
+#[derive(Default)]
+struct PartHash {
+    hasher: Sha256,
+    len: u64,
+}
+
+impl PartHash {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Hash the part's bytes from `len` to `upto` (what an earlier run or attempt wrote).
+    fn catch_up(&mut self, part: &Path, upto: u64) -> std::io::Result<()> {
+        if upto > self.len {
+            let mut f = std::fs::File::open(part)?;
+            f.seek(std::io::SeekFrom::Start(self.len))?;
+            std::io::copy(&mut f.take(upto - self.len), &mut self.hasher)?;
+            self.len = upto;
+        }
+        Ok(())
     }
 }
 

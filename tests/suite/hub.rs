@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use anec::source::{self, DownloadProgress, HubEnv, ModelFiles, ModelSpec, SourceError};
+use anec::source::{self, DownloadProgress, HubEnv, ModelFiles, SourceError};
 use serde_json::Value;
 
 use super::hub_server::{Access, HubRepo, HubServer};
+use super::source::hub;
 use super::util::{anec, fixture};
 
 const COMMIT_MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -49,14 +50,6 @@ fn env(url: &str, cache: &Path) -> HubEnv {
         endpoint: Some(url.to_string()),
         timeout: Some(Duration::from_secs(5)),
         ..HubEnv::default()
-    }
-}
-
-fn hub(id: &str, revision: Option<&str>) -> ModelSpec {
-    ModelSpec {
-        model: id.into(),
-        revision: revision.map(String::from),
-        offline: false,
     }
 }
 
@@ -124,9 +117,27 @@ fn convert(server_url: &str, home: &Path, id: &str, args: &[&str], token: Option
     cmd.output().expect("anec runs")
 }
 
-/// The `anec: error:` line of a run that must fail with `code`, leaving no output folder.
+/// A server holding the gated `org/gated` (tiny-llama), readable with the token `hf_right`.
+fn gated(tmp: &Path) -> HubServer {
+    serve(
+        tmp,
+        "org/gated",
+        "tiny-llama",
+        Access::Gated {
+            token: "hf_right".into(),
+        },
+    )
+}
+
+fn succeeded(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The `anec: error:` line of a run that must fail with `code`, leaving no output folder
+/// (printed, so `-- --nocapture` shows every message).
 fn failure(o: &Output, code: i32, home: &Path) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    println!("exit {:?}: {err}", o.status.code());
     assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert!(err.starts_with("anec: error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -141,11 +152,7 @@ fn single_file_checkpoint_downloads_only_what_convert_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let server = serve(tmp.path(), "org/tiny", "tiny-llama", Access::Public);
     let o = convert(&server.url, tmp.path(), "org/tiny", &["--json"], None);
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    succeeded(&o);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let listed: Vec<&str> = report["downloaded"]
         .as_array()
@@ -290,11 +297,7 @@ fn a_second_run_reuses_the_snapshot_offline_and_without_the_server() {
         .env("HF_ENDPOINT", &url)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    succeeded(&o);
 }
 
 // ---------------------------------------------------------------- access
@@ -302,14 +305,7 @@ fn a_second_run_reuses_the_snapshot_offline_and_without_the_server() {
 #[test]
 fn gated_repository_without_a_token_says_so_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = serve(
-        tmp.path(),
-        "org/gated",
-        "tiny-llama",
-        Access::Gated {
-            token: "hf_right".into(),
-        },
-    );
+    let server = gated(tmp.path());
     let o = convert(&server.url, tmp.path(), "org/gated", &[], None);
     let err = failure(&o, 2, tmp.path());
     assert_eq!(
@@ -327,14 +323,7 @@ fn gated_repository_without_a_token_says_so_and_exits_2() {
 #[test]
 fn gated_repository_with_a_token_without_access_exits_2_saying_a_token_was_sent() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = serve(
-        tmp.path(),
-        "org/gated",
-        "tiny-llama",
-        Access::Gated {
-            token: "hf_right".into(),
-        },
-    );
+    let server = gated(tmp.path());
     let o = convert(&server.url, tmp.path(), "org/gated", &[], Some("hf_wrong"));
     let err = failure(&o, 2, tmp.path());
     assert!(
@@ -346,20 +335,9 @@ fn gated_repository_with_a_token_without_access_exits_2_saying_a_token_was_sent(
 #[test]
 fn gated_repository_with_its_token_downloads_and_the_token_stays_with_the_hub() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = serve(
-        tmp.path(),
-        "org/gated",
-        "tiny-llama",
-        Access::Gated {
-            token: "hf_right".into(),
-        },
-    );
+    let server = gated(tmp.path());
     let o = convert(&server.url, tmp.path(), "org/gated", &[], Some("hf_right"));
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    succeeded(&o);
     let log = server.log();
     assert!(log
         .iter()
@@ -374,14 +352,7 @@ fn gated_repository_with_its_token_downloads_and_the_token_stays_with_the_hub() 
 #[test]
 fn saved_login_token_is_used_and_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = serve(
-        tmp.path(),
-        "org/gated",
-        "tiny-llama",
-        Access::Gated {
-            token: "hf_right".into(),
-        },
-    );
+    let server = gated(tmp.path());
     let token_file = tmp.path().join("token");
     std::fs::write(&token_file, "hf_stale\n").unwrap();
     let with_file = HubEnv {
@@ -611,6 +582,7 @@ fn a_corrupt_partial_download_is_discarded_not_kept() {
     let err = source::resolve_with(&hub("org/tiny", None), &env(&server.url, &cache))
         .unwrap_err()
         .to_string();
+    println!("{err}");
     assert!(
         err.starts_with("model.safetensors of org/tiny arrived with SHA-256 ")
             && err.ends_with(&format!(
@@ -675,6 +647,7 @@ fn a_hub_that_never_answers_times_out_with_the_limit_named() {
     let err = source::resolve_with(&hub("org/tiny", None), &quick)
         .unwrap_err()
         .to_string();
+    println!("{err}");
     assert!(
         err.contains("cannot reach the hub at")
             && err.contains("no answer within 0.5 s (HF_HUB_DOWNLOAD_TIMEOUT)"),

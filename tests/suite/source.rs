@@ -386,7 +386,8 @@ fn env_with_cache(cache: &Path) -> HubEnv {
     }
 }
 
-fn hub(id: &str, revision: Option<&str>) -> ModelSpec {
+/// An online hub id spec (also used by tests/suite/hub.rs).
+pub fn hub(id: &str, revision: Option<&str>) -> ModelSpec {
     ModelSpec {
         model: id.into(),
         revision: revision.map(String::from),

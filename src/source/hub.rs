@@ -508,11 +508,10 @@ impl<'a> Hub<'a> {
             ));
         }
         if let Some(mut hash) = hash {
-            hash.catch_up(part, len)
-                .map_err(|source| SourceError::Io {
-                    path: part.to_path_buf(),
-                    source,
-                })?;
+            hash.catch_up(part, len).map_err(|source| SourceError::Io {
+                path: part.to_path_buf(),
+                source,
+            })?;
             let got: String = hash
                 .hasher
                 .finalize()

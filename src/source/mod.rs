@@ -124,7 +124,10 @@ pub enum SourceError {
         code: Option<String>,
         token: TokenUse,
     },
-    #[error("cannot reach the hub at {endpoint} for {repo_id} (revision {revision}): {reason}. {}", offline_hint(repo_id, cached))]
+    #[error(
+        "cannot reach the hub at {endpoint} for {repo_id} (revision {revision}): {reason}. {}",
+        offline_hint(repo_id, cached)
+    )]
     Unreachable {
         endpoint: String,
         repo_id: String,

@@ -36,11 +36,11 @@ fn repo_folder(tmp: &Path, model: &str) -> PathBuf {
 /// A server holding `id` = `model` at COMMIT_MAIN on branch main.
 fn serve(tmp: &Path, id: &str, model: &str, access: Access) -> HubServer {
     let server = HubServer::start();
-    server.add(
-        HubRepo::new(id)
-            .access(access)
-            .commit(COMMIT_MAIN, Some("main"), &repo_folder(tmp, model)),
-    );
+    server.add(HubRepo::new(id).access(access).commit(
+        COMMIT_MAIN,
+        Some("main"),
+        &repo_folder(tmp, model),
+    ));
     server
 }
 
@@ -386,7 +386,13 @@ fn missing_repository_exits_2_naming_repository_and_revision() {
             server.url
         )
     );
-    let o = convert(&server.url, tmp.path(), "org/tiny", &["--revision", "v9"], None);
+    let o = convert(
+        &server.url,
+        tmp.path(),
+        "org/tiny",
+        &["--revision", "v9"],
+        None,
+    );
     let err = failure(&o, 2, tmp.path());
     assert!(
         err.contains("org/tiny (revision v9) is not on the hub")
@@ -407,8 +413,8 @@ fn private_repository_answers_404_without_its_token() {
         },
     );
     let cache = tmp.path().join("cache");
-    let err = source::resolve_with(&hub("org/private", None), &env(&server.url, &cache))
-        .unwrap_err();
+    let err =
+        source::resolve_with(&hub("org/private", None), &env(&server.url, &cache)).unwrap_err();
     assert!(
         matches!(&err, SourceError::NotOnHub { code: Some(c), .. } if c == "RepoNotFound"),
         "{err}"
@@ -485,12 +491,9 @@ fn a_connection_dropped_mid_file_is_resumed_in_the_same_run() {
     server.drop_at("model.safetensors", cut, 1);
     let cache = tmp.path().join("cache");
     let progress = Recorder::default();
-    let files = source::resolve_with_progress(
-        &hub("org/tiny", None),
-        &env(&server.url, &cache),
-        &progress,
-    )
-    .unwrap();
+    let files =
+        source::resolve_with_progress(&hub("org/tiny", None), &env(&server.url, &cache), &progress)
+            .unwrap();
     let ranges: Vec<_> = server
         .log()
         .iter()

@@ -23,9 +23,13 @@ use sha2::{Digest, Sha256};
 pub enum Access {
     Public,
     /// Listed for everyone; files need `Bearer <token>` (401 without a token, 403 with another).
-    Gated { token: String },
+    Gated {
+        token: String,
+    },
     /// Invisible (404 RepoNotFound) without `Bearer <token>`.
-    Private { token: String },
+    Private {
+        token: String,
+    },
 }
 
 /// One file as served: where its bytes are, their size and SHA-256.

@@ -31,7 +31,7 @@ use super::{
 /// The hub's address when `HF_ENDPOINT` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Attempts in a row that bring no new byte of a file before the download gives up.
-const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
 
@@ -301,7 +301,6 @@ impl<'a> Hub<'a> {
                     got: now,
                     size: meta.size,
                     reason: stop,
-                    attempts: failures,
                     part,
                 });
             }
@@ -601,7 +600,7 @@ impl<'a> Hub<'a> {
                     revision: self.revision.to_string(),
                     endpoint: self.endpoint.clone(),
                     code: header("x-error-code"),
-                    token: self.token_use.clone(),
+                    token_sent: self.token.is_some(),
                 }
             }
             _ => SourceError::HubStatus {
@@ -619,7 +618,7 @@ impl<'a> Hub<'a> {
             repo_id: self.repo_id.to_string(),
             revision: self.revision.to_string(),
             reason: self.transport_reason(e),
-            cached: cache::complete_snapshots(self.cache, self.repo_id),
+            cached: cache::complete_snapshots(self.cache, self.repo_id).into(),
         }
     }
 

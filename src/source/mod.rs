@@ -116,13 +116,13 @@ pub enum SourceError {
         token: TokenUse,
         page: String,
     },
-    #[error("{repo_id} (revision {revision}) is not on the hub at {endpoint} (HTTP 404{}): {}; check the id and --revision. Private repositories also answer 404 {}", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(), not_found_what(code.as_deref(), revision), token.not_found_hint())]
+    #[error("{repo_id} (revision {revision}) is not on the hub at {endpoint} (HTTP 404{}): {}; check the id and --revision. Private repositories also answer 404 {}", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(), not_found_what(code.as_deref(), revision), private_404_hint(*token_sent))]
     NotOnHub {
         repo_id: String,
         revision: String,
         endpoint: String,
         code: Option<String>,
-        token: TokenUse,
+        token_sent: bool,
     },
     #[error(
         "cannot reach the hub at {endpoint} for {repo_id} (revision {revision}): {reason}. {}",
@@ -134,7 +134,7 @@ pub enum SourceError {
         revision: String,
         reason: String,
         /// Complete cached snapshots: (revision name, commit).
-        cached: Vec<(String, String)>,
+        cached: Box<[(String, String)]>,
     },
     #[error("the hub answered HTTP {status} for {url}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
     HubStatus {
@@ -144,14 +144,13 @@ pub enum SourceError {
     },
     #[error("the hub's answer for {url} is not usable: {reason}")]
     HubAnswer { url: String, reason: String },
-    #[error("the download of {file} of {repo_id} stopped at {got} of {size} bytes ({reason}), {attempts} times in a row; the part is kept in {} and the next run resumes it", part.display())]
+    #[error("the download of {file} of {repo_id} stopped at {got} of {size} bytes ({reason}), {} times in a row; the part is kept in {} and the next run resumes it", hub::ATTEMPTS, part.display())]
     Interrupted {
         repo_id: String,
         file: String,
         got: u64,
         size: u64,
         reason: String,
-        attempts: u32,
         part: PathBuf,
     },
     #[error("{file} of {repo_id} arrived with {got}, but the hub announced {want}; the download was discarded and the next run fetches it again")]
@@ -197,16 +196,14 @@ impl TokenUse {
             }
         }
     }
+}
 
-    fn not_found_hint(&self) -> &'static str {
-        match self {
-            TokenUse::None { .. } => {
-                "when no token is sent, as here: set HF_TOKEN if it is private"
-            }
-            TokenUse::Sent { .. } => {
-                "to a token without access: check that the token's account can see it"
-            }
-        }
+/// Why a private repository may have answered 404.
+fn private_404_hint(token_sent: bool) -> &'static str {
+    if token_sent {
+        "to a token without access: check that the token's account can see it"
+    } else {
+        "when no token is sent, as here: set HF_TOKEN if it is private"
     }
 }
 

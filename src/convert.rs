@@ -21,8 +21,7 @@ use crate::quant::{LutSpec, QuantReport};
 use crate::source::{ModelFiles, ModelSpec};
 use crate::weights::{WeightError, WeightStore};
 
-/// Chat templates kept beside the tokenizer (transformers ≥ 4.43 writes `chat_template.jinja`).
-pub const CHAT_TEMPLATE_FILES: [&str; 2] = ["chat_template.jinja", "chat_template.json"];
+pub use crate::source::CHAT_TEMPLATE_FILES;
 
 /// iOS refuses to load a model file larger than this.
 pub const IOS_FILE_LIMIT: u64 = 1 << 30;
@@ -578,6 +577,8 @@ pub struct ConvertReport {
     pub lint: Vec<PackageLint>,
     pub seconds: f64,
     pub meta: Option<Meta>,
+    /// The files fetched from the hub for this run (empty when the cache or a folder had them).
+    pub downloaded: Vec<crate::source::Downloaded>,
 }
 
 /// What the calibration pass read and how long it took.
@@ -914,6 +915,60 @@ impl Drop for Progress {
     }
 }
 
+/// Download progress in the conversion's display: per file, the bar with bytes, rate and ETA,
+/// then a line with its size and time. Hidden like [`Progress`], cleared when dropped.
+struct DownloadBar(indicatif::ProgressBar);
+
+impl DownloadBar {
+    fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        if quiet || !std::io::stderr().is_terminal() {
+            return DownloadBar(indicatif::ProgressBar::hidden());
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {wide_msg}\n  [{bar:20}] {percent:>3}% {elapsed_precise} eta {eta:<6} {binary_bytes}/{binary_total_bytes} at {binary_bytes_per_sec}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(150));
+        DownloadBar(bar)
+    }
+}
+
+impl crate::source::DownloadProgress for DownloadBar {
+    fn start(&self, file: &str, size: u64, done: u64) {
+        self.0.reset();
+        self.0.set_length(size);
+        self.0.set_position(done);
+        self.0.reset_eta();
+        self.0.set_message(if done > 0 {
+            format!("downloading {file} (resuming at {})", human_bytes(done))
+        } else {
+            format!("downloading {file}")
+        });
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finish(&self, file: &str) {
+        let secs = self.0.elapsed().as_secs_f64();
+        let size = self.0.length().unwrap_or(0);
+        self.0.println(format!(
+            "downloaded {file}: {} in {secs:.1} s",
+            human_bytes(size)
+        ));
+    }
+}
+
+impl Drop for DownloadBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// The first file called `name` in the directories of `path` (a PATH value).
 fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     std::env::split_paths(path?)
@@ -967,10 +1022,15 @@ fn dir_size(path: &Path) -> u64 {
 pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let t0 = std::time::Instant::now();
     plan.validate()?;
-    let files = crate::source::resolve(&plan.model)?;
+    let files = crate::source::resolve_with_progress(
+        &plan.model,
+        &crate::source::HubEnv::from_process(),
+        &DownloadBar::new(plan.quiet),
+    )?;
     let cfg = DecoderConfig::from_config_file(&files.config)?;
     let parts = plan_parts(plan, &cfg)?;
     let mut report = ConvertReport {
+        downloaded: files.downloaded.clone(),
         output: plan.output.clone(),
         dry_run: plan.dry_run,
         plan: parts.clone(),

@@ -7,6 +7,8 @@ pub mod convert_e2e;
 pub mod exec;
 pub mod lint;
 pub mod hashes;
+pub mod hub;
+pub mod hub_server;
 pub mod mil;
 pub mod mutation;
 pub mod quant;

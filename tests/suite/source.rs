@@ -386,7 +386,8 @@ fn env_with_cache(cache: &Path) -> HubEnv {
     }
 }
 
-fn hub(id: &str, revision: Option<&str>) -> ModelSpec {
+/// An online hub id spec (also used by tests/suite/hub.rs).
+pub fn hub(id: &str, revision: Option<&str>) -> ModelSpec {
     ModelSpec {
         model: id.into(),
         revision: revision.map(String::from),
@@ -467,6 +468,26 @@ fn revision_by_commit_hash_and_by_branch() {
         msg.contains("(revision v9)") && msg.contains("no refs/v9"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_ref_that_is_not_a_commit_hash_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    put_in_cache(tmp.path(), "org/m", "tiny-llama", COMMIT_MAIN, Some("main"));
+    let r = tmp.path().join("models--org--m/refs/main");
+    for bad in ["../../../../etc", "", "0123", "snapshots/x"] {
+        std::fs::write(&r, bad).unwrap();
+        let msg = source::resolve_with(&hub("org/m", None), &env_with_cache(tmp.path()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "the Hugging Face cache file {} holds \"{bad}\", which is not a 40-hex commit hash; delete it (the next online run writes it again)",
+                r.display()
+            )
+        );
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use half::f16;
 use crate::arch::{self, DecoderConfig};
 use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
 use crate::quant::{self, LutSpec, QuantReport};
-use crate::weights::{Dtype, RawTensor, WeightStore};
+use crate::weights::{Dtype, WeightStore};
 
 use super::graph::{G, T};
 use super::layout::{lm_head_split, STATE_NAME};
@@ -71,15 +71,7 @@ impl Ctx<'_> {
         (self.progress)(name, 0);
         let raw = self.weights.get(name, &[full_rows, cols])?;
         let n = rows.len();
-        let es = raw.dtype.size();
-        // Only these rows, still borrowed from the mmap.
-        let part = RawTensor {
-            name: raw.name.clone(),
-            dtype: raw.dtype,
-            shape: vec![n, cols],
-            bytes: &raw.bytes[rows.start * cols * es..rows.end * cols * es],
-            file: raw.file,
-        };
+        let part = raw.rows(rows.clone());
         let out_shape: Vec<u64> = if conv {
             vec![n as u64, cols as u64, 1, 1]
         } else {
@@ -133,6 +125,7 @@ impl Ctx<'_> {
                 }
             }
         };
+        part.release();
         (self.progress)(name, (n * cols * 2) as u64);
         Ok(stored)
     }
@@ -153,6 +146,7 @@ impl Ctx<'_> {
         let raw = self.weights.get(name, &[len])?;
         let bytes = raw.to_f16_bytes()?;
         let c = self.writer.store_bytes(DType::F16, shape, &bytes)?;
+        raw.release();
         (self.progress)(name, (len * 2) as u64);
         Ok(c)
     }

@@ -53,7 +53,10 @@ fn pread_file(path: &std::path::Path, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> R
         }
         let e: Entry = serde_json::from_value(v)?;
         if e.dtype != "BF16" {
-            bail!("{name}: {} (this benchmark reads BF16 checkpoints)", e.dtype);
+            bail!(
+                "{name}: {} (this benchmark reads BF16 checkpoints)",
+                e.dtype
+            );
         }
         let [begin, end] = e.data_offsets;
         buf.resize((end - begin) as usize, 0);

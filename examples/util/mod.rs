@@ -11,7 +11,9 @@ pub fn cpu_seconds() -> Result<f64> {
     let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> Result<f64> {
-        Ok(f.get(i).context("/proc/self/stat is short")?.parse::<f64>()?)
+        Ok(f.get(i)
+            .context("/proc/self/stat is short")?
+            .parse::<f64>()?)
     };
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }

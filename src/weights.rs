@@ -392,7 +392,11 @@ const RELEASE_STEP: usize = 16 << 20;
 #[cfg(unix)]
 fn release_pages(map: &Mmap, bytes: &[u8]) {
     let offset = (bytes.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
-    if bytes.is_empty() || offset.checked_add(bytes.len()).is_none_or(|end| end > map.len()) {
+    if bytes.is_empty()
+        || offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > map.len())
+    {
         return;
     }
     // SAFETY: `map` is a read-only shared file mapping (`Mmap::map`: PROT_READ, MAP_SHARED).
@@ -866,11 +870,19 @@ mod tests {
         // Converting releases each step after reading it: at most the page shared with the
         // header stays.
         let codes = t.codes16().unwrap();
-        assert!(mapping_rss(base) <= page, "{} bytes resident", mapping_rss(base));
+        assert!(
+            mapping_rss(base) <= page,
+            "{} bytes resident",
+            mapping_rss(base)
+        );
         let first = t.bytes.iter().map(|&b| b as u64).sum::<u64>();
         assert!(mapping_rss(base) >= t.bytes.len() as u64 - page);
         t.release();
-        assert!(mapping_rss(base) <= page, "{} bytes resident", mapping_rss(base));
+        assert!(
+            mapping_rss(base) <= page,
+            "{} bytes resident",
+            mapping_rss(base)
+        );
         // Released pages read back the same bytes.
         assert_eq!(first, sum);
         assert_eq!(codes, t.rows(0..n).codes16().unwrap());

@@ -219,8 +219,16 @@ fn solve(
         // either side are solved (or lie outside, where the window's edge bounds instead).
         for r in (stride - 1..rows).step_by(2 * stride) {
             let j = jlo + r;
-            let left = if r >= stride { opt[j - stride] as usize } else { ilo };
-            let right = if r + stride < rows { opt[j + stride] as usize } else { ihi };
+            let left = if r >= stride {
+                opt[j - stride] as usize
+            } else {
+                ilo
+            };
+            let right = if r + stride < rows {
+                opt[j + stride] as usize
+            } else {
+                ihi
+            };
             let to = right.min(j - 1);
             // Clamped, so round-off in the bounds can never empty the range.
             let from = match lower {

@@ -66,7 +66,7 @@ for shape in "${shapes[@]}"; do
     out=$work/out-$shape-lut$lut
     flags=(--chunks "$chunks")
     [ "$lut" = 4 ] && flags+=(--lut 4)
-    run "${shape^^} convert ${flags[*]}" "$anec" convert --model "$ckpt" --output "$out" --force \
+    run "${shape^^} LUT$lut, ${flags[*]}" "$anec" convert --model "$ckpt" --output "$out" --force \
       --quiet --no-compile "${flags[@]}"
     sizes "$out"
     if [ "$verify" = 1 ]; then

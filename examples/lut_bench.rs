@@ -1,8 +1,13 @@
 //! LUT palettization benchmark: seconds per million weights and SNR at LUT4/LUT6, group 8 and
 //! per tensor, on the LUT.md §3 synthetic 4096×4096 matrix stored bf16-origin and fp16-native,
 //! with one rayon thread and with all of them; plus fp16-native with `Options { coarsen: true }`.
+//! Wall and CPU seconds are both printed: with other work on the cores, the one-thread CPU time
+//! is the stable figure.
 //!
-//! `cargo run --release --example lut_bench [-- --size ROWSxCOLS] [--seed N] [--dump DIR] [--no-bench]`
+//! `cargo run --release --example lut_bench [-- --size ROWSxCOLS] [--seed N] [--dump DIR] [--no-bench]
+//!  [--lut SPEC]... [--one-thread]`
+//!
+//! `--lut 6,8` (repeatable) benchmarks only those LUTs; `--one-thread` skips the all-thread runs.
 //!
 //! `--dump DIR` also writes the exact fp16 inputs coremltools should see (`bf16_origin_f16.npy`,
 //! `fp16_native_f16.npy`, uint16 codes) and our per-group SNRs on them (`ours.json`), for
@@ -14,6 +19,8 @@ use std::time::Instant;
 
 use anec::quant::{self, synth, LutSpec, Options, Palettized, WeightView};
 use anyhow::{bail, Context, Result};
+
+mod util;
 
 /// LUT.md §3, coremltools 9.0 `_get_kmeans_lookup_table_and_weight` (kmeans1d path) on the same
 /// kind of 4096×4096 matrix: seconds for the whole matrix, and SNR dB.
@@ -30,6 +37,8 @@ struct Args {
     seed: u64,
     dump: Option<PathBuf>,
     bench: bool,
+    luts: Vec<String>,
+    one_thread: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -39,6 +48,8 @@ fn parse_args() -> Result<Args> {
         seed: 0,
         dump: None,
         bench: true,
+        luts: Vec::new(),
+        one_thread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,7 +69,11 @@ fn parse_args() -> Result<Args> {
             }
             "--dump" => a.dump = Some(PathBuf::from(value()?)),
             "--no-bench" => a.bench = false,
-            other => bail!("unknown argument {other:?} (use --size, --seed, --dump, --no-bench)"),
+            "--lut" => a.luts.push(value()?),
+            "--one-thread" => a.one_thread = true,
+            other => bail!(
+                "unknown argument {other:?} (use --size, --seed, --dump, --no-bench, --lut, --one-thread)"
+            ),
         }
     }
     Ok(a)
@@ -71,14 +86,14 @@ fn run(
     cols: usize,
     spec: LutSpec,
     opts: Options,
-) -> Result<(Palettized, f64)> {
+) -> Result<(Palettized, f64, f64)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     pool.install(|| {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), util::cpu_seconds()?);
         let p = quant::palettize_with(w, rows, cols, spec, opts)?;
-        Ok((p, t.elapsed().as_secs_f64()))
+        Ok((p, t.elapsed().as_secs_f64(), util::cpu_seconds()? - cpu))
     })
 }
 
@@ -123,12 +138,14 @@ fn main() -> Result<()> {
     if args.bench {
         println!();
         println!(
-            "{:<12} {:<9} {:>7} {:>9} {:>10} {:>8} {:>11} {:>9} {:>9} | {:>13} {:>10}",
+            "{:<12} {:<9} {:>7} {:>9} {:>10} {:>9} {:>10} {:>8} {:>11} {:>9} {:>9} | {:>13} {:>10}",
             "data",
             "lut",
             "threads",
             "seconds",
             "s/Mweight",
+            "CPU s",
+            "CPU s/M",
             "SNR dB",
             "worst grp",
             "distinct",
@@ -145,25 +162,29 @@ fn main() -> Result<()> {
         ] {
             for s in specs {
                 let spec = LutSpec::parse(s)?;
-                if opts.coarsen && spec.group.is_none() {
+                if opts.coarsen && spec.group.is_none()
+                    || !(args.luts.is_empty() || args.luts.iter().any(|l| l == s))
+                {
                     continue;
                 }
                 // A per-tensor LUT is one group: the thread count cannot matter.
-                let thread_counts: &[usize] = if spec.group.is_some() {
+                let thread_counts: &[usize] = if spec.group.is_some() && !args.one_thread {
                     &[1, all]
                 } else {
                     &[1]
                 };
                 for &threads in thread_counts {
-                    let (p, secs) = run(threads, view, rows, cols, spec, opts)?;
+                    let (p, secs, cpu) = run(threads, view, rows, cols, spec, opts)?;
                     let cml = COREMLTOOLS.iter().find(|c| c.0 == s).map(|c| (c.1, c.2));
                     println!(
-                    "{:<12} {:<9} {:>7} {:>9.3} {:>10.4} {:>8.2} {:>11.2} {:>9.0} {:>9} | {:>13} {:>10}",
+                    "{:<12} {:<9} {:>7} {:>9.3} {:>10.4} {:>9.2} {:>10.4} {:>8.2} {:>11.2} {:>9.0} {:>9} | {:>13} {:>10}",
                     data,
                     s,
                     threads,
                     secs,
                     secs / mweights,
+                    cpu,
+                    cpu / mweights,
                     p.snr_db,
                     p.worst_group.1,
                     p.distinct.mean,
@@ -186,7 +207,7 @@ fn main() -> Result<()> {
         for (data, codes) in [("bf16_origin_f16", &bf16_as_f16), ("fp16_native_f16", &f16)] {
             for s in specs {
                 let spec = LutSpec::parse(s)?;
-                let (p, secs) = run(
+                let (p, secs, _) = run(
                     all,
                     WeightView::F16Codes(codes),
                     rows,

@@ -89,7 +89,7 @@ pub struct ConvertArgs {
     pub calibration_tokens: usize,
     /// Which inputs each layer is calibrated on: those the quantized layers below it produce
     /// (`quantized`), or those of the original model (`original`).
-    #[arg(long, default_value = "quantized", value_parser = ["quantized", "original"])]
+    #[arg(long, default_value = "original", value_parser = ["quantized", "original"])]
     pub calibration_inputs: String,
     /// How calibration shapes the LUTs: `weighted` (k-means weighted by each input channel's
     /// E[x²]) or `gptq` (that, then error feedback through the full E[xxᵀ] and a LUT refit).

@@ -108,7 +108,7 @@ impl ConvertPlan {
             compile: Compile::Auto,
             calibration: Some(CalibrationSource::Builtin),
             calibration_tokens: 2048,
-            calibration_sequential: true,
+            calibration_sequential: false,
             calibration_method: crate::calib::Method::Weighted,
             strict: false,
         }

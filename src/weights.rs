@@ -5,11 +5,18 @@
 //! supported dtype, offsets inside the data area and equal to dtype × shape, no two tensors
 //! sharing bytes), so a tensor handed out later is always a valid slice of the mapping. Nothing
 //! but the header is read until a tensor is asked for, and then only its bytes.
+//!
+//! Pages of the mapping that have been read count in the process's resident memory until they
+//! are unmapped, so a whole checkpoint read once would stay in RSS. A tensor's pages are released
+//! (madvise `MADV_DONTNEED`) as it is converted and when its user calls
+//! [`RawTensor::release`]; the kernel keeps them in its page cache, and a later read maps them
+//! again, so RSS stays near the tensor being worked on.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -351,7 +358,7 @@ pub struct WeightStore {
 }
 
 /// One tensor as stored: its bytes borrowed from the mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RawTensor<'a> {
     pub name: String,
     pub dtype: Dtype,
@@ -360,7 +367,51 @@ pub struct RawTensor<'a> {
     pub bytes: &'a [u8],
     /// The file it came from.
     pub file: &'a Path,
+    /// The mapping `bytes` lie in, whose pages [`RawTensor::release`] drops; None for bytes
+    /// that are not a store's (tests).
+    map: Option<&'a Mmap>,
 }
+
+impl fmt::Debug for RawTensor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawTensor")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("bytes", &self.bytes.len())
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+/// Bytes converted between two releases of the source pages: small next to any tensor worth
+/// releasing, large enough that the madvise calls cost nothing.
+const RELEASE_STEP: usize = 16 << 20;
+
+/// Drops the resident pages of `bytes`, which lie inside `map`, from this process.
+#[cfg(unix)]
+fn release_pages(map: &Mmap, bytes: &[u8]) {
+    let offset = (bytes.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
+    if bytes.is_empty()
+        || offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > map.len())
+    {
+        return;
+    }
+    // SAFETY: `map` is a read-only shared file mapping (`Mmap::map`: PROT_READ, MAP_SHARED).
+    // MADV_DONTNEED only removes this process's page-table entries for the range; the next access
+    // maps the same file bytes again from the page cache (or the file), so every slice into the
+    // mapping stays valid and unchanged. (It would discard data only in private or anonymous
+    // mappings, which are never advised here.) A failure leaves the pages resident, which is
+    // what happens without the call: nothing to report.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+    };
+}
+
+#[cfg(not(unix))]
+fn release_pages(_map: &Mmap, _bytes: &[u8]) {}
 
 impl WeightStore {
     /// Map every safetensors file of the checkpoint and validate its header; with an index,
@@ -475,6 +526,7 @@ impl WeightStore {
             shape: info.shape.clone(),
             bytes: &shard.mmap[info.start..info.end],
             file: &shard.path,
+            map: Some(&shard.mmap),
         })
     }
 
@@ -515,9 +567,69 @@ impl<'a> RawTensor<'a> {
         self.shape.iter().product()
     }
 
+    /// Rows `rows` of a tensor of two or more dimensions (each row holds every later dimension),
+    /// still borrowed from the mapping. `rows` must lie within the first dimension.
+    pub fn rows(&self, rows: Range<usize>) -> RawTensor<'a> {
+        let row_bytes = self.shape[1..].iter().product::<usize>() * self.dtype.size();
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        RawTensor {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape,
+            bytes: &self.bytes[rows.start * row_bytes..rows.end * row_bytes],
+            file: self.file,
+            map: self.map,
+        }
+    }
+
+    /// Drops the tensor's pages from this process's resident memory once it has been consumed.
+    /// The bytes stay readable (a later read maps them again from the page cache), so this only
+    /// costs time if the tensor is read again.
+    /// Columns `cols` of a 2-D tensor, copied into `buf` (a conv split along its input
+    /// channels); the copy has no pages to release.
+    pub fn columns<'b>(&self, cols: Range<usize>, buf: &'b mut Vec<u8>) -> RawTensor<'b>
+    where
+        'a: 'b,
+    {
+        let es = self.dtype.size();
+        let width = self.shape.get(1).copied().unwrap_or(1) * es;
+        buf.clear();
+        for row in self.bytes.chunks_exact(width.max(1)) {
+            buf.extend_from_slice(&row[cols.start * es..cols.end * es]);
+        }
+        RawTensor {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: vec![self.shape[0], cols.len()],
+            bytes: buf,
+            file: self.file,
+            map: None,
+        }
+    }
+
+    pub fn release(&self) {
+        if let Some(map) = self.map {
+            release_pages(map, self.bytes);
+        }
+    }
+
+    /// Runs `f` over the bytes in steps of [`RELEASE_STEP`], releasing each step's pages after
+    /// it: a big tensor converted to another buffer never has all of its source resident too.
+    fn for_each_step(&self, mut f: impl FnMut(&[u8])) {
+        for step in self.bytes.chunks(RELEASE_STEP) {
+            f(step);
+            if let Some(map) = self.map {
+                release_pages(map, step);
+            }
+        }
+    }
+
     /// The values as f32 (exact for every supported dtype).
     pub fn to_f32(&self) -> Vec<f32> {
-        self.to_f32_iter().collect()
+        let mut out = Vec::with_capacity(self.numel());
+        self.for_each_step(|b| out.extend(decode_f32(self.dtype, b)));
+        out
     }
 
     /// The values as fp16, rounded to nearest even; a finite value beyond fp16's range is an
@@ -538,44 +650,60 @@ impl<'a> RawTensor<'a> {
             return Ok(Cow::Borrowed(self.bytes));
         }
         let mut out = Vec::with_capacity(self.numel() * 2);
-        for (index, v) in self.to_f32_iter().enumerate() {
-            let h = f16::from_f32(v);
-            if h.is_infinite() && v.is_finite() {
-                return Err(WeightError::F16Overflow {
-                    tensor: self.name.clone(),
-                    value: v,
-                    index,
-                });
+        let mut overflow = None;
+        self.for_each_step(|b| {
+            if overflow.is_some() {
+                return;
             }
-            out.extend_from_slice(&h.to_le_bytes());
+            let first = out.len() / 2;
+            for (i, v) in decode_f32(self.dtype, b).enumerate() {
+                let h = f16::from_f32(v);
+                if h.is_infinite() && v.is_finite() {
+                    overflow = Some((first + i, v));
+                    return;
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        });
+        match overflow {
+            Some((index, value)) => Err(WeightError::F16Overflow {
+                tensor: self.name.clone(),
+                value,
+                index,
+            }),
+            None => Ok(Cow::Owned(out)),
         }
-        Ok(Cow::Owned(out))
     }
 
     /// The raw 16-bit codes of an F16 or BF16 tensor (None for F32), for histogramming.
     pub fn codes16(&self) -> Option<Vec<u16>> {
         match self.dtype {
-            Dtype::F16 | Dtype::BF16 => Some(self.u16s().collect()),
+            Dtype::F16 | Dtype::BF16 => {
+                let mut out = Vec::with_capacity(self.numel());
+                self.for_each_step(|b| out.extend(u16s(b)));
+                Some(out)
+            }
             Dtype::F32 => None,
         }
     }
+}
 
-    fn u16s(&self) -> impl Iterator<Item = u16> + '_ {
-        self.bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-    }
+fn u16s(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
 
-    fn to_f32_iter(&self) -> Box<dyn Iterator<Item = f32> + '_> {
-        match self.dtype {
-            Dtype::F32 => Box::new(
-                self.bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            ),
-            Dtype::F16 => Box::new(self.u16s().map(|c| f16::from_bits(c).to_f32())),
-            Dtype::BF16 => Box::new(self.u16s().map(|c| bf16::from_bits(c).to_f32())),
-        }
+/// Little-endian elements of `dtype` as f32 (`bytes` holds whole elements).
+fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Box<dyn Iterator<Item = f32> + '_> {
+    match dtype {
+        Dtype::F32 => Box::new(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        Dtype::F16 => Box::new(u16s(bytes).map(|c| f16::from_bits(c).to_f32())),
+        Dtype::BF16 => Box::new(u16s(bytes).map(|c| bf16::from_bits(c).to_f32())),
     }
 }
 
@@ -590,6 +718,7 @@ mod tests {
             shape: vec![bytes.len() / dtype.size()],
             bytes,
             file: Path::new("x.safetensors"),
+            map: None,
         }
     }
 
@@ -715,6 +844,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Resident bytes of the mapping that starts at `start`, from /proc/self/smaps (Linux).
+    #[cfg(target_os = "linux")]
+    fn mapping_rss(start: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", start as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        lines.next().expect("the mapping is listed");
+        let rss = lines.find_map(|l| l.strip_prefix("Rss:")).unwrap();
+        rss.trim().trim_end_matches(" kB").parse::<u64>().unwrap() * 1024
+    }
+
+    /// Reading a tensor maps its pages into the process; converting it releases them step by
+    /// step, `release` releases the rest, and the bytes read the same afterwards.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn consumed_tensors_leave_resident_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        // One and a half steps of bytes and a few more: not a whole number of steps or pages.
+        let n = (3 * RELEASE_STEP / 2 + 6) / 2;
+        let h = format!(
+            r#"{{"a":{{"dtype":"BF16","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+            2 * n
+        );
+        let mut file = header_file(&h, 0);
+        file.extend((0..n).flat_map(|i| bf16::from_f32((i % 1000) as f32).to_le_bytes()));
+        std::fs::write(&path, file).unwrap();
+        let files = ModelFiles {
+            dir: dir.path().to_path_buf(),
+            config: dir.path().join("config.json"),
+            weights: vec![path],
+            index: None,
+            tokenizer_files: vec![],
+            repo_id: None,
+            revision: None,
+        };
+        let store = WeightStore::open(&files).unwrap();
+        let base = store.shards[0].mmap.as_ptr();
+        let page = 4096;
+        let t = store.get("a", &[n]).unwrap();
+        // Reading every byte maps the whole tensor.
+        let sum: u64 = t.bytes.iter().map(|&b| b as u64).sum();
+        assert!(mapping_rss(base) >= t.bytes.len() as u64 - page);
+        // Converting releases each step after reading it: at most the page shared with the
+        // header stays.
+        let codes = t.codes16().unwrap();
+        assert!(
+            mapping_rss(base) <= page,
+            "{} bytes resident",
+            mapping_rss(base)
+        );
+        let first = t.bytes.iter().map(|&b| b as u64).sum::<u64>();
+        assert!(mapping_rss(base) >= t.bytes.len() as u64 - page);
+        t.release();
+        assert!(
+            mapping_rss(base) <= page,
+            "{} bytes resident",
+            mapping_rss(base)
+        );
+        // Released pages read back the same bytes.
+        assert_eq!(first, sum);
+        assert_eq!(codes, t.rows(0..n).codes16().unwrap());
+        assert_eq!(codes[999], bf16::from_f32(999.0).to_bits());
     }
 
     #[test]

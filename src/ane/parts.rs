@@ -16,7 +16,7 @@ use crate::arch::{self, DecoderConfig};
 use crate::calib::Calibrator;
 use crate::mil::{ConstValue, DType, Function, Model, PackageWriter, Program};
 use crate::quant::{self, f16_from_f64_rne, LutSpec, QuantReport};
-use crate::weights::{Dtype, RawTensor, WeightStore};
+use crate::weights::{Dtype, WeightStore};
 
 use super::graph::{G, T};
 use super::layout::{channel_split, lm_head_split, STATE_NAME};
@@ -81,28 +81,17 @@ impl Ctx<'_> {
         (self.progress)(name, 0);
         let raw = self.weights.get(name, &[full_rows, full_cols])?;
         let n = rows.len();
-        let es = raw.dtype.size();
-        let row_bytes = &raw.bytes[rows.start * full_cols * es..rows.end * full_cols * es];
         // Whole rows stay borrowed from the mmap; a column range (an input-channel split of a
         // conv) is copied out row by row.
-        let picked: std::borrow::Cow<'_, [u8]> = if col_range == (0..full_cols) {
-            row_bytes.into()
+        let mut picked = Vec::new();
+        let whole = col_range == (0..full_cols);
+        let part = if whole {
+            raw.rows(rows.clone())
         } else {
-            row_bytes
-                .chunks_exact(full_cols * es)
-                .flat_map(|r| &r[col_range.start * es..col_range.end * es])
-                .copied()
-                .collect::<Vec<u8>>()
-                .into()
+            raw.rows(rows.clone())
+                .columns(col_range.clone(), &mut picked)
         };
         let cols = col_range.len();
-        let part = RawTensor {
-            name: raw.name.clone(),
-            dtype: raw.dtype,
-            shape: vec![n, cols],
-            bytes: &picked,
-            file: raw.file,
-        };
         let out_shape: Vec<u64> = if conv {
             vec![n as u64, cols as u64, 1, 1]
         } else {
@@ -120,7 +109,10 @@ impl Ctx<'_> {
                     Some(c) => c.stats(self.cfg, self.weights, name, head)?,
                     None => None,
                 };
-                let importance = stats.map(|s| s.importance());
+                // A conv split along its input channels takes its columns' importance; error
+                // feedback and the output error need every column, so they run on whole rows only.
+                let importance = stats.map(|s| s.importance()[col_range.clone()].to_vec());
+                let stats = stats.filter(|_| whole);
                 let palettize = |view| match &importance {
                     Some(imp) => quant::palettize_weighted(view, n, cols, spec, imp),
                     None => quant::palettize(view, n, cols, spec),
@@ -150,7 +142,9 @@ impl Ctx<'_> {
                     (Some(s), Some(d)) => Some(s.output_error(&part.to_f32(), d, n)?),
                     _ => None,
                 };
-                if let (Some(c), Some(d)) = (self.calib.as_deref_mut(), &decoded) {
+                if let (Some(c), Some(d), true) =
+                    (self.calib.as_deref_mut(), &decoded, n == full_rows)
+                {
                     c.record(name, n, d)?;
                 }
                 let groups = pal.groups as u64;
@@ -187,6 +181,7 @@ impl Ctx<'_> {
                 }
             }
         };
+        part.release();
         (self.progress)(name, (n * cols * 2) as u64);
         Ok(stored)
     }
@@ -216,14 +211,10 @@ impl Ctx<'_> {
         shape: &[u64],
     ) -> R<ConstValue> {
         let raw = self.weights.get(name, &[len])?;
-        let es = raw.dtype.size();
-        let part = RawTensor {
-            shape: vec![range.len()],
-            bytes: &raw.bytes[range.start * es..range.end * es],
-            ..raw
-        };
+        let part = raw.rows(range.clone());
         let bytes = part.to_f16_bytes()?;
         let c = self.writer.store_bytes(DType::F16, shape, &bytes)?;
+        raw.release();
         (self.progress)(name, (range.len() * 2) as u64);
         Ok(c)
     }

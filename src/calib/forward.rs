@@ -294,7 +294,6 @@ fn mask(n: usize, window: Option<usize>) -> Result<Tensor> {
 pub fn embed(cfg: &DecoderConfig, ws: &WeightStore, ids: &[u32]) -> Result<Tensor> {
     let h = cfg.hidden_size;
     let raw = ws.get(&names::embed_tokens(), &[cfg.vocab_size, h])?;
-    let es = raw.dtype.size();
     let mut out = Vec::with_capacity(ids.len() * h);
     for &id in ids {
         let id = id as usize;
@@ -304,14 +303,7 @@ pub fn embed(cfg: &DecoderConfig, ws: &WeightStore, ids: &[u32]) -> Result<Tenso
                 vocab: cfg.vocab_size,
             });
         }
-        let row = crate::weights::RawTensor {
-            name: raw.name.clone(),
-            dtype: raw.dtype,
-            shape: vec![h],
-            bytes: &raw.bytes[id * h * es..(id + 1) * h * es],
-            file: raw.file,
-        };
-        out.extend(row.to_f32());
+        out.extend(raw.rows(id..id + 1).to_f32());
     }
     Ok(Tensor::from_vec(out, (ids.len(), h), &Device::Cpu)?)
 }

@@ -568,6 +568,7 @@ fn read_safetensors(_dir: &Path, file: &Path) -> bool {
         tokenizer_files: vec![],
         repo_id: None,
         revision: None,
+        downloaded: vec![],
     };
     let Ok(store) = WeightStore::open(&files) else {
         return false;

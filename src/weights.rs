@@ -881,6 +881,7 @@ mod tests {
             tokenizer_files: vec![],
             repo_id: None,
             revision: None,
+            downloaded: vec![],
         };
         let store = WeightStore::open(&files).unwrap();
         let base = store.shards[0].mmap.as_ptr();

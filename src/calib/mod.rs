@@ -472,7 +472,8 @@ mod tests {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            let reference = Reference::load(&cfg, &files).unwrap();
+            let ref_cfg = crate::reference::Config::from_file(&files.config).unwrap();
+            let reference = Reference::load(&ref_cfg, &files).unwrap();
             let trace = reference
                 .forward_traced(&ids, &mut reference.new_cache())
                 .unwrap();

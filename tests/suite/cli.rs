@@ -473,6 +473,8 @@ fn assert_force_refused(model: &Path, out: &Path, cwd: &Path, kept: &Path, needl
             "--force",
             "--num-layers",
             "1",
+            "--chunks",
+            "1",
             "--model",
         ])
         .arg(model)
@@ -504,7 +506,11 @@ fn force_never_replaces_the_model_or_a_folder_anec_did_not_write() {
     assert_force_refused(&model, root, &model, root, &["source model"]);
     // A real anec output inside the model folder is still the model's folder.
     let inside = model.join("anec-out");
-    assert_ok(&convert(&model, &inside, &["--num-layers", "1", "-q"]));
+    assert_ok(&convert(
+        &model,
+        &inside,
+        &["--num-layers", "1", "--chunks", "1", "-q"],
+    ));
     assert_force_refused(&model, &inside, root, &model, &["inside it"]);
     std::fs::remove_dir_all(&inside).unwrap();
 
@@ -530,7 +536,11 @@ fn force_never_replaces_the_model_or_a_folder_anec_did_not_write() {
 
     // An anec output with one file of the user's added is not replaced either.
     let out = root.join("out");
-    assert_ok(&convert(&model, &out, &["--num-layers", "1", "-q"]));
+    assert_ok(&convert(
+        &model,
+        &out,
+        &["--num-layers", "1", "--chunks", "1", "-q"],
+    ));
     assert_force_refused(&model, Path::new("."), &out, &out, &["current directory"]);
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     assert_force_refused(&model, &out, root, &out, &["notes.txt"]);
@@ -544,7 +554,7 @@ fn force_refuses_a_symlinked_output() {
     assert_ok(&convert(
         &fixture("tiny-llama"),
         &out,
-        &["--num-layers", "1", "-q"],
+        &["--num-layers", "1", "--chunks", "1", "-q"],
     ));
     let link = s.path().join("link");
     std::os::unix::fs::symlink(&out, &link).unwrap();
@@ -566,7 +576,7 @@ fn a_failure_before_the_swap_keeps_the_previous_output() {
     assert_ok(&convert(
         &fixture("tiny-llama"),
         &out,
-        &["--num-layers", "1", "-q"],
+        &["--num-layers", "1", "--chunks", "1", "-q"],
     ));
     let before = tree_bytes(&out);
     // Compiling is the last step that can fail before the swap.

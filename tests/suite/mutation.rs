@@ -252,11 +252,24 @@ fn scale_eps(f: &mut Function, factor: f32) {
 
 /// The tables gathered by `position_ids` (RoPE cos and sin, `[C, D]`) read `by` rows further.
 fn shift_rope_tables(f: &mut Function, by: usize) {
+    // The gather indices are position_ids, or position_ids cast to uint16.
+    let positions: Vec<String> = std::iter::once("position_ids".to_string())
+        .chain(
+            f.operations
+                .iter()
+                .filter(|o| {
+                    o.kind == OpKind::Cast && var(o.inputs.get("x")) == Some("position_ids")
+                })
+                .flat_map(|o| o.outputs.iter().map(|(n, _)| n.clone())),
+        )
+        .collect();
     let tables: Vec<String> = f
         .operations
         .iter()
         .filter(|o| {
-            o.kind == OpKind::Gather && var(o.inputs.get("indices")) == Some("position_ids")
+            o.kind == OpKind::Gather
+                && var(o.inputs.get("indices")).is_some_and(|i| positions.iter().any(|p| p == i))
+                && var(o.inputs.get("x")).is_some_and(|x| !x.contains("band"))
         })
         .filter_map(|o| var(o.inputs.get("x")).map(str::to_string))
         .collect();
@@ -317,39 +330,32 @@ fn drop_k_bias(ck: &Checkpoint, f: &mut Function) {
     assert!(dropped > 0, "no conv took a k_proj bias");
 }
 
-/// The integer `window` a comparison op tests the query-key distance against becomes
-/// `window + 1`.
+/// The sliding-window band table (`[C, C]` fp16: row p is 0 where key j is inside the window,
+/// the lowest fp16 value where it is older) lets in one more key: `window + 1`.
 fn widen_window(f: &mut Function, window: i32) {
-    let compare = [
-        OpKind::Less,
-        OpKind::LessEqual,
-        OpKind::Greater,
-        OpKind::GreaterEqual,
-    ];
-    let names: Vec<String> = f
-        .operations
-        .iter()
-        .filter(|o| compare.contains(&o.kind))
-        .flat_map(|o| [var(o.inputs.get("x")), var(o.inputs.get("y"))])
-        .flatten()
-        .map(str::to_string)
-        .collect();
+    let w = window as usize;
     let mut widened = 0;
-    for n in names {
-        let Some(op) = f
-            .operations
-            .iter_mut()
-            .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == n)
-        else {
-            continue;
-        };
+    for op in f
+        .operations
+        .iter_mut()
+        .filter(|o| o.kind == OpKind::Const && o.outputs[0].0.contains("window_band"))
+    {
         let v = op.val.as_mut().expect("const value");
-        if v.ty.dtype == DType::I32 && v.to_i32_vec().is_ok_and(|x| x == [window]) {
-            *v = ConstValue::scalar_i32(window + 1);
-            widened += 1;
+        let shape = v.shape();
+        let c = shape[1] as usize;
+        let mut vals: Vec<f16> = v
+            .to_f32_vec()
+            .expect("band table")
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        for p in w..shape[0] as usize {
+            vals[p * c + p - w] = f16::ZERO;
         }
+        *v = ConstValue::from_f16(&shape, &vals).expect("band table");
+        widened += 1;
     }
-    assert!(widened > 0, "no comparison against the window {window}");
+    assert!(widened > 0, "no window band table for the window {window}");
 }
 
 /// Every layer's gate and up projection weights trade places.

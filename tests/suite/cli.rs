@@ -1173,3 +1173,53 @@ fn a_reader_that_goes_away_is_no_panic() {
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     assert!(s.out().join("meta.json").is_file());
 }
+
+/// A calibrated conversion (the default) gives the same bytes whatever the thread count, and
+/// `--calibration none` gives other LUTs than the calibrated one.
+#[test]
+fn calibrated_bytes_do_not_depend_on_the_thread_count() {
+    let s = Scratch::new();
+    let run = |out: &Path, threads: &str, extra: &[&str]| {
+        let o = anec()
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "convert",
+                "--no-compile",
+                "-q",
+                "--lut",
+                "4",
+                "--num-layers",
+                "2",
+            ])
+            .arg("--model")
+            .arg(fixture("tiny-qwen2"))
+            .arg("--output")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        tree_bytes(out)
+            .into_iter()
+            .map(|(p, b)| (p.strip_prefix(out).unwrap().to_path_buf(), b))
+            .collect::<Vec<_>>()
+    };
+    let one = run(&s.path().join("t1"), "1", &[]);
+    let two = run(&s.path().join("t2"), "2", &[]);
+    assert!(
+        one == two,
+        "calibrated output differs between 1 and 2 threads"
+    );
+    let plain = run(&s.path().join("plain"), "2", &["--calibration", "none"]);
+    let weight_bins = |v: &[(PathBuf, Vec<u8>)]| -> Vec<Vec<u8>> {
+        v.iter()
+            .filter(|(p, _)| p.ends_with("weight.bin"))
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    assert_ne!(
+        weight_bins(&one),
+        weight_bins(&plain),
+        "calibration changed no LUT"
+    );
+}

@@ -268,7 +268,7 @@ pub enum ConvertError {
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(Box<crate::source::SourceError>),
     #[error(transparent)]
     Arch(#[from] crate::arch::ArchError),
     #[error(transparent)]
@@ -276,11 +276,23 @@ pub enum ConvertError {
     #[error(transparent)]
     Mil(#[from] crate::mil::MilError),
     #[error(transparent)]
-    Calib(#[from] CalibError),
+    Calib(Box<CalibError>),
     #[error("{part}: {source}")]
     Part { part: String, source: Box<AneError> },
     #[error("--strict: {count} lint finding(s), nothing written; first: {first}")]
     Lint { count: usize, first: String },
+}
+
+impl From<crate::source::SourceError> for ConvertError {
+    fn from(e: crate::source::SourceError) -> Self {
+        ConvertError::Source(Box::new(e))
+    }
+}
+
+impl From<CalibError> for ConvertError {
+    fn from(e: CalibError) -> Self {
+        ConvertError::Calib(Box::new(e))
+    }
 }
 
 /// What one output file is.

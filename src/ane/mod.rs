@@ -22,7 +22,13 @@ pub enum AneError {
         source: crate::quant::QuantError,
     },
     #[error(transparent)]
-    Calib(#[from] crate::calib::CalibError),
+    Calib(Box<crate::calib::CalibError>),
     #[error("op {op}: {message}")]
     Graph { op: String, message: String },
+}
+
+impl From<crate::calib::CalibError> for AneError {
+    fn from(e: crate::calib::CalibError) -> Self {
+        AneError::Calib(Box::new(e))
+    }
 }

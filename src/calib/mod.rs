@@ -457,7 +457,7 @@ mod tests {
                 &cfg,
                 &ws,
                 cfg.num_layers,
-                &[ids.clone()],
+                std::slice::from_ref(&ids),
                 Options {
                     sequential: false,
                     method: Method::Weighted,

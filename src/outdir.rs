@@ -192,42 +192,42 @@ pub fn swap_in(built: tempfile::TempDir, out: &Path, parent: &Path) -> Result<()
 mod tests {
     use super::*;
 
-    fn folder_with(parent: &Path, name: &str, content: &str) -> PathBuf {
-        let d = parent.join(name);
-        std::fs::create_dir(&d).unwrap();
-        std::fs::write(d.join("meta.json"), content).unwrap();
-        d
+    /// `root/out` holding meta.json "old", and a built temp folder beside it.
+    fn old_and_built(root: &Path) -> (PathBuf, tempfile::TempDir) {
+        let out = root.join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("meta.json"), "old").unwrap();
+        let built = tempfile::Builder::new()
+            .prefix(".anec-convert-")
+            .tempdir_in(root)
+            .unwrap();
+        (out, built)
+    }
+
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
     }
 
     #[test]
     fn swap_in_replaces_the_old_output_and_leaves_no_temp() {
         let root = tempfile::tempdir().unwrap();
-        let out = folder_with(root.path(), "out", "old");
-        let built = tempfile::Builder::new()
-            .prefix(".anec-convert-")
-            .tempdir_in(root.path())
-            .unwrap();
+        let (out, built) = old_and_built(root.path());
         std::fs::write(built.path().join("meta.json"), "new").unwrap();
         swap_in(built, &out, root.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(out.join("meta.json")).unwrap(),
             "new"
         );
-        let names: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["out"]);
+        assert_eq!(names(root.path()), ["out"]);
     }
 
     #[test]
     fn a_failed_swap_moves_the_old_output_back() {
         let root = tempfile::tempdir().unwrap();
-        let out = folder_with(root.path(), "out", "old");
-        let built = tempfile::Builder::new()
-            .prefix(".anec-convert-")
-            .tempdir_in(root.path())
-            .unwrap();
+        let (out, built) = old_and_built(root.path());
         // The built folder vanished: the final rename fails after the old output was moved aside.
         std::fs::remove_dir(built.path()).unwrap();
         let err = swap_in(built, &out, root.path()).unwrap_err();
@@ -236,10 +236,6 @@ mod tests {
             std::fs::read_to_string(out.join("meta.json")).unwrap(),
             "old"
         );
-        let names: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["out"], "no temp folder is left");
+        assert_eq!(names(root.path()), ["out"], "no temp folder is left");
     }
 }

@@ -30,8 +30,6 @@ pub enum Site {
 }
 
 impl Site {
-    pub const ALL: [Site; 4] = [Site::Qkv, Site::O, Site::GateUp, Site::Down];
-
     /// The site a layer weight reads, from its checkpoint name, with the layer index.
     pub fn of(name: &str) -> Option<(usize, Site)> {
         let rest = name.strip_prefix("model.layers.")?;
@@ -73,7 +71,7 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// Reads checkpoint tensors as f32 candle tensors.
-pub fn tensor(ws: &WeightStore, name: &str, shape: &[usize]) -> Result<Tensor> {
+fn tensor(ws: &WeightStore, name: &str, shape: &[usize]) -> Result<Tensor> {
     let raw = ws.get(name, shape)?;
     Ok(Tensor::from_vec(raw.to_f32(), shape, &Device::Cpu)?)
 }

@@ -273,11 +273,6 @@ impl Calibrator {
         })
     }
 
-    /// Calibration tokens.
-    pub fn tokens(&self) -> usize {
-        self.tokens
-    }
-
     /// Seconds spent in the calibration pass so far.
     pub fn seconds(&self) -> f64 {
         self.seconds

@@ -12,7 +12,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::{f16_from_f64_rne, snr_db, Palettized, QuantError};
+use super::{f16_from_f64_rne, snr_db, worst_group, Palettized, QuantError};
 
 /// `H` with `damp · mean(diag H)` added to its diagonal (GPTQ's dampening, which keeps the
 /// inverse well conditioned when calibration tokens are few), and `U` with `UᵀU = H⁻¹`.
@@ -252,15 +252,7 @@ fn recompute_error(p: &mut Palettized, w: &[f64]) {
     p.signal = stats.iter().map(|s| s.1).sum();
     p.snr_db = snr_db(p.signal, p.sse);
     p.group_snr_db = stats.iter().map(|&(e, s)| snr_db(s, e)).collect();
-    p.worst_group =
-        p.group_snr_db
-            .iter()
-            .copied()
-            .enumerate()
-            .fold(
-                (0, f64::INFINITY),
-                |b, (g, v)| if v < b.1 { (g, v) } else { b },
-            );
+    p.worst_group = worst_group(&p.group_snr_db);
 }
 
 #[cfg(test)]

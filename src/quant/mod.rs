@@ -387,15 +387,7 @@ fn palettize_inner(
     let sse: f64 = stats.iter().map(|s| s.sse).sum();
     let signal: f64 = stats.iter().map(|s| s.signal).sum();
     let group_snr_db: Vec<f64> = stats.iter().map(|s| snr_db(s.signal, s.sse)).collect();
-    let worst_group =
-        group_snr_db
-            .iter()
-            .copied()
-            .enumerate()
-            .fold(
-                (0, f64::INFINITY),
-                |b, (g, v)| if v < b.1 { (g, v) } else { b },
-            );
+    let worst_group = worst_group(&group_snr_db);
     let distinct = DistinctStats {
         min: stats.iter().map(|s| s.distinct).min().unwrap_or(0),
         max: stats.iter().map(|s| s.distinct).max().unwrap_or(0),
@@ -419,6 +411,18 @@ fn palettize_inner(
         coarsened_groups: stats.iter().filter(|s| s.coarsened).count(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The group with the lowest SNR, and that SNR (the first such group on ties).
+fn worst_group(group_snr_db: &[f64]) -> (usize, f64) {
+    group_snr_db
+        .iter()
+        .copied()
+        .enumerate()
+        .fold(
+            (0, f64::INFINITY),
+            |b, (g, v)| if v < b.1 { (g, v) } else { b },
+        )
 }
 
 /// `10·log10(signal / noise)`; +∞ for no noise.

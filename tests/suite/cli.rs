@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use super::util::{anec, fixture, MODELS};
+use super::util::{anec, files, fixture, MODELS};
 
 const EXIT_VERIFY_FAILED: i32 = 1;
 const EXIT_INPUT: i32 = 2;
@@ -418,7 +418,7 @@ fn existing_output_is_refused_untouched_without_force_and_replaced_with_it() {
     let out = s.out();
     let quick = ["--num-layers", "1", "--chunks", "1", "-q"];
     assert_ok(&convert(&fixture("tiny-llama"), &out, &quick));
-    let before = tree_bytes(&out);
+    let before = files(&out);
     let o = convert(&fixture("tiny-llama"), &out, &quick);
     let stderr = text(&o.stderr);
     assert_eq!(o.status.code(), Some(EXIT_INPUT), "{stderr}");
@@ -427,7 +427,7 @@ fn existing_output_is_refused_untouched_without_force_and_replaced_with_it() {
         stderr.contains(&out.display().to_string()) && stderr.contains("--force"),
         "{stderr}"
     );
-    assert_eq!(tree_bytes(&out), before, "the existing output was touched");
+    assert_eq!(files(&out), before, "the existing output was touched");
     assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
 
     // --force replaces an anec output: two layers now instead of one.
@@ -441,29 +441,11 @@ fn existing_output_is_refused_untouched_without_force_and_replaced_with_it() {
     assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
 }
 
-/// Every file below `dir` with its bytes, for "nothing changed" checks.
-fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `convert --force` into `out` (run in `cwd`) fails with exit 2 naming every needle, and the
 /// model folder `model` and the folder `kept` are byte for byte as before.
 fn assert_force_refused(model: &Path, out: &Path, cwd: &Path, kept: &Path, needles: &[&str]) {
-    let model_before = tree_bytes(model);
-    let kept_before = tree_bytes(kept);
+    let model_before = files(model);
+    let kept_before = files(kept);
     let o = anec()
         .current_dir(cwd)
         .args([
@@ -491,8 +473,8 @@ fn assert_force_refused(model: &Path, out: &Path, cwd: &Path, kept: &Path, needl
     for n in needles {
         assert!(stderr.contains(n), "stderr must name {n:?}:\n{stderr}");
     }
-    assert_eq!(tree_bytes(model), model_before, "the model folder changed");
-    assert_eq!(tree_bytes(kept), kept_before, "{} changed", kept.display());
+    assert_eq!(files(model), model_before, "the model folder changed");
+    assert_eq!(files(kept), kept_before, "{} changed", kept.display());
     assert_eq!(temp_leftovers(cwd), Vec::<String>::new());
 }
 
@@ -578,7 +560,7 @@ fn a_failure_before_the_swap_keeps_the_previous_output() {
         &out,
         &["--num-layers", "1", "--chunks", "1", "-q"],
     ));
-    let before = tree_bytes(&out);
+    let before = files(&out);
     // Compiling is the last step that can fail before the swap.
     let path = fake_xcrun(s.path(), "#!/bin/sh\necho 'compiler crashed' >&2\nexit 1\n");
     let o = anec()
@@ -599,7 +581,7 @@ fn a_failure_before_the_swap_keeps_the_previous_output() {
         .unwrap();
     assert_ne!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("compiler crashed"));
-    assert_eq!(tree_bytes(&out), before, "the previous output changed");
+    assert_eq!(files(&out), before, "the previous output changed");
     assert_eq!(temp_leftovers(s.path()), Vec::<String>::new());
 }
 
@@ -1199,10 +1181,7 @@ fn calibrated_bytes_do_not_depend_on_the_thread_count() {
             .output()
             .unwrap();
         assert_ok(&o);
-        tree_bytes(out)
-            .into_iter()
-            .map(|(p, b)| (p.strip_prefix(out).unwrap().to_path_buf(), b))
-            .collect::<Vec<_>>()
+        files(out)
     };
     let one = run(&s.path().join("t1"), "1", &[]);
     let two = run(&s.path().join("t2"), "2", &[]);
@@ -1211,7 +1190,7 @@ fn calibrated_bytes_do_not_depend_on_the_thread_count() {
         "calibrated output differs between 1 and 2 threads"
     );
     let plain = run(&s.path().join("plain"), "2", &["--calibration", "none"]);
-    let weight_bins = |v: &[(PathBuf, Vec<u8>)]| -> Vec<Vec<u8>> {
+    let weight_bins = |v: &std::collections::BTreeMap<String, Vec<u8>>| -> Vec<Vec<u8>> {
         v.iter()
             .filter(|(p, _)| p.ends_with("weight.bin"))
             .map(|(_, b)| b.clone())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::calib::data::CalibrationSource;
+use crate::calib::{data::CalibrationSource, Source};
 use crate::convert::{Chunks, Compile, ConvertPlan};
 use crate::exec::Precision;
 use crate::quant::LutSpec;
@@ -83,8 +83,9 @@ pub struct ConvertArgs {
     #[arg(long, default_value = "none", value_name = "none|B[,G]")]
     pub lut_embed: String,
     /// Calibration text for activation-weighted LUTs: `builtin` (a corpus shipped with anec), a
-    /// FILE (plain text, or JSONL with `text` or chat `messages`), or `none` (plain k-means).
-    #[arg(long, default_value = "builtin", value_name = "builtin|none|FILE")]
+    /// FILE (plain text, or JSONL with `text` or chat `messages`), `self` (text the model
+    /// samples itself; holds the model in f32, 4 bytes a parameter), or `none` (plain k-means).
+    #[arg(long, default_value = "builtin", value_name = "builtin|self|none|FILE")]
     pub calibration: String,
     /// At most this many calibration tokens.
     #[arg(long, default_value_t = 2048, value_name = "N")]
@@ -259,8 +260,9 @@ impl ConvertArgs {
         plan.lut_embed = lut("--lut-embed", &self.lut_embed)?;
         plan.calibration = match self.calibration.as_str() {
             "none" => None,
-            "builtin" => Some(CalibrationSource::Builtin),
-            file => Some(CalibrationSource::File(PathBuf::from(file))),
+            "builtin" => Some(Source::Text(CalibrationSource::Builtin)),
+            "self" => Some(Source::Model),
+            file => Some(Source::Text(CalibrationSource::File(PathBuf::from(file)))),
         };
         plan.calibration_tokens = self.calibration_tokens;
         plan.calibration_sequential = self.calibration_inputs == "quantized";

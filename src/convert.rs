@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::ane::layout::{self, PartNames};
 use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
 use crate::arch::DecoderConfig;
-use crate::calib::data::CalibrationSource;
+use crate::calib::{data::CalibrationSource, Source as CalibrationInput};
 use crate::calib::{CalibError, Calibrator};
 use crate::lint::PackageLint;
 use crate::meta::{LutBits, Meta, ModelInfo, Parameters, Source};
@@ -72,7 +72,7 @@ pub struct ConvertPlan {
     pub compile: Compile,
     /// Calibration for activation-weighted LUTs (`--calibration`); `None` is plain k-means.
     /// Runs only when the chunks or the LM head are LUT-quantized.
-    pub calibration: Option<CalibrationSource>,
+    pub calibration: Option<CalibrationInput>,
     /// At most this many calibration tokens (`--calibration-tokens`).
     pub calibration_tokens: usize,
     /// Calibrate each layer on the outputs of the already-quantized layers below it.
@@ -106,7 +106,7 @@ impl ConvertPlan {
             dry_run: false,
             quiet: false,
             compile: Compile::Auto,
-            calibration: Some(CalibrationSource::Builtin),
+            calibration: Some(CalibrationInput::Text(CalibrationSource::Builtin)),
             calibration_tokens: 2048,
             calibration_sequential: false,
             calibration_method: crate::calib::Method::Weighted,
@@ -1091,13 +1091,13 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let mut calibrator = match (&plan.calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
         (Some(source), Some(_)) => {
             progress.show("calibrating: reading the calibration text");
-            let set = crate::calib::data::load(
+            let set = crate::calib::load(
                 source,
-                &files.dir,
+                &files,
+                &cfg.eos_token_ids,
                 plan.calibration_tokens,
                 CALIBRATION_SEQ_LEN,
-            )
-            .map_err(CalibError::from)?;
+            )?;
             let c = Calibrator::new(
                 &cfg,
                 &weights,

@@ -19,6 +19,18 @@ pub enum CalibrationSource {
     File(PathBuf),
 }
 
+/// The ids of the tokenizer's own vocabulary in `model_dir`, without its added (special or
+/// reserved) tokens, ascending: where a sequence sampled from the model may start.
+pub fn ordinary_ids(model_dir: &Path) -> Result<Vec<u32>> {
+    let tok = Tok::open(model_dir)?;
+    let added = tok.inner.get_added_tokens_decoder();
+    let mut ids: Vec<u32> = (tok.inner.get_vocab(false).into_values())
+        .filter(|id| !added.contains_key(id))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// Tokenized calibration sequences, ready for the forward pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CalibrationSet {

@@ -12,6 +12,7 @@
 
 pub mod data;
 pub mod forward;
+pub mod sampled;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -41,6 +42,8 @@ pub enum CalibError {
     Empty,
     #[error(transparent)]
     Data(#[from] data::DataError),
+    #[error("calibration: sampling text from the model: {0}")]
+    Reference(Box<crate::reference::ReferenceError>),
     #[error(transparent)]
     Weights(#[from] WeightError),
     #[error("calibration: tensor computation failed: {0}")]
@@ -48,6 +51,30 @@ pub enum CalibError {
 }
 
 pub type Result<T> = std::result::Result<T, CalibError>;
+
+/// Where the calibration tokens come from (`--calibration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Text: the built-in corpus or a file.
+    Text(data::CalibrationSource),
+    /// Text the model writes itself ([`sampled`]).
+    Model,
+}
+
+/// The calibration sequences of `source` for the model in `files`, up to `max_tokens` tokens
+/// in sequences of at most `seq_len`; `eos` ends a sampled sequence.
+pub fn load(
+    source: &Source,
+    files: &crate::source::ModelFiles,
+    eos: &[u32],
+    max_tokens: usize,
+    seq_len: usize,
+) -> Result<data::CalibrationSet> {
+    match source {
+        Source::Text(text) => Ok(data::load(text, &files.dir, max_tokens, seq_len)?),
+        Source::Model => sampled::generate(files, eos, max_tokens, seq_len),
+    }
+}
 
 /// Rows of activations kept per site for [`SiteStats::output_error`].
 pub const SAMPLE_ROWS: usize = 256;
@@ -407,9 +434,7 @@ impl Calibrator {
             self.step(cfg, ws)?;
         }
         let stride = self.tokens.div_ceil(SAMPLE_ROWS).max(1);
-        // The LM head keeps the activation-weighted LUT: a vocabulary-sized H-step per row is
-        // what GPTQ would cost here, for a 6-bit table that loses little.
-        let mut acc = SiteAcc::new(false);
+        let mut acc = SiteAcc::new(self.opts.method == Method::Gptq);
         for x in &self.hidden {
             let normed = forward::final_norm(cfg, ws, x)?;
             forward::finite(&normed, || "the final norm's output".to_string())?;

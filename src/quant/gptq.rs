@@ -15,28 +15,72 @@ use rayon::prelude::*;
 use super::{f16_from_f64_rne, snr_db, worst_group, Palettized, QuantError};
 
 /// `H` with `damp · mean(diag H)` added to its diagonal (GPTQ's dampening, which keeps the
-/// inverse well conditioned when calibration tokens are few), and `U` with `UᵀU = H⁻¹`.
+/// inverse well conditioned when calibration tokens are few), its columns reordered by
+/// decreasing `H_jj` (GPTQ's "act-order": the columns that matter most are quantized first,
+/// while most columns are still free to absorb their error), and `U` with `UᵀU = H⁻¹`.
 pub struct Hessian {
     pub cols: usize,
-    /// Row-major `[cols, cols]`, damped.
+    /// `order[j']` is the original column at position `j'`.
+    pub order: Vec<usize>,
+    /// Row-major `[cols, cols]`, damped, rows and columns in `order`.
     pub h: Vec<f64>,
-    /// Row-major upper triangle of the Cholesky factor of `H⁻¹`.
+    /// Row-major upper triangle of the Cholesky factor of `H⁻¹`, in `order`.
     pub u: Vec<f64>,
 }
 
 impl Hessian {
     /// From `H = XᵀX / n` (row-major, symmetric).
+    ///
+    /// `U` comes without forming `H⁻¹`: with `J` the reversal of the index order and
+    /// `JHJ = LLᵀ`, `H = RRᵀ` for the upper `R = JLJ`, so `H⁻¹ = R⁻ᵀR⁻¹` and `U = R⁻¹ = JL⁻¹J`.
     pub fn new(mut h: Vec<f64>, cols: usize, damp: f64) -> Result<Hessian, QuantError> {
-        let mean = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
+        let n = cols;
+        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
         let add = (damp * mean).max(1e-12);
-        for i in 0..cols {
-            h[i * cols + i] += add;
+        for i in 0..n {
+            h[i * n + i] += add;
         }
-        let l = cholesky(&h, cols).ok_or(QuantError::NotPositiveDefinite { cols })?;
-        let hinv = inverse_from_cholesky(&l, cols);
-        let u = upper_cholesky(&hinv, cols).ok_or(QuantError::NotPositiveDefinite { cols })?;
-        Ok(Hessian { cols, h, u })
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| h[b * n + b].total_cmp(&h[a * n + a]).then(a.cmp(&b)));
+        let h: Vec<f64> = (0..n * n)
+            .map(|ij| h[order[ij / n] * n + order[ij % n]])
+            .collect();
+        let reversed: Vec<f64> = (0..n * n)
+            .map(|ij| h[(n - 1 - ij / n) * n + (n - 1 - ij % n)])
+            .collect();
+        let l = cholesky(&reversed, n).ok_or(QuantError::NotPositiveDefinite { cols })?;
+        let linv_cols = lower_inverse_columns(&l, n);
+        // U[i][j] = L⁻¹[n−1−i][n−1−j], stored by columns of L⁻¹.
+        let u = (0..n * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                if j < i {
+                    0.0
+                } else {
+                    linv_cols[(n - 1 - j) * n + (n - 1 - i)]
+                }
+            })
+            .collect();
+        Ok(Hessian { cols, order, h, u })
     }
+}
+
+/// `Σ a_i b_i` in four lanes, so that it vectorizes.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for t in 0..4 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Lower `L` with `LLᵀ = a` (row-major), or `None` if `a` is not positive definite.
@@ -44,8 +88,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
-            let v = a[i * n + j] - s;
+            let v = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             if i == j {
                 if v <= 0.0 || !v.is_finite() {
                     return None;
@@ -59,46 +102,17 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-/// `a⁻¹` from its lower Cholesky factor: `(LLᵀ)⁻¹ = L⁻ᵀL⁻¹`.
-fn inverse_from_cholesky(l: &[f64], n: usize) -> Vec<f64> {
-    // Column j of L⁻¹ by forward substitution; stored row-major as linv[i][j].
-    let mut linv = vec![0.0; n * n];
-    for j in 0..n {
-        linv[j * n + j] = 1.0 / l[j * n + j];
+/// The columns of `L⁻¹` for a lower-triangular `L`, each stored as a row (`out[j·n + i] =
+/// L⁻¹[i][j]`), by forward substitution, columns in parallel.
+fn lower_inverse_columns(l: &[f64], n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n * n];
+    out.par_chunks_mut(n).enumerate().for_each(|(j, col)| {
+        col[j] = 1.0 / l[j * n + j];
         for i in j + 1..n {
-            let s: f64 = (j..i).map(|k| l[i * n + k] * linv[k * n + j]).sum();
-            linv[i * n + j] = -s / l[i * n + i];
-        }
-    }
-    let mut inv = vec![0.0; n * n];
-    inv.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        for (j, out) in row.iter_mut().enumerate() {
-            // Σ_k linv[k][i] · linv[k][j], k ≥ max(i, j)
-            *out = (i.max(j)..n)
-                .map(|k| linv[k * n + i] * linv[k * n + j])
-                .sum();
+            col[i] = -dot(&l[i * n + j..i * n + i], &col[j..i]) / l[i * n + i];
         }
     });
-    inv
-}
-
-/// Upper `U` with `UᵀU = a` (row-major), or `None` if `a` is not positive definite.
-fn upper_cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut u = vec![0.0; n * n];
-    for i in 0..n {
-        let s: f64 = (0..i).map(|k| u[k * n + i] * u[k * n + i]).sum();
-        let d = a[i * n + i] - s;
-        if d <= 0.0 || !d.is_finite() {
-            return None;
-        }
-        let d = d.sqrt();
-        u[i * n + i] = d;
-        for j in i + 1..n {
-            let s: f64 = (0..i).map(|k| u[k * n + i] * u[k * n + j]).sum();
-            u[i * n + j] = (a[i * n + j] - s) / d;
-        }
-    }
-    Some(u)
+    out
 }
 
 /// Index of the LUT entry nearest `v` (ties to the lower index).
@@ -131,20 +145,29 @@ pub fn refine(p: &mut Palettized, w: &[f64], hess: &Hessian, rounds: usize) {
             .zip(p.lut.par_chunks_mut(k))
             .zip(luts.par_iter())
             .for_each(|(((idx, wg), lut_out), lut)| {
+                // The group in the Hessian's column order.
+                let ordered = |r: usize, j: usize| r * cols + hess.order[j];
+                let wp: Vec<f64> = (0..wg.len())
+                    .map(|rj| wg[ordered(rj / cols, rj % cols)])
+                    .collect();
+                let mut ip = vec![0u8; idx.len()];
                 let mut row = vec![0.0; cols];
-                for (ir, wr) in idx.chunks_mut(cols).zip(wg.chunks(cols)) {
+                for (ir, wr) in ip.chunks_mut(cols).zip(wp.chunks(cols)) {
                     row.copy_from_slice(wr);
                     for j in 0..cols {
                         let q = nearest(lut, row[j]);
                         ir[j] = q as u8;
                         let e = (row[j] - lut[q]) / hess.u[j * cols + j];
-                        let uj = &hess.u[j * cols..(j + 1) * cols];
-                        for t in j + 1..cols {
-                            row[t] -= e * uj[t];
+                        let uj = &hess.u[j * cols + j + 1..(j + 1) * cols];
+                        for (r, &u) in row[j + 1..].iter_mut().zip(uj) {
+                            *r -= e * u;
                         }
                     }
                 }
-                refit_group(idx, wg, lut, lut_out, hess);
+                refit_group(&mut ip, &wp, lut, lut_out, hess);
+                for (rj, &q) in ip.iter().enumerate() {
+                    idx[ordered(rj / cols, rj % cols)] = q;
+                }
             });
     }
     recompute_error(p, w);
@@ -158,17 +181,23 @@ fn refit_group(idx: &mut [u8], wg: &[f64], lut: &[f64], out: &mut [f16], hess: &
     let (n, k) = (hess.cols, lut.len());
     let mut a = vec![0.0; k * k];
     let mut b = vec![0.0; k];
+    // Per row: `HP` (`P` the row's one-hot index matrix) as `k` rows of `n`, one axpy of a row
+    // of `H` per column; then `A += PᵀHP` and `b += Pᵀ H w`.
+    let mut hp = vec![0.0; k * n];
     for (ir, wr) in idx.chunks(n).zip(wg.chunks(n)) {
-        for i in 0..n {
-            let hi = &hess.h[i * n..(i + 1) * n];
-            let ki = ir[i] as usize;
-            let arow = &mut a[ki * k..(ki + 1) * k];
-            let mut hw = 0.0;
-            for j in 0..n {
-                arow[ir[j] as usize] += hi[j];
-                hw += hi[j] * wr[j];
+        hp.fill(0.0);
+        for (j, &l) in ir.iter().enumerate() {
+            let dst = &mut hp[l as usize * n..(l as usize + 1) * n];
+            for (d, &v) in dst.iter_mut().zip(&hess.h[j * n..(j + 1) * n]) {
+                *d += v;
             }
-            b[ki] += hw;
+        }
+        for (i, &ki) in ir.iter().enumerate() {
+            let arow = &mut a[ki as usize * k..(ki as usize + 1) * k];
+            for (l, v) in arow.iter_mut().enumerate() {
+                *v += hp[l * n + i];
+            }
+            b[ki as usize] += dot(&hess.h[i * n..(i + 1) * n], wr);
         }
     }
     let used: Vec<bool> = (0..k).map(|c| a[c * k + c] > 0.0).collect();
@@ -300,6 +329,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Act-order makes the result independent of how the input columns are numbered:
+    /// permuting the columns of `W` and of `H` permutes the indices and keeps every LUT.
+    #[test]
+    fn feedback_follows_the_columns_not_their_numbering() {
+        let (rows, cols, tokens) = (8, 12, 64);
+        let w: Vec<f64> = synth::matrix(rows, cols, 5)
+            .iter()
+            .map(|&v| f16_from_f64_rne(v as f64).to_f64())
+            .collect();
+        let mut r = Rng::new(6);
+        let x: Vec<f64> = (0..tokens * cols)
+            .map(|i| r.normal() * (1.0 + (i % cols) as f64))
+            .collect();
+        let gram = |x: &[f64]| -> Vec<f64> {
+            (0..cols * cols)
+                .map(|ij| {
+                    (0..tokens)
+                        .map(|t| x[t * cols + ij / cols] * x[t * cols + ij % cols])
+                        .sum::<f64>()
+                        / tokens as f64
+                })
+                .collect()
+        };
+        let perm: Vec<usize> = (0..cols).map(|j| (j * 5 + 3) % cols).collect();
+        let permute = |m: &[f64], width: usize| -> Vec<f64> {
+            (0..m.len())
+                .map(|i| m[i / cols * width + perm[i % cols]])
+                .collect()
+        };
+        let xp: Vec<f64> = (0..tokens * cols)
+            .map(|i| x[i / cols * cols + perm[i % cols]])
+            .collect();
+        let wp = permute(&w, cols);
+        let run = |w: &[f64], h: Vec<f64>| {
+            let codes: Vec<u16> = w.iter().map(|&v| f16_from_f64_rne(v).to_bits()).collect();
+            let diag: Vec<f64> = (0..cols).map(|j| h[j * cols + j]).collect();
+            let spec = LutSpec::new(2, Some(4)).unwrap();
+            let mut p =
+                palettize_weighted(WeightView::F16Codes(&codes), rows, cols, spec, &diag).unwrap();
+            refine(&mut p, w, &Hessian::new(h, cols, 0.01).unwrap(), 1);
+            p
+        };
+        let a = run(&w, gram(&x));
+        let b = run(&wp, gram(&xp));
+        assert_eq!(a.lut, b.lut);
+        let a_idx: Vec<u8> = (0..a.indices.len())
+            .map(|i| a.indices[i / cols * cols + perm[i % cols]])
+            .collect();
+        assert_eq!(a_idx, b.indices);
     }
 
     /// On correlated inputs, error feedback and the refit lower the output error below the

@@ -324,13 +324,6 @@ impl AsRef<[u8]> for BlobSlice {
     }
 }
 
-/// A record found while walking the file: its metadata offset and contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlobRecord {
-    pub metadata_offset: u64,
-    pub meta: BlobMeta,
-}
-
 /// Reads a weight.bin through an mmap. The header is checked on open; each record when read.
 pub struct BlobReader {
     path: PathBuf,
@@ -457,29 +450,6 @@ impl BlobReader {
         Ok(meta)
     }
 
-    /// Every record, walked as MILBlob does: the first at 64, the next at
-    /// align64(data offset + size), `count` of them.
-    pub fn records(&self) -> Result<Vec<BlobRecord>> {
-        // The header's count is not trusted for sizing: each record takes at least its 64-byte
-        // metadata, so the file bounds how many there can be (a larger count fails on the walk).
-        let fit = (self.file_len() - HEADER_SIZE) / METADATA_SIZE;
-        let mut out = Vec::with_capacity(u64::from(self.count).min(fit) as usize);
-        let mut at = HEADER_SIZE;
-        for _ in 0..self.count {
-            let meta = self.meta(at)?;
-            out.push(BlobRecord {
-                metadata_offset: at,
-                meta,
-            });
-            at = meta
-                .data_offset
-                .checked_add(meta.size_in_bytes)
-                .and_then(align_up)
-                .ok_or(overflow("walking blobs"))?;
-        }
-        Ok(out)
-    }
-
     /// The blob at metadata `offset`, checked against the tensor that references it
     /// (`n` elements of `dtype`), with its bytes borrowed from the mapping.
     pub fn read(&self, offset: u64, dtype: DType, n: u64) -> Result<StoredBlob> {
@@ -525,6 +495,34 @@ mod tests {
     use super::*;
     use crate::mil::bits;
     use std::io::Cursor;
+
+    /// A record found while walking the file: its metadata offset and contents.
+    #[derive(Debug)]
+    struct BlobRecord {
+        metadata_offset: u64,
+        meta: BlobMeta,
+    }
+
+    /// Every record, walked as MILBlob does: the first at 64, the next at
+    /// align64(data offset + size), `count` of them. (The reader itself only reads the records
+    /// a program references; the tests walk all of them to compare layouts.)
+    fn records(r: &BlobReader) -> Result<Vec<BlobRecord>> {
+        let mut out = Vec::new();
+        let mut at = HEADER_SIZE;
+        for _ in 0..r.count() {
+            let meta = r.meta(at)?;
+            out.push(BlobRecord {
+                metadata_offset: at,
+                meta,
+            });
+            at = meta
+                .data_offset
+                .checked_add(meta.size_in_bytes)
+                .and_then(align_up)
+                .ok_or(overflow("walking blobs"))?;
+        }
+        Ok(out)
+    }
 
     fn write(blobs: &[(DType, u64, Vec<u8>)]) -> (Vec<u8>, Vec<u64>) {
         let mut w = BlobWriter::new(Cursor::new(Vec::new()), "test.bin").unwrap();
@@ -641,7 +639,7 @@ mod tests {
         let (file, offs) = write(&blobs);
         let r = BlobReader::from_bytes("t", file).unwrap();
         assert_eq!(r.count() as usize, dtypes.len());
-        let recs = r.records().unwrap();
+        let recs = records(&r).unwrap();
         assert_eq!(
             recs.iter().map(|x| x.metadata_offset).collect::<Vec<_>>(),
             offs
@@ -747,7 +745,7 @@ mod tests {
             );
             let r = BlobReader::open(&bin).unwrap();
             assert_eq!(r.count() as u64, json["count"].as_u64().unwrap());
-            let recs = r.records().unwrap();
+            let recs = records(&r).unwrap();
             let expected = json["blobs"].as_array().unwrap();
             assert_eq!(recs.len(), expected.len());
             let mut w = BlobWriter::new(Cursor::new(Vec::new()), "rewrite").unwrap();
@@ -806,7 +804,7 @@ mod tests {
             "tests/fixtures/coreml-samples/negative/truncated_weights.mlpackage/Data/com.apple.CoreML/weights/weight.bin",
         );
         let r = BlobReader::open(&bin).unwrap();
-        let e = r.records().unwrap_err().to_string();
+        let e = records(&r).unwrap_err().to_string();
         assert!(e.contains("weight.bin") && e.contains("has 10000"), "{e}");
     }
 }

@@ -1,16 +1,17 @@
-//! The command line: clap structs close to the flags, resolved into the library's validated
-//! settings (`ConvertPlan`, verify options) before any work runs. Nothing below this module sees clap.
+//! The command line of the `anec` binary: clap structs close to the flags, resolved into the
+//! library's validated settings (`ConvertPlan`, verify options) before any work runs. It belongs
+//! to the binary (declared from main.rs): the library never sees clap.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::calib::data::CalibrationSource;
-use crate::convert::{Chunks, Compile, ConvertPlan};
-use crate::exec::Precision;
-use crate::quant::LutSpec;
-use crate::source::ModelSpec;
-use crate::verify::{GenerateOptions, ThresholdOverrides, VerifyOptions};
+use anec::calib::data::CalibrationSource;
+use anec::convert::{Chunks, Compile, ConvertPlan};
+use anec::exec::Precision;
+use anec::quant::LutSpec;
+use anec::source::ModelSpec;
+use anec::verify::{GenerateOptions, ThresholdOverrides, VerifyOptions};
 
 /// Convert HuggingFace LLMs into Core ML packages for the Apple Neural Engine, and check them on the CPU.
 #[derive(Debug, Parser)]
@@ -265,9 +266,9 @@ impl ConvertArgs {
         plan.calibration_tokens = self.calibration_tokens;
         plan.calibration_sequential = self.calibration_inputs == "quantized";
         plan.calibration_method = if self.calibration_method == "gptq" {
-            crate::calib::Method::Gptq
+            anec::calib::Method::Gptq
         } else {
-            crate::calib::Method::Weighted
+            anec::calib::Method::Weighted
         };
         plan.num_layers = self.num_layers;
         plan.dry_run = self.dry_run;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use anec::calib::data::CalibrationSource;
-use anec::convert::{Chunks, Compile, ConvertPlan};
+use anec::convert::{Chunks, Compile, ConvertPlan, ReportFormat};
 use anec::exec::Precision;
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
@@ -113,9 +113,12 @@ pub struct ConvertArgs {
     /// No progress display.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Print a machine-readable JSON summary on stdout.
+    /// Print a machine-readable JSON summary on stdout, the per-tensor quantization rows included.
     #[arg(long)]
     pub json: bool,
+    /// Write the per-tensor quantization rows to FILE: CSV (`.csv`) or JSON (`.json`).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub report: Option<PathBuf>,
     /// Make Neural Engine lint findings errors: exit 2 and write nothing.
     #[arg(long)]
     pub strict: bool,
@@ -220,6 +223,22 @@ pub struct CliError {
 }
 
 impl ConvertArgs {
+    /// `--report FILE` with its format, refused (naming the flag and file) unless it ends in
+    /// `.csv` or `.json`; checked before any conversion work.
+    pub fn report_file(&self) -> Result<Option<(PathBuf, ReportFormat)>, CliError> {
+        let Some(path) = &self.report else {
+            return Ok(None);
+        };
+        match ReportFormat::for_path(path) {
+            Some(format) => Ok(Some((path.clone(), format))),
+            None => Err(CliError {
+                flag: "--report",
+                value: path.display().to_string(),
+                reason: "the file name must end in .csv or .json".to_string(),
+            }),
+        }
+    }
+
     /// Resolves defaults and flag interplay into the library's plan; `ConvertPlan::validate`
     /// then checks what needs no model (sizes, bits), `convert::run` what needs the config.
     pub fn into_plan(self) -> Result<ConvertPlan, CliError> {

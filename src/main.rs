@@ -46,9 +46,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => {
             let json = args.json;
+            let report_file = args.report_file()?;
             let plan = args.into_plan()?;
             plan.validate()?;
             let report = anec::convert::run(&plan)?;
+            if let Some((path, format)) = &report_file {
+                report.write_tensor_report(path, *format)?;
+            }
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {

@@ -269,6 +269,34 @@ fn meta_json_fields_that_would_crash_or_escape_exit_2_naming_file_and_field() {
     }
 }
 
+/// The runners read meta.yaml and `verify` reads meta.json: a meta.yaml edited by hand to say
+/// something else is refused, naming the file, the key and both values.
+#[test]
+fn meta_yaml_that_disagrees_with_meta_json_exits_2_naming_the_key_and_both_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = converted(tmp.path());
+    let path = out.join("meta.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let cases = [
+        (
+            "context_length: 64",
+            "context_length: 128",
+            "disagree on model_info.parameters.context_length: meta.yaml has 128, meta.json has 64",
+        ),
+        (
+            "lut_ffn: none",
+            "lut_ffn: 4",
+            "disagree on model_info.parameters.lut_ffn: meta.yaml has 4, meta.json has \"none\"",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        assert!(good.contains(from), "{from:?} not in\n{good}");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let err = verify_stderr(&out, EXIT_INPUT);
+        assert!(err.contains("meta.yaml") && err.contains(needle), "{err}");
+    }
+}
+
 #[test]
 fn context_length_above_the_ane_limit_exits_2_naming_the_flag() {
     let tmp = tempfile::tempdir().unwrap();

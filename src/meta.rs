@@ -476,7 +476,7 @@ mod tests {
         for (from, to, key, values) in [
             ("lut_ffn: 6", "lut_ffn: 4", "model_info.parameters.lut_ffn", "meta.yaml has 4, meta.json has 6"),
             (
-                "lut_ffn_per_channel: 8\n",
+                "    lut_ffn_per_channel: 8\n",
                 "",
                 "model_info.parameters.lut_ffn_per_channel",
                 "meta.yaml has absent, meta.json has 8",

@@ -303,7 +303,7 @@ fn group_size_falls_back_to_a_divisor_of_the_rows() {
     assert_eq!(r.tensors[0].group_requested, Some(8));
     let text = r.to_string();
     assert!(
-        text.contains("group size 8 does not divide 172 rows; used 4"),
+        text.contains("note: group 8 does not divide 172 rows; used 4 in 1 tensor\n"),
         "{text}"
     );
 }

@@ -1,7 +1,7 @@
 //! weight.bin, MIL blob storage version 2: a streaming writer that stores each distinct constant
 //! once, and an mmap reader that checks every record before handing out bytes.
 //!
-//! Layout (COREML-FORMAT.md §2, from MILBlob's StorageFormat.hpp), all integers little-endian:
+//! Layout (docs/coreml-format.md §2, from MILBlob's StorageFormat.hpp), all integers little-endian:
 //!
 //! ```text
 //! | header 64B: count u32, version u32 = 2, 7 × u64 reserved = 0 |
@@ -553,7 +553,7 @@ mod tests {
         assert!(m[24..].iter().all(|&b| b == 0));
     }
 
-    /// The worked example of COREML-FORMAT.md §2.5: uint4 64×64 then fp16 [4,1,16,1].
+    /// A worked example checked against coremltools' output: uint4 64×64 then fp16 [4,1,16,1].
     #[test]
     fn layout_matches_the_multifunction_sample() {
         let idx = vec![0x5Au8; 2048];
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn sub_byte_size_and_padding() {
-        // uint6 [1, 2, 3, 63, 5] → 81 30 FC 05, size 4, padding 2 (COREML-FORMAT.md §2.4).
+        // uint6 [1, 2, 3, 63, 5] → 81 30 FC 05, size 4, padding 2 (docs/coreml-format.md §2).
         let packed = bits::pack(6, &[1, 2, 3, 63, 5]);
         assert_eq!(packed, vec![0x81, 0x30, 0xFC, 0x05]);
         let (file, _) = write(&[(DType::U6, 5, packed)]);

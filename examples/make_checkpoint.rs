@@ -182,9 +182,17 @@ fn write_safetensors(
 }
 
 fn main() -> Result<()> {
+    const USAGE: &str = "usage: make_checkpoint OUT_DIR [--shape 1b|8b] [--layers N]";
     let mut args = std::env::args().skip(1);
-    let Some(dir) = args.next().map(PathBuf::from) else {
-        bail!("usage: make_checkpoint OUT_DIR [--shape 1b|8b] [--layers N]");
+    let dir = match args.next() {
+        Some(a) if a == "--help" || a == "-h" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        // A flag first is a mistake, not a folder named `--shape`.
+        Some(a) if a.starts_with('-') => bail!("{a:?} is not an output folder; {USAGE}"),
+        Some(a) => PathBuf::from(a),
+        None => bail!("{USAGE}"),
     };
     let mut shape = LLAMA_1B;
     let mut layers = None;

@@ -1,16 +1,17 @@
-//! The command line: clap structs close to the flags, resolved into the library's validated
-//! settings (`ConvertPlan`, verify options) before any work runs. Nothing below this module sees clap.
+//! The command line of the `anec` binary: clap structs close to the flags, resolved into the
+//! library's validated settings (`ConvertPlan`, verify options) before any work runs. It belongs
+//! to the binary (declared from main.rs): the library never sees clap.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::calib::{data::CalibrationSource, Source};
-use crate::convert::{Chunks, Compile, ConvertPlan};
-use crate::exec::Precision;
-use crate::quant::LutSpec;
-use crate::source::ModelSpec;
-use crate::verify::{GenerateOptions, ThresholdOverrides, VerifyOptions};
+use anec::calib::{data::CalibrationSource, Source};
+use anec::convert::{Chunks, Compile, ConvertPlan, ReportFormat};
+use anec::exec::Precision;
+use anec::quant::LutSpec;
+use anec::source::ModelSpec;
+use anec::verify::{GenerateOptions, ThresholdOverrides, VerifyOptions};
 
 /// Convert HuggingFace LLMs into Core ML packages for the Apple Neural Engine, and check them on the CPU.
 #[derive(Debug, Parser)]
@@ -113,9 +114,12 @@ pub struct ConvertArgs {
     /// No progress display.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Print a machine-readable JSON summary on stdout.
+    /// Print a machine-readable JSON summary on stdout, the per-tensor quantization rows included.
     #[arg(long)]
     pub json: bool,
+    /// Write the per-tensor quantization rows to FILE: CSV (`.csv`) or JSON (`.json`).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub report: Option<PathBuf>,
     /// Make Neural Engine lint findings errors: exit 2 and write nothing.
     #[arg(long)]
     pub strict: bool,
@@ -220,6 +224,22 @@ pub struct CliError {
 }
 
 impl ConvertArgs {
+    /// `--report FILE` with its format, refused (naming the flag and file) unless it ends in
+    /// `.csv` or `.json`; checked before any conversion work.
+    pub fn report_file(&self) -> Result<Option<(PathBuf, ReportFormat)>, CliError> {
+        let Some(path) = &self.report else {
+            return Ok(None);
+        };
+        match ReportFormat::for_path(path) {
+            Some(format) => Ok(Some((path.clone(), format))),
+            None => Err(CliError {
+                flag: "--report",
+                value: path.display().to_string(),
+                reason: "the file name must end in .csv or .json".to_string(),
+            }),
+        }
+    }
+
     /// Resolves defaults and flag interplay into the library's plan; `ConvertPlan::validate`
     /// then checks what needs no model (sizes, bits), `convert::run` what needs the config.
     pub fn into_plan(self) -> Result<ConvertPlan, CliError> {
@@ -267,9 +287,9 @@ impl ConvertArgs {
         plan.calibration_tokens = self.calibration_tokens;
         plan.calibration_sequential = self.calibration_inputs == "quantized";
         plan.calibration_method = if self.calibration_method == "gptq" {
-            crate::calib::Method::Gptq
+            anec::calib::Method::Gptq
         } else {
-            crate::calib::Method::Weighted
+            anec::calib::Method::Weighted
         };
         plan.num_layers = self.num_layers;
         plan.dry_run = self.dry_run;

@@ -568,6 +568,8 @@ pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, 
 pub struct FileReport {
     /// File name in the output folder (`.mlpackage`).
     pub name: String,
+    /// Size of the whole package: weight.bin, model.mlmodel and Manifest.json.
+    pub bytes: u64,
     /// Size of its weight.bin.
     pub weight_bytes: u64,
     /// The `.mlmodelc` beside it, when compiled.
@@ -588,6 +590,8 @@ pub struct ConvertReport {
     /// `anec lint` over every written package.
     pub lint: Vec<PackageLint>,
     pub seconds: f64,
+    /// Size of everything written: the packages, tokenizer files and meta.
+    pub total_bytes: u64,
     pub meta: Option<Meta>,
     /// The files fetched from the hub for this run (empty when the cache or a folder had them).
     pub downloaded: Vec<crate::source::Downloaded>,
@@ -609,6 +613,9 @@ pub struct CalibrationReport {
     pub warning: Option<String>,
 }
 
+/// The summary a person reads, one screen for any model: the files and their sizes, the plan,
+/// calibration, SNR per role, flagged tensors, grouped notes, lint and the time. The per-tensor
+/// rows are in `--json` and `--report`.
 impl fmt::Display for ConvertReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.dry_run {
@@ -619,24 +626,40 @@ impl fmt::Display for ConvertReport {
             )?;
             return write!(f, "{}", self.plan);
         }
-        writeln!(
-            f,
-            "wrote {} in {:.1} s",
-            self.output.display(),
-            self.seconds
-        )?;
+        writeln!(f, "wrote {}:", self.output.display())?;
+        let width = self.files.iter().map(|x| x.name.len()).max().unwrap_or(0);
         for file in &self.files {
+            let what = self
+                .plan
+                .parts
+                .iter()
+                .find(|p| file.name.strip_suffix(".mlpackage") == Some(p.name.as_str()))
+                .map(|p| match &p.kind {
+                    PartKind::Embeddings => "embeddings".to_string(),
+                    PartKind::LmHead => "LM head".to_string(),
+                    PartKind::Chunk { layers, .. } => {
+                        format!("layers {}..{}", layers.start, layers.end)
+                    }
+                })
+                .unwrap_or_default();
             writeln!(
                 f,
-                "  {:40} {:>10}{}",
+                "  {:width$}  {:>10}  {what}{}",
                 file.name,
-                human_bytes(file.weight_bytes),
+                human_bytes(file.bytes),
                 file.compiled
                     .as_ref()
                     .map(|c| format!("  → {c}"))
                     .unwrap_or_default()
             )?;
         }
+        writeln!(
+            f,
+            "  {:width$}  {:>10}  with the tokenizer files and meta.yaml/meta.json",
+            "total",
+            human_bytes(self.total_bytes)
+        )?;
+        write!(f, "plan: {}", self.plan_line())?;
         if let Some(c) = &self.calibration {
             writeln!(
                 f,
@@ -656,7 +679,9 @@ impl fmt::Display for ConvertReport {
                 writeln!(f, "warning: {w}")?;
             }
         }
-        if !self.quant.tensors.is_empty() {
+        if self.quant.tensors.is_empty() {
+            writeln!(f, "no LUT: every weight is fp16")?;
+        } else {
             write!(f, "{}", self.quant)?;
         }
         let findings: usize = self.lint.iter().map(|l| l.findings.len()).sum();
@@ -671,7 +696,96 @@ impl fmt::Display for ConvertReport {
                 }
             }
         }
+        writeln!(f, "time: {:.1} s", self.seconds)
+    }
+}
+
+impl ConvertReport {
+    /// `llama, 16 layers in 2 chunks; LUT chunks 4-bit (group 8), LM head 6-bit (group 8),
+    /// embeddings fp16; context 512, batch 64`, ending with a newline.
+    fn plan_line(&self) -> String {
+        let mut line = format!(
+            "{}, {} layers in {} chunk(s)",
+            self.plan.model_type, self.plan.layers, self.plan.num_chunks
+        );
+        if let Some(m) = &self.meta {
+            let p = &m.model_info.parameters;
+            let lut = |bits: LutBits, group: Option<usize>| match (bits, group) {
+                (LutBits::None, _) => "fp16".to_string(),
+                (LutBits::Bits(b), Some(g)) => format!("{b}-bit (group {g})"),
+                (LutBits::Bits(b), None) => format!("{b}-bit (one LUT per tensor)"),
+            };
+            line += &format!(
+                "; chunks {}, LM head {}, embeddings {}; context {}, batch {}",
+                lut(p.lut_ffn, p.lut_ffn_per_channel),
+                lut(p.lut_lmhead, p.lut_lmhead_per_channel),
+                lut(p.lut_embeddings, p.lut_embeddings_per_channel),
+                p.context_length,
+                p.batch_size
+            );
+            if p.split_lm_head > 1 {
+                line += &format!("; LM head in {} parts", p.split_lm_head);
+            }
+            if p.argmax_in_model {
+                line += "; argmax in the LM head";
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    /// Writes the per-tensor quantization rows to `path`, atomically (a temp file beside it,
+    /// renamed): CSV with a header, or the JSON of the whole quantization report.
+    pub fn write_tensor_report(
+        &self,
+        path: &Path,
+        format: ReportFormat,
+    ) -> Result<(), ConvertError> {
+        let text = match format {
+            ReportFormat::Csv => self.quant.to_csv(),
+            ReportFormat::Json => {
+                let mut t =
+                    serde_json::to_string_pretty(&self.quant).map_err(|e| ConvertError::Io {
+                        context: format!("cannot serialize the report for {}", path.display()),
+                        source: std::io::Error::other(e),
+                    })?;
+                t.push('\n');
+                t
+            }
+        };
+        let context = || format!("cannot write {}", path.display());
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(context()))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io_err(context()))?;
+        tmp.persist(path).map_err(|e| ConvertError::Io {
+            context: context(),
+            source: e.error,
+        })?;
         Ok(())
+    }
+}
+
+/// The format of `--report FILE`, from its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+}
+
+impl ReportFormat {
+    /// From the file name's extension, `.csv` or `.json` in any case; `None` for anything else.
+    pub fn for_path(path: &Path) -> Option<ReportFormat> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("csv") => Some(ReportFormat::Csv),
+            Some("json") => Some(ReportFormat::Json),
+            _ => None,
+        }
     }
 }
 
@@ -1023,10 +1137,37 @@ fn compile_package(xcrun: &Path, pkg: &Path, dir: &Path) -> Result<String, Conve
     Ok(compiled)
 }
 
-fn dir_size(path: &Path) -> u64 {
-    std::fs::metadata(path.join("Data/com.apple.CoreML/weights/weight.bin"))
+/// The bytes of every file below `path` (a package or the output folder).
+fn dir_size(path: &Path) -> Result<u64, ConvertError> {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(io_err(format!("cannot read {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("cannot read {}", dir.display())))?;
+            let kind = entry
+                .file_type()
+                .map_err(io_err(format!("cannot read {}", entry.path().display())))?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let meta = entry
+                    .metadata()
+                    .map_err(io_err(format!("cannot read {}", entry.path().display())))?;
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The length of a package's weight.bin.
+fn weight_file_size(package: &Path) -> Result<u64, ConvertError> {
+    let path = package.join("Data/com.apple.CoreML/weights/weight.bin");
+    std::fs::metadata(&path)
         .map(|m| m.len())
-        .unwrap_or(0)
+        .map_err(io_err(format!("cannot read {}", path.display())))
 }
 
 /// Runs the plan: resolves the model, plans the parts, and (unless dry run) writes every
@@ -1051,6 +1192,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         calibration: None,
         lint: Vec::new(),
         seconds: 0.0,
+        total_bytes: 0,
         meta: None,
     };
     if plan.dry_run {
@@ -1182,7 +1324,8 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         report.lint.push(lint);
         report.files.push(FileReport {
             name: file,
-            weight_bytes: dir_size(&path),
+            bytes: dir_size(&path)?,
+            weight_bytes: weight_file_size(&path)?,
             compiled,
         });
     }
@@ -1216,6 +1359,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
     let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
     meta.write(tmp.path())?;
     report.meta = Some(meta);
+    report.total_bytes = dir_size(tmp.path())?;
     crate::outdir::swap_in(tmp, &plan.output, &parent)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)

@@ -4,7 +4,6 @@
 pub mod ane;
 pub mod arch;
 pub mod calib;
-pub mod cli;
 pub mod convert;
 pub mod exec;
 pub mod lint;

@@ -5,11 +5,13 @@
 //! (bad flags, missing or corrupt model files, unsupported configs, an existing output);
 //! 3 I/O error (a file could not be read or written).
 
+mod cli;
+
 use std::io::Write;
 use std::process::ExitCode;
 
-use anec::cli::{Cli, Command};
 use clap::Parser;
+use cli::{Cli, Command};
 
 const EXIT_VERIFY_FAILED: u8 = 1;
 const EXIT_INPUT: u8 = 2;
@@ -44,9 +46,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(args) => {
             let json = args.json;
+            let report_file = args.report_file()?;
             let plan = args.into_plan()?;
             plan.validate()?;
             let report = anec::convert::run(&plan)?;
+            if let Some((path, format)) = &report_file {
+                report.write_tensor_report(path, *format)?;
+            }
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
@@ -112,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `anec run`: one function of one package on fresh (zero) states, outputs as JSON on stdout.
-fn run_package(args: &anec::cli::RunArgs) -> anyhow::Result<()> {
+fn run_package(args: &cli::RunArgs) -> anyhow::Result<()> {
     use anec::exec::{json, Interpreter};
     let model = anec::mil::read_package(&args.package)?;
     let function = args
@@ -126,7 +132,7 @@ fn run_package(args: &anec::cli::RunArgs) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!("{}: not a JSON map of tensors: {e}", args.inputs.display())
         })?;
-    let interp = Interpreter::new(&model, anec::cli::precision(args.fp16));
+    let interp = Interpreter::new(&model, cli::precision(args.fp16));
     let mut states = interp.zero_states(&function)?;
     let outputs = interp.run(&function, &json::from_json(&tensors)?, &mut states)?;
     emit(&format!(
@@ -138,7 +144,7 @@ fn run_package(args: &anec::cli::RunArgs) -> anyhow::Result<()> {
 
 /// `anec lint`: the findings of every package named (or found in a named folder); with
 /// `--strict`, any finding exits 2.
-fn lint(args: &anec::cli::LintArgs) -> anyhow::Result<ExitCode> {
+fn lint(args: &cli::LintArgs) -> anyhow::Result<ExitCode> {
     if args.rules {
         if args.json {
             emit(&format!(

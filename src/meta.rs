@@ -40,6 +40,14 @@ pub enum MetaError {
     },
     #[error("cannot serialize meta: {0}")]
     Serialize(String),
+    /// meta.yaml (what the runners read) and meta.json (what `anec verify` reads) disagree.
+    #[error("{}: meta.yaml and meta.json disagree on {key}: meta.yaml has {yaml}, meta.json has {json}", dir.display())]
+    Mismatch {
+        dir: PathBuf,
+        key: String,
+        yaml: String,
+        json: String,
+    },
 }
 
 /// The whole file: a single `model_info` map.
@@ -197,6 +205,25 @@ impl Meta {
         })
     }
 
+    /// Reads `<dir>/meta.json` and `<dir>/meta.yaml`, each checked, and requires them to hold
+    /// the same values key by key: the runners read the YAML, `verify` the JSON, so a check of
+    /// one file alone would pass a wrong other one.
+    pub fn read_both(dir: &Path) -> Result<Meta, MetaError> {
+        let json = Self::read_json(dir)?;
+        let yaml = Self::read(dir)?;
+        let value =
+            |m: &Meta| serde_json::to_value(m).map_err(|e| MetaError::Serialize(e.to_string()));
+        if let Some((key, y, j)) = first_difference("", &value(&yaml)?, &value(&json)?) {
+            return Err(MetaError::Mismatch {
+                dir: dir.to_path_buf(),
+                key,
+                yaml: y,
+                json: j,
+            });
+        }
+        Ok(json)
+    }
+
     fn read_file(
         path: &Path,
         parse: impl FnOnce(&str) -> Result<Meta, String>,
@@ -219,6 +246,50 @@ impl Meta {
                 reason,
             })?;
         Ok(meta)
+    }
+}
+
+/// The first key (a dotted path, `[i]` for list items) where `a` and `b` differ, with both values
+/// as JSON text (`absent` for a missing key).
+fn first_difference(
+    at: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    let key = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+            for k in keys {
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => {
+                        if let Some(d) = first_difference(&key(k), u, v) {
+                            return Some(d);
+                        }
+                    }
+                    (u, v) => {
+                        let show =
+                            |o: Option<&Value>| o.map_or("absent".to_string(), Value::to_string);
+                        return Some((key(k), show(u), show(v)));
+                    }
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(&format!("{at}[{i}]"), u, v)),
+        _ if a == b => None,
+        _ => Some((at.to_string(), a.to_string(), b.to_string())),
     }
 }
 
@@ -393,6 +464,37 @@ mod tests {
             field(|p| p.lm_head_chunk_sizes = vec![usize::MAX, 513]).map_err(|e| e.0),
             Err("lm_head_chunk_sizes")
         );
+    }
+
+    #[test]
+    fn read_both_names_the_first_key_where_yaml_and_json_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        assert_eq!(Meta::read_both(dir.path()).unwrap(), m);
+        let yaml = m.to_yaml().unwrap();
+        for (from, to, key, values) in [
+            ("lut_ffn: 6", "lut_ffn: 4", "model_info.parameters.lut_ffn", "meta.yaml has 4, meta.json has 6"),
+            (
+                "    lut_ffn_per_channel: 8\n",
+                "",
+                "model_info.parameters.lut_ffn_per_channel",
+                "meta.yaml has absent, meta.json has 8",
+            ),
+            (
+                "- combined_lut6_chunk_02of02.mlpackage",
+                "- other_02of02.mlpackage",
+                "model_info.parameters.chunk_files[1]",
+                "meta.yaml has \"other_02of02.mlpackage\", meta.json has \"combined_lut6_chunk_02of02.mlpackage\"",
+            ),
+        ] {
+            assert!(yaml.contains(from), "{from:?} not in\n{yaml}");
+            std::fs::write(dir.path().join("meta.yaml"), yaml.replacen(from, to, 1)).unwrap();
+            let e = Meta::read_both(dir.path()).unwrap_err();
+            assert!(matches!(e, MetaError::Mismatch { .. }), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("disagree on {key}: {values}")), "{text}");
+        }
     }
 
     #[test]

@@ -130,9 +130,10 @@ impl fmt::Debug for Converted {
     }
 }
 
-/// meta.json of a conversion folder, checked ([`Parameters::check`]).
+/// meta.json of a conversion folder, checked ([`Parameters::check`]), and the meta.yaml the
+/// runners read, which must hold the same values ([`Meta::read_both`]).
 pub fn read_meta(dir: &Path) -> Result<Meta> {
-    Ok(Meta::read_json(dir)?)
+    Ok(Meta::read_both(dir)?)
 }
 
 impl Converted {

@@ -1,7 +1,6 @@
 //! The HuggingFace tensor names of a decoder checkpoint, built from scopes
 //! (`layer(3).pp("self_attn").pp("q_proj").weight()` → `model.layers.3.self_attn.q_proj.weight`),
-//! the full list of tensors a [`DecoderConfig`] expects with their shapes, and the short
-//! allow-list of checkpoint extras that carry nothing the model needs.
+//! and the short allow-list of checkpoint extras that carry nothing the model needs.
 
 use super::DecoderConfig;
 
@@ -119,51 +118,6 @@ pub fn allowed_extras(cfg: &DecoderConfig) -> Vec<&'static str> {
     let mut v = ALLOWED_EXTRAS.to_vec();
     if cfg.tie_embeddings {
         v.push("lm_head.weight");
-    }
-    v
-}
-
-/// Every tensor the architecture reads, with its shape (PyTorch `[out, in]` for projections),
-/// in a fixed order: embeddings, then each layer, then the final norm and the LM head.
-pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, q, kv, i_sz) = (
-        cfg.hidden_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-    );
-    let mut v = vec![(embed_tokens(), vec![cfg.vocab_size, h])];
-    for l in 0..cfg.num_layers {
-        v.push((input_layernorm(l).weight(), vec![h]));
-        v.push((q_proj(l).weight(), vec![q, h]));
-        v.push((k_proj(l).weight(), vec![kv, h]));
-        v.push((v_proj(l).weight(), vec![kv, h]));
-        if cfg.qkv_bias {
-            v.push((q_proj(l).bias(), vec![q]));
-            v.push((k_proj(l).bias(), vec![kv]));
-            v.push((v_proj(l).bias(), vec![kv]));
-        }
-        v.push((o_proj(l).weight(), vec![h, q]));
-        if cfg.o_bias {
-            v.push((o_proj(l).bias(), vec![h]));
-        }
-        if cfg.qk_norm {
-            v.push((q_norm(l).weight(), vec![cfg.head_dim]));
-            v.push((k_norm(l).weight(), vec![cfg.head_dim]));
-        }
-        v.push((post_attention_layernorm(l).weight(), vec![h]));
-        v.push((gate_proj(l).weight(), vec![i_sz, h]));
-        v.push((up_proj(l).weight(), vec![i_sz, h]));
-        v.push((down_proj(l).weight(), vec![h, i_sz]));
-        if cfg.mlp_bias {
-            v.push((gate_proj(l).bias(), vec![i_sz]));
-            v.push((up_proj(l).bias(), vec![i_sz]));
-            v.push((down_proj(l).bias(), vec![h]));
-        }
-    }
-    v.push((final_norm(), vec![h]));
-    if !cfg.tie_embeddings {
-        v.push((lm_head(), vec![cfg.vocab_size, h]));
     }
     v
 }

@@ -1,4 +1,4 @@
-//! Sub-byte packing of LUT indices: an LSB-first bit stream in row-major order (COREML-FORMAT.md §2.4).
+//! Sub-byte packing of LUT indices: an LSB-first bit stream in row-major order (docs/coreml-format.md §2).
 //!
 //! Element `i` occupies stream bits `[i·b, (i+1)·b)`; stream bit `k` is bit `k mod 8` of byte `k / 8`.
 //! Unused high bits of the last byte are zero. The same layout is used in weight.bin and in
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn uint4_low_nibble_first() {
-        // COREML-FORMAT.md §2.4 (verified against coremltools): [12, 15, ...] -> 0xFC.
+        // docs/coreml-format.md §2 (verified against coremltools): [12, 15, ...] -> 0xFC.
         assert_eq!(pack(4, &[12, 15, 3, 0]), vec![0xFC, 0x03]);
         assert_eq!(pack(4, &[1, 2, 3]), vec![0x21, 0x03]);
     }

@@ -1,7 +1,7 @@
 //! weight.bin, MIL blob storage version 2: a streaming writer that stores each distinct constant
 //! once, and an mmap reader that checks every record before handing out bytes.
 //!
-//! Layout (COREML-FORMAT.md §2, from MILBlob's StorageFormat.hpp), all integers little-endian:
+//! Layout (docs/coreml-format.md §2, from MILBlob's StorageFormat.hpp), all integers little-endian:
 //!
 //! ```text
 //! | header 64B: count u32, version u32 = 2, 7 × u64 reserved = 0 |
@@ -324,13 +324,6 @@ impl AsRef<[u8]> for BlobSlice {
     }
 }
 
-/// A record found while walking the file: its metadata offset and contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlobRecord {
-    pub metadata_offset: u64,
-    pub meta: BlobMeta,
-}
-
 /// Reads a weight.bin through an mmap. The header is checked on open; each record when read.
 pub struct BlobReader {
     path: PathBuf,
@@ -457,29 +450,6 @@ impl BlobReader {
         Ok(meta)
     }
 
-    /// Every record, walked as MILBlob does: the first at 64, the next at
-    /// align64(data offset + size), `count` of them.
-    pub fn records(&self) -> Result<Vec<BlobRecord>> {
-        // The header's count is not trusted for sizing: each record takes at least its 64-byte
-        // metadata, so the file bounds how many there can be (a larger count fails on the walk).
-        let fit = (self.file_len() - HEADER_SIZE) / METADATA_SIZE;
-        let mut out = Vec::with_capacity(u64::from(self.count).min(fit) as usize);
-        let mut at = HEADER_SIZE;
-        for _ in 0..self.count {
-            let meta = self.meta(at)?;
-            out.push(BlobRecord {
-                metadata_offset: at,
-                meta,
-            });
-            at = meta
-                .data_offset
-                .checked_add(meta.size_in_bytes)
-                .and_then(align_up)
-                .ok_or(overflow("walking blobs"))?;
-        }
-        Ok(out)
-    }
-
     /// The blob at metadata `offset`, checked against the tensor that references it
     /// (`n` elements of `dtype`), with its bytes borrowed from the mapping.
     pub fn read(&self, offset: u64, dtype: DType, n: u64) -> Result<StoredBlob> {
@@ -526,6 +496,34 @@ mod tests {
     use crate::mil::bits;
     use std::io::Cursor;
 
+    /// A record found while walking the file: its metadata offset and contents.
+    #[derive(Debug)]
+    struct BlobRecord {
+        metadata_offset: u64,
+        meta: BlobMeta,
+    }
+
+    /// Every record, walked as MILBlob does: the first at 64, the next at
+    /// align64(data offset + size), `count` of them. (The reader itself only reads the records
+    /// a program references; the tests walk all of them to compare layouts.)
+    fn records(r: &BlobReader) -> Result<Vec<BlobRecord>> {
+        let mut out = Vec::new();
+        let mut at = HEADER_SIZE;
+        for _ in 0..r.count() {
+            let meta = r.meta(at)?;
+            out.push(BlobRecord {
+                metadata_offset: at,
+                meta,
+            });
+            at = meta
+                .data_offset
+                .checked_add(meta.size_in_bytes)
+                .and_then(align_up)
+                .ok_or(overflow("walking blobs"))?;
+        }
+        Ok(out)
+    }
+
     fn write(blobs: &[(DType, u64, Vec<u8>)]) -> (Vec<u8>, Vec<u64>) {
         let mut w = BlobWriter::new(Cursor::new(Vec::new()), "test.bin").unwrap();
         let offs = blobs
@@ -555,7 +553,7 @@ mod tests {
         assert!(m[24..].iter().all(|&b| b == 0));
     }
 
-    /// The worked example of COREML-FORMAT.md §2.5: uint4 64×64 then fp16 [4,1,16,1].
+    /// A worked example checked against coremltools' output: uint4 64×64 then fp16 [4,1,16,1].
     #[test]
     fn layout_matches_the_multifunction_sample() {
         let idx = vec![0x5Au8; 2048];
@@ -580,7 +578,7 @@ mod tests {
 
     #[test]
     fn sub_byte_size_and_padding() {
-        // uint6 [1, 2, 3, 63, 5] → 81 30 FC 05, size 4, padding 2 (COREML-FORMAT.md §2.4).
+        // uint6 [1, 2, 3, 63, 5] → 81 30 FC 05, size 4, padding 2 (docs/coreml-format.md §2).
         let packed = bits::pack(6, &[1, 2, 3, 63, 5]);
         assert_eq!(packed, vec![0x81, 0x30, 0xFC, 0x05]);
         let (file, _) = write(&[(DType::U6, 5, packed)]);
@@ -641,7 +639,7 @@ mod tests {
         let (file, offs) = write(&blobs);
         let r = BlobReader::from_bytes("t", file).unwrap();
         assert_eq!(r.count() as usize, dtypes.len());
-        let recs = r.records().unwrap();
+        let recs = records(&r).unwrap();
         assert_eq!(
             recs.iter().map(|x| x.metadata_offset).collect::<Vec<_>>(),
             offs
@@ -747,7 +745,7 @@ mod tests {
             );
             let r = BlobReader::open(&bin).unwrap();
             assert_eq!(r.count() as u64, json["count"].as_u64().unwrap());
-            let recs = r.records().unwrap();
+            let recs = records(&r).unwrap();
             let expected = json["blobs"].as_array().unwrap();
             assert_eq!(recs.len(), expected.len());
             let mut w = BlobWriter::new(Cursor::new(Vec::new()), "rewrite").unwrap();
@@ -806,7 +804,7 @@ mod tests {
             "tests/fixtures/coreml-samples/negative/truncated_weights.mlpackage/Data/com.apple.CoreML/weights/weight.bin",
         );
         let r = BlobReader::open(&bin).unwrap();
-        let e = r.records().unwrap_err().to_string();
+        let e = records(&r).unwrap_err().to_string();
         assert!(e.contains("weight.bin") && e.contains("has 10000"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 //! output variable has the op's name, a multi-output op (`split`) names its outputs
 //! `<name>_0`, `<name>_1`, .... The convenience methods materialize each default-valued optional
 //! Core ML parameter as its own `const` op named `<name>_<param>` (e.g. `q_proj_strides`,
-//! `q_proj_pad_type`), placed right before the op, as coremltools does (COREML-FORMAT.md §4.1);
+//! `q_proj_pad_type`), placed right before the op, as coremltools does (docs/coreml-format.md §4);
 //! parameters whose Core ML default is "absent" (conv `bias`, slice masks, squeeze `axes`) are
 //! left out. Names are unique within a function and match `[A-Za-z_][A-Za-z0-9_@]*`; MIL's
 //! reserved words are rejected. [`FunctionBuilder::fresh_name`] gives deterministic unique names.

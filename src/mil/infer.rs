@@ -1,5 +1,5 @@
 //! Type inference for every [`OpKind`], with Core ML iOS 18 semantics (coremltools' op definitions
-//! in `converters/mil/mil/ops/defs/iOS1{5,6,7,8}` are the authority; COREML-FORMAT.md §7).
+//! in `converters/mil/mil/ops/defs/iOS1{5,6,7,8}` are the authority; docs/coreml-format.md §5).
 //!
 //! One schema per op (parameter names, required or optional, compile-time-constant or not,
 //! variadic or not) and one inference arm per op. The builder runs it as each op is added;

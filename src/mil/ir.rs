@@ -1,6 +1,6 @@
 //! The typed MIL program: the one IR that anec builds (`ane`), writes and reads (`mil`), and runs (`exec`).
 //!
-//! It mirrors what is on disk one to one (see ../shared/design/COREML-FORMAT.md §4): a program of
+//! It mirrors what is on disk one to one (see docs/coreml-format.md §4): a program of
 //! named functions, each a flat list of operations in topological order, each operation binding
 //! Core ML parameter names to variables or to constant values. Writing then reading a program gives
 //! back an equal program.
@@ -166,7 +166,7 @@ pub struct ConstValue {
 /// Where a constant's bytes are.
 ///
 /// Numeric bytes are always in blob encoding: little-endian elements in row-major order,
-/// sub-byte types packed LSB-first (COREML-FORMAT.md §2.4), bool one byte per element.
+/// sub-byte types packed LSB-first (docs/coreml-format.md §2), bool one byte per element.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstData {
     /// Held in memory.

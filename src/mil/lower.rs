@@ -1,4 +1,4 @@
-//! The one table between the IR and Core ML's protobuf, both directions (COREML-FORMAT.md §3–§4):
+//! The one table between the IR and Core ML's protobuf, both directions (docs/coreml-format.md §3–§4):
 //! dtypes, value types, immediates per dtype, blob references, ops and their bindings, functions,
 //! and the model description (single function top-level, several as `functions`).
 //!
@@ -128,7 +128,7 @@ fn array_dtype_from_proto(code: i32) -> Option<DType> {
     }
 }
 
-/// Which `TensorValue` field holds an immediate of each dtype (§4.1's table).
+/// Which `TensorValue` field holds an immediate of each dtype (docs/coreml-format.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ImmField {
     Floats,
@@ -1288,7 +1288,7 @@ mod tests {
 
     #[test]
     fn immediates_use_coremltools_fields() {
-        // fp16 goes in `bytes`: 2.0 → 00 40, 1e-5 → A8 00 (COREML-FORMAT.md §4.1).
+        // fp16 goes in `bytes`: 2.0 → 00 40, 1e-5 → A8 00 (docs/coreml-format.md §4).
         let v = ConstValue::from_f16(&[2], &[f16::from_f32(2.0), f16::from_f32(1e-5)]).unwrap();
         assert_eq!(
             immediate(v),
@@ -1454,7 +1454,7 @@ mod tests {
                 Some(PbBinding::Name(ref n)) if n == "kv"
             ));
         }
-        // The multi-function spec starts 08 09 12 <len> A2 01 (COREML-FORMAT.md §4.2).
+        // The multi-function spec starts 08 09 12 <len> A2 01 (docs/coreml-format.md §4).
         let bytes = m.encode_to_vec();
         assert_eq!(&bytes[..3], &[0x08, 0x09, 0x12]);
     }

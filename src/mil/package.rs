@@ -1,5 +1,5 @@
 //! The .mlpackage folder: writing it atomically with deterministic bytes, and reading it back
-//! into the IR (COREML-FORMAT.md §1).
+//! into the IR (docs/coreml-format.md §1).
 //!
 //! ```text
 //! NAME.mlpackage/Manifest.json

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn f16_bytes_are_little_endian_halves() {
         let c = ConstValue::from_f16(&[2], &[f16::from_f32(2.0), f16::from_f32(1e-5)]).unwrap();
-        // COREML-FORMAT.md §4.1: 2.0 -> 00 40, 1e-5 -> A8 00
+        // docs/coreml-format.md §4: 2.0 -> 00 40, 1e-5 -> A8 00
         assert_eq!(c.bytes().unwrap(), &[0x00, 0x40, 0xA8, 0x00]);
         assert_eq!(c.ty, TensorType::new(DType::F16, &[2]));
         assert_eq!(c.to_f32_vec().unwrap()[0], 2.0);

@@ -1,7 +1,7 @@
 //! The quantization report: one summary row per palettized tensor, the median SNR of each role
 //! (q_proj, down_proj, lm_head, ...), and the tensors more than 3 dB below their role's median,
-//! which are the candidates for more bits (LUT.md §5). Serializes to JSON for `--json`/CI;
-//! a lossless tensor's +∞ SNR serializes as `null`.
+//! which are the candidates for more bits. The text form is the summary; the per-tensor rows
+//! serialize to JSON (`--json`, where a lossless tensor's +∞ SNR is `null`) and to CSV.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -208,8 +208,72 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// Summary first (role medians, then the flagged tensors, which are what to act on), then the
-/// per-tensor table (a 1B model has a hundred-odd rows). Every line ends with a newline.
+/// How many flagged tensors the text summary lists by name; `--json` and `--report` list all.
+const FLAGS_SHOWN: usize = 8;
+
+impl QuantReport {
+    /// The group-size fallbacks, one line per (requested, rows, used) with the number of
+    /// tensors it applies to: `group 8 does not divide 172 rows; used 4 in 8 tensors`.
+    pub fn notes(&self) -> Vec<String> {
+        let mut by: BTreeMap<(usize, usize, usize), usize> = BTreeMap::new();
+        for t in &self.tensors {
+            if let Some(req) = t.group_requested {
+                *by.entry((req, t.rows, t.group_size)).or_default() += 1;
+            }
+        }
+        by.into_iter()
+            .map(|((req, rows, used), n)| {
+                let tensors = if n == 1 { "tensor" } else { "tensors" };
+                format!("group {req} does not divide {rows} rows; used {used} in {n} {tensors}")
+            })
+            .collect()
+    }
+
+    /// The per-tensor rows as CSV: a header, then one line per tensor in build order. Absent
+    /// values are empty fields, a lossless tensor's SNR is `inf`.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "name,role,rows,cols,bits,group_size,group_requested,groups,distinct_mean,\
+             distinct_max,snr_db,worst_group,worst_group_snr_db,output_error,seconds\n",
+        );
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        for t in &self.tensors {
+            let fields = [
+                csv_field(&t.name),
+                csv_field(&t.role),
+                t.rows.to_string(),
+                t.cols.to_string(),
+                t.bits.to_string(),
+                t.group_size.to_string(),
+                opt(t.group_requested.map(|g| g.to_string())),
+                t.groups.to_string(),
+                format!("{:.3}", t.distinct_mean),
+                t.distinct_max.to_string(),
+                format!("{:.4}", t.snr_db),
+                t.worst_group.to_string(),
+                format!("{:.4}", t.worst_group_snr_db),
+                opt(t.output_error.map(|e| format!("{e:.6}"))),
+                format!("{:.4}", t.seconds),
+            ];
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The summary a person reads: role medians, the calibrated tensors with the highest output
+/// error, the flagged tensors (what to act on) and the group-size notes, one line per kind.
+/// The per-tensor rows are in `--json` and `--report`. Every line ends with a newline.
 impl fmt::Display for QuantReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -263,53 +327,22 @@ impl fmt::Display for QuantReport {
                 Self::FLAG_BELOW_MEDIAN_DB
             )?;
         }
-        for fl in &self.flagged {
+        for fl in self.flagged.iter().take(FLAGS_SHOWN) {
             writeln!(
                 f,
                 "flagged: {} at {:.2} dB, {:.2} dB below the {} median ({:.2} dB)",
                 fl.name, fl.snr_db, fl.below_median_db, fl.role, fl.role_median_snr_db
             )?;
         }
-        for t in self.tensors.iter().filter(|t| t.group_requested.is_some()) {
+        if self.flagged.len() > FLAGS_SHOWN {
             writeln!(
                 f,
-                "note: {}: group size {} does not divide {} rows; used {}",
-                t.name,
-                t.group_requested.unwrap_or(0),
-                t.rows,
-                t.group_size
+                "flagged: {} more (all of them in --json and --report)",
+                self.flagged.len() - FLAGS_SHOWN
             )?;
         }
-        let w = self
-            .tensors
-            .iter()
-            .map(|t| t.name.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        writeln!(f, "per tensor:")?;
-        writeln!(
-            f,
-            "  {:<w$}  {:>11}  {:>4}  {:>7}  {:>8}  {:>8}  {:>16}",
-            "tensor", "shape", "bits", "group", "distinct", "SNR dB", "worst group dB"
-        )?;
-        for t in &self.tensors {
-            let group = match t.group_requested {
-                Some(req) => format!("{}({req})", t.group_size),
-                None if t.groups == 1 => "tensor".to_string(),
-                None => t.group_size.to_string(),
-            };
-            writeln!(
-                f,
-                "  {:<w$}  {:>11}  {:>4}  {:>7}  {:>8.0}  {:>8.2}  {:>16}",
-                t.name,
-                format!("{}x{}", t.rows, t.cols),
-                t.bits,
-                group,
-                t.distinct_mean,
-                t.snr_db,
-                format!("{:.2} (#{})", t.worst_group_snr_db, t.worst_group),
-            )?;
+        for note in self.notes() {
+            writeln!(f, "note: {note}")?;
         }
         Ok(())
     }

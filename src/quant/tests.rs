@@ -303,7 +303,7 @@ fn group_size_falls_back_to_a_divisor_of_the_rows() {
     assert_eq!(r.tensors[0].group_requested, Some(8));
     let text = r.to_string();
     assert!(
-        text.contains("group size 8 does not divide 172 rows; used 4"),
+        text.contains("note: group 8 does not divide 172 rows; used 4 in 1 tensor\n"),
         "{text}"
     );
 }
@@ -559,7 +559,7 @@ fn report_flags_tensors_far_below_their_role() {
     assert_eq!(json["tensors"][5]["snr_db"], serde_json::Value::Null);
     let text = r.to_string();
     assert!(text.contains("flagged: model.layers.3.mlp.down_proj.weight"));
-    // Summary first (roles, flags), then the per-tensor table; the last line ends.
+    // Roles, then flags; no per-tensor rows (they are in --json and the CSV); the last line ends.
     assert!(text.ends_with('\n'), "{text:?}");
     let at = |s: &str| {
         text.find(s)
@@ -570,11 +570,23 @@ fn report_flags_tensors_far_below_their_role() {
         "{text}"
     );
     assert!(at("  down_proj") < at("flagged: model.layers.3"), "{text}");
-    assert!(at("flagged: model.layers.3") < at("per tensor:"), "{text}");
     assert!(
-        at("per tensor:") < at("  model.layers.0.mlp.down_proj.weight"),
+        !text.contains("model.layers.0.mlp.down_proj.weight"),
         "{text}"
     );
+    let csv = r.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1 + 6,
+        "a header and one row per tensor:\n{csv}"
+    );
+    assert!(lines[0].starts_with("name,role,rows,cols,bits,"), "{csv}");
+    assert!(
+        lines[4].starts_with("model.layers.3.mlp.down_proj.weight,down_proj,8,8,4,8,,1,"),
+        "{csv}"
+    );
+    assert!(lines[6].contains(",inf,"), "lossless lm_head: {csv}");
     let mut none = QuantReport::new();
     none.add(row("lm_head.weight", "lm_head", 20.0));
     assert!(none.to_string().contains("flagged: none"), "{none}");
@@ -589,6 +601,56 @@ fn report_flags_tensors_far_below_their_role() {
         "embed_tokens"
     );
     assert_eq!(QuantReport::role_of("model.norm.weight"), "other");
+}
+
+#[test]
+fn group_size_notes_are_grouped_by_shape() {
+    let mut r = QuantReport::new();
+    let row = |name: String, rows: usize, used: usize, requested: Option<usize>| TensorSummary {
+        name,
+        role: "other".into(),
+        rows,
+        cols: 8,
+        bits: 4,
+        group_size: used,
+        group_requested: requested,
+        groups: rows / used,
+        distinct_mean: 16.0,
+        distinct_max: 16,
+        snr_db: 20.0,
+        worst_group: 0,
+        worst_group_snr_db: 20.0,
+        output_error: None,
+        seconds: 0.0,
+    };
+    for l in 0..8 {
+        r.add(row(
+            format!("model.layers.{l}.mlp.up_proj.weight"),
+            172,
+            4,
+            Some(8),
+        ));
+        r.add(row(
+            format!("model.layers.{l}.mlp.gate_proj.weight"),
+            64,
+            8,
+            None,
+        ));
+    }
+    r.add(row("lm_head.weight".into(), 90, 6, Some(8)));
+    assert_eq!(
+        r.notes(),
+        [
+            "group 8 does not divide 90 rows; used 6 in 1 tensor",
+            "group 8 does not divide 172 rows; used 4 in 8 tensors",
+        ]
+    );
+    let text = r.to_string();
+    assert_eq!(text.matches("note: ").count(), 2, "{text}");
+    assert!(
+        !text.contains("up_proj"),
+        "no tensor names in the notes:\n{text}"
+    );
 }
 
 proptest! {

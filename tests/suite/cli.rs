@@ -929,6 +929,140 @@ fn quiet_prints_only_the_summary() {
     assert!(text(&o.stdout).starts_with("wrote "), "{}", text(&o.stdout));
 }
 
+/// The default summary fits a screen: no per-tensor rows, and the group-size fallback of
+/// tiny-llama's 172-row gate and up projections said once for all eight tensors.
+#[test]
+fn default_summary_has_no_per_tensor_rows_and_grouped_notes() {
+    let s = Scratch::new();
+    let o = convert(
+        &fixture("tiny-llama"),
+        &s.out(),
+        &["--quiet", "--lut", "4", "--calibration", "none"],
+    );
+    assert_ok(&o);
+    let out = text(&o.stdout);
+    assert_eq!(
+        out.matches("note: group 8 does not divide 172 rows; used 4 in 8 tensors\n")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(out.matches("note: ").count(), 1, "{out}");
+    // Tensor names appear only in flagged lines (rows were `  <part>/<tensor>  shape ...`).
+    assert!(
+        out.lines()
+            .filter(|l| l.contains(".weight"))
+            .all(|l| l.starts_with("flagged: ")),
+        "no per-tensor rows:\n{out}"
+    );
+    for needle in [
+        "SNR by role",
+        "plan: llama, 4 layers in 2 chunk(s)",
+        "time: ",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    assert!(
+        out.lines().count() < 30,
+        "{} lines:\n{out}",
+        out.lines().count()
+    );
+}
+
+/// `--report x.csv`: a header, then one row per palettized tensor in the `--json` order;
+/// `--report x.json`: the same rows as the `--json` report's `quant`.
+#[test]
+fn report_file_holds_one_row_per_tensor() {
+    let s = Scratch::new();
+    let csv = s.path().join("x.csv");
+    let csv_arg = csv.display().to_string();
+    let o = convert(
+        &fixture("tiny-llama"),
+        &s.out(),
+        &[
+            "--json",
+            "--lut",
+            "4",
+            "--calibration",
+            "none",
+            "--report",
+            &csv_arg,
+        ],
+    );
+    assert_ok(&o);
+    let report: Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    let tensors = report["quant"]["tensors"].as_array().unwrap();
+    assert!(!tensors.is_empty());
+    let text = std::fs::read_to_string(&csv).expect("the CSV report");
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("name,role,rows,cols,bits,group_size,"),
+        "{text}"
+    );
+    let names: Vec<&str> = lines.map(|l| l.split(',').next().unwrap()).collect();
+    let expected: Vec<&str> = tensors
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, expected);
+
+    let json = s.path().join("x.json");
+    let out2 = s.path().join("out2");
+    let o = anec()
+        .arg("convert")
+        .arg("--model")
+        .arg(fixture("tiny-llama"))
+        .arg("--output")
+        .arg(&out2)
+        .args([
+            "--no-compile",
+            "--quiet",
+            "--lut",
+            "4",
+            "--calibration",
+            "none",
+        ])
+        .arg("--report")
+        .arg(&json)
+        .output()
+        .expect("anec runs");
+    assert_ok(&o);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The same rows but for the time each took.
+    let untimed = |rows: &Value| -> Vec<Value> {
+        let mut rows = rows.as_array().expect("tensor rows").clone();
+        for r in &mut rows {
+            r.as_object_mut().unwrap().remove("seconds");
+        }
+        rows
+    };
+    assert_eq!(
+        untimed(&written["tensors"]),
+        untimed(&report["quant"]["tensors"])
+    );
+}
+
+/// Another extension is refused before any work: the model is not even looked at.
+#[test]
+fn report_file_of_another_kind_is_refused_before_any_work() {
+    let s = Scratch::new();
+    let o = convert(
+        &s.path().join("no-such-model"),
+        &s.out(),
+        &["--report", "x.txt"],
+    );
+    let err = assert_fails(
+        &o,
+        EXIT_INPUT,
+        &["--report", "x.txt", ".csv or .json"],
+        &s.out(),
+    );
+    assert!(!err.contains("no-such-model"), "{err}");
+}
+
 /// The command run under a pseudo-terminal by util-linux `script` (None when it is missing):
 /// what a user's terminal would receive.
 fn under_pty(args: &[String]) -> Option<String> {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anec::exec::{Interpreter, Precision};
-use anec::mil::blob::{encode_header, BlobReader};
 use anec::mil::{Arg, ConstValue, DType, FunctionBuilder, OpKind, Program, TensorType};
 use serde_json::Value;
 
@@ -130,18 +129,6 @@ fn split_into_more_than_4096_parts_is_refused() {
         .expect("input");
     let e = b.split("s", &x, i32::MAX, 0).expect_err("2^31 parts");
     assert!(e.to_string().contains("between 1 and 4096"), "{e}");
-}
-
-// ---------------------------------------------------------------- weight.bin
-
-/// A header count of 2^32 − 1 sized a Vec of records before any record was checked.
-#[test]
-fn weight_bin_header_count_is_checked_against_the_file_not_trusted_for_sizing() {
-    let mut bytes = encode_header(u32::MAX).to_vec();
-    bytes.extend_from_slice(&[0u8; 64]);
-    let r = BlobReader::from_bytes("weight.bin", bytes).expect("a valid header");
-    let e = r.records().expect_err("no record at 64");
-    assert!(e.to_string().contains("weight.bin"), "{e}");
 }
 
 // ---------------------------------------------------------------- exec
@@ -279,6 +266,34 @@ fn meta_json_fields_that_would_crash_or_escape_exit_2_naming_file_and_field() {
         for n in ["meta.json", field, needle] {
             assert!(err.contains(n), "{field}: {n:?} missing from {err}");
         }
+    }
+}
+
+/// The runners read meta.yaml and `verify` reads meta.json: a meta.yaml edited by hand to say
+/// something else is refused, naming the file, the key and both values.
+#[test]
+fn meta_yaml_that_disagrees_with_meta_json_exits_2_naming_the_key_and_both_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = converted(tmp.path());
+    let path = out.join("meta.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let cases = [
+        (
+            "context_length: 64",
+            "context_length: 128",
+            "disagree on model_info.parameters.context_length: meta.yaml has 128, meta.json has 64",
+        ),
+        (
+            "lut_ffn: none",
+            "lut_ffn: 4",
+            "disagree on model_info.parameters.lut_ffn: meta.yaml has 4, meta.json has \"none\"",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        assert!(good.contains(from), "{from:?} not in\n{good}");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let err = verify_stderr(&out, EXIT_INPUT);
+        assert!(err.contains("meta.yaml") && err.contains(needle), "{err}");
     }
 }
 

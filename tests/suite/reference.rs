@@ -430,9 +430,10 @@ fn same_reading(what: &str, a: &DecoderConfig, r: &Config) {
     assert_eq!(a.sliding_window, r.sliding_window, "{what}: windows");
 }
 
-/// The tensors `arch` expects (what the converter reads), by name and shape, sorted.
+/// The tensors a checkpoint of `arch`'s config holds (all of which the converter must read),
+/// by name and shape, sorted.
 fn arch_tensors(a: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
-    let mut v = anec::arch::names::expected_tensors(a);
+    let mut v = super::util::expected_tensors(a);
     v.sort();
     v
 }

@@ -9,7 +9,7 @@ use anec::source::{self, HubEnv, ModelFiles, ModelSpec};
 use anec::weights::{WeightError, WeightStore};
 use serde_json::{json, Map, Value};
 
-use super::util::{fixture, MODELS};
+use super::util::{expected_tensors, fixture, MODELS};
 
 fn config(model: &str, file: &str) -> DecoderConfig {
     DecoderConfig::from_config_file(fixture(model).join(file))
@@ -61,10 +61,10 @@ fn offsets(header: &Map<String, Value>, name: &str) -> (usize, usize) {
     )
 }
 
-/// Open the store and fetch every expected tensor, the way a converter does.
+/// Open the store, fetch every expected tensor by name and shape, and require nothing else.
 fn load_all(files: &ModelFiles, cfg: &DecoderConfig) -> Result<WeightStore, WeightError> {
     let store = WeightStore::open(files)?;
-    for (name, shape) in names::expected_tensors(cfg) {
+    for (name, shape) in expected_tensors(cfg) {
         store.get(&name, &shape)?;
     }
     store.ensure_all_used(&names::allowed_extras(cfg))?;
@@ -276,7 +276,7 @@ fn every_expected_tensor_is_found_and_nothing_is_left_unused() {
         let files = local(&fixture(m));
         let cfg = DecoderConfig::from_config_file(&files.config).unwrap();
         let store = load_all(&files, &cfg).unwrap_or_else(|e| panic!("{m}: {e}"));
-        let expected = names::expected_tensors(&cfg);
+        let expected = expected_tensors(&cfg);
         assert_eq!(
             store.names().count(),
             expected.len(),

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use anec::arch::{names, DecoderConfig};
 use anec::mil::{self, ConstData, ConstValue, Function, OpKind};
 use anec::source::ModelSpec;
 use candle_core::{Device, Tensor};
@@ -35,7 +36,6 @@ pub fn spec(model: &str) -> ModelSpec {
 }
 
 /// A command running the `anec` binary built for these tests.
-#[allow(dead_code)] // for tests/suite/cli.rs (being added)
 pub fn anec() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("anec").expect("the anec binary is built with the tests")
 }
@@ -153,4 +153,51 @@ pub fn const_mut<'a>(f: &'a mut Function, name: &str) -> &'a mut ConstValue {
         .find(|o| o.kind == OpKind::Const && o.outputs[0].0 == name)
         .and_then(|o| o.val.as_mut())
         .unwrap_or_else(|| panic!("const {name}"))
+}
+
+/// Every tensor a checkpoint of `cfg` holds, with its shape (PyTorch `[out, in]` for
+/// projections), in a fixed order: embeddings, then each layer, then the final norm and the LM
+/// head. Written from the config here, apart from the part builders: the converter itself
+/// requires every checkpoint tensor to be read (`WeightStore::ensure_all_used`).
+pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, q, kv, i_sz) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+    );
+    let mut v = vec![(names::embed_tokens(), vec![cfg.vocab_size, h])];
+    for l in 0..cfg.num_layers {
+        v.push((names::input_layernorm(l).weight(), vec![h]));
+        v.push((names::q_proj(l).weight(), vec![q, h]));
+        v.push((names::k_proj(l).weight(), vec![kv, h]));
+        v.push((names::v_proj(l).weight(), vec![kv, h]));
+        if cfg.qkv_bias {
+            v.push((names::q_proj(l).bias(), vec![q]));
+            v.push((names::k_proj(l).bias(), vec![kv]));
+            v.push((names::v_proj(l).bias(), vec![kv]));
+        }
+        v.push((names::o_proj(l).weight(), vec![h, q]));
+        if cfg.o_bias {
+            v.push((names::o_proj(l).bias(), vec![h]));
+        }
+        if cfg.qk_norm {
+            v.push((names::q_norm(l).weight(), vec![cfg.head_dim]));
+            v.push((names::k_norm(l).weight(), vec![cfg.head_dim]));
+        }
+        v.push((names::post_attention_layernorm(l).weight(), vec![h]));
+        v.push((names::gate_proj(l).weight(), vec![i_sz, h]));
+        v.push((names::up_proj(l).weight(), vec![i_sz, h]));
+        v.push((names::down_proj(l).weight(), vec![h, i_sz]));
+        if cfg.mlp_bias {
+            v.push((names::gate_proj(l).bias(), vec![i_sz]));
+            v.push((names::up_proj(l).bias(), vec![i_sz]));
+            v.push((names::down_proj(l).bias(), vec![h]));
+        }
+    }
+    v.push((names::final_norm(), vec![h]));
+    if !cfg.tie_embeddings {
+        v.push((names::lm_head(), vec![cfg.vocab_size, h]));
+    }
+    v
 }

@@ -1341,6 +1341,7 @@ mod tests {
             bos_token_id: None,
             eos_token_ids: vec![],
             max_position_embeddings: 131072,
+            gemma: None,
         }
     }
 

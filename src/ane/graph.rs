@@ -159,6 +159,18 @@ impl G {
         self.op(OpKind::Silu, &name, &[("x", x.arg())], x.shape.clone())
     }
 
+    /// `gelu(x, mode = TANH_APPROXIMATION)` (transformers' `gelu_pytorch_tanh`).
+    pub fn gelu_tanh(&mut self, x: &T) -> R<T> {
+        let mode = self.param(ConstValue::string("TANH_APPROXIMATION"))?;
+        let name = self.fresh("gelu");
+        self.op(
+            OpKind::Gelu,
+            &name,
+            &[("x", x.arg()), ("mode", mode)],
+            x.shape.clone(),
+        )
+    }
+
     /// 1×1 convolution, weight `[Cout, Cin, 1, 1]`, optional bias `[Cout]`.
     pub fn conv(&mut self, p: &str, x: &T, weight: &T, bias: Option<&T>) -> R<T> {
         let mut shape = x.shape.clone();

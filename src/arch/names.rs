@@ -96,6 +96,14 @@ pub fn input_layernorm(i: usize) -> Scope {
 pub fn post_attention_layernorm(i: usize) -> Scope {
     layer(i).pp("post_attention_layernorm")
 }
+/// `model.layers.{i}.pre_feedforward_layernorm` (Gemma)
+pub fn pre_feedforward_layernorm(i: usize) -> Scope {
+    layer(i).pp("pre_feedforward_layernorm")
+}
+/// `model.layers.{i}.post_feedforward_layernorm` (Gemma)
+pub fn post_feedforward_layernorm(i: usize) -> Scope {
+    layer(i).pp("post_feedforward_layernorm")
+}
 /// `model.embed_tokens.weight`
 pub fn embed_tokens() -> String {
     model().pp("embed_tokens").weight()
@@ -152,6 +160,10 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
             v.push((k_norm(l).weight(), vec![cfg.head_dim]));
         }
         v.push((post_attention_layernorm(l).weight(), vec![h]));
+        if cfg.gemma.is_some() {
+            v.push((pre_feedforward_layernorm(l).weight(), vec![h]));
+            v.push((post_feedforward_layernorm(l).weight(), vec![h]));
+        }
         v.push((gate_proj(l).weight(), vec![i_sz, h]));
         v.push((up_proj(l).weight(), vec![i_sz, h]));
         v.push((down_proj(l).weight(), vec![h, i_sz]));

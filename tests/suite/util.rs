@@ -25,6 +25,17 @@ pub const MODELS: [&str; 6] = [
     "tiny-qwen2-swa",
 ];
 
+/// [`MODELS`] and tiny-gemma3 (the reference runs it; the converter does not yet).
+pub const REFERENCE_MODELS: [&str; 7] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-llama-linear",
+    "tiny-qwen2-swa",
+    "tiny-gemma3",
+];
+
 /// A fixture folder as an offline `--model`.
 pub fn spec(model: &str) -> ModelSpec {
     ModelSpec {

@@ -485,6 +485,31 @@ fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
 pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
     plan.validate()?;
     let layers = plan.layers_for(cfg)?;
+    // Gemma beyond its window: a prefill batch lies wholly below the window (`prefill` writes
+    // the local cache at its positions) or wholly past it (`prefill_rotate` shifts it), as the
+    // runner steps batches of B from position 0.
+    if cfg.gemma.is_some() {
+        let window = cfg
+            .sliding_window
+            .iter()
+            .take(layers)
+            .flatten()
+            .copied()
+            .max();
+        if let Some(w) = window.filter(|&w| plan.context_length > w) {
+            if plan.batch_size > w || w % plan.batch_size != 0 {
+                return Err(ConvertError::InvalidFlag {
+                    flag: "--batch-size",
+                    value: plan.batch_size.to_string(),
+                    reason: format!(
+                        "Gemma's sliding window {w} is shorter than --context-length {}: the \
+                         batch must divide the window (a prefill batch may not straddle it)",
+                        plan.context_length
+                    ),
+                });
+            }
+        }
+    }
     let largest_chunk = |n: usize| -> u64 {
         layout::layer_ranges(layers, n)
             .unwrap_or_default()
@@ -1081,6 +1106,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         lut_lmhead: plan.lut_lmhead,
         lut_embed: plan.lut_embed,
         argmax: plan.argmax,
+        fp16_scale: 1.0,
     };
     let progress = Progress::new(
         plan.quiet,
@@ -1213,7 +1239,15 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
                 .map_err(io_err(format!("cannot copy {}", f.display())))?;
         }
     }
-    let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
+    let meta = build_meta(
+        plan,
+        &cfg,
+        &parts,
+        &files,
+        &source_name,
+        &report.files,
+        opts.fp16_scale,
+    );
     meta.write(tmp.path())?;
     report.meta = Some(meta);
     crate::outdir::swap_in(tmp, &plan.output, &parent)?;
@@ -1240,6 +1274,7 @@ fn build_meta(
     files: &ModelFiles,
     source_name: &str,
     written: &[FileReport],
+    fp16_scale: f64,
 ) -> Meta {
     let file_of = |base: &str| -> String {
         written
@@ -1295,9 +1330,16 @@ fn build_meta(
                 vocab_size: cfg.vocab_size,
                 argmax_in_model: plan.argmax,
                 sliding_window: window,
+                split_rotate: cfg.gemma.as_ref().map(|_| false),
+                single_cache: cfg.gemma.as_ref().map(|_| false),
+                fp16_scale: cfg.gemma.as_ref().map(|_| fp16_scale),
                 num_layers: parts.layers,
                 hidden_size: cfg.hidden_size,
-                state_name: layout::STATE_NAME.to_string(),
+                state_name: if cfg.gemma.is_some() {
+                    layout::LOCAL_STATE_NAME.to_string()
+                } else {
+                    layout::STATE_NAME.to_string()
+                },
                 num_attention_heads: cfg.num_heads,
                 num_key_value_heads: cfg.num_kv_heads,
                 head_dim: cfg.head_dim,
@@ -1468,6 +1510,7 @@ mod tests {
                 lut_lmhead: plan.lut_lmhead,
                 lut_embed: plan.lut_embed,
                 argmax: false,
+                fp16_scale: 1.0,
             };
             let tmp = tempfile::tempdir().unwrap();
             let mut quant = QuantReport::new();

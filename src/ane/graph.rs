@@ -134,6 +134,12 @@ impl G {
     pub fn sub(&mut self, x: &T, y: &T) -> R<T> {
         self.binary(OpKind::Sub, "sub", x, y)
     }
+    /// `mul` with a chosen op name (a part's named output).
+    pub fn mul_named(&mut self, x: &T, y: &T, name: &str) -> R<T> {
+        let shape = broadcast(&x.shape, &y.shape);
+        self.op(OpKind::Mul, name, &[("x", x.arg()), ("y", y.arg())], shape)
+    }
+
     pub fn mul(&mut self, x: &T, y: &T) -> R<T> {
         self.binary(OpKind::Mul, "mul", x, y)
     }

@@ -81,6 +81,44 @@ pub struct ConvertPlan {
     pub calibration_method: crate::calib::Method,
     /// Lint findings are errors (nothing is written) instead of warnings.
     pub strict: bool,
+    /// `--fp16-scale`: Gemma's fp16 range scale α (ANE-CONTRACT.md).
+    pub fp16_scale: Fp16Scale,
+}
+
+/// `--fp16-scale`: how Gemma's residual stream is kept inside fp16.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fp16Scale {
+    /// Measure the residual peak of the f32 reference over the calibration text and pick α.
+    Auto,
+    /// No scaling (α = 1).
+    Off,
+    /// This α (0 < α ≤ 1).
+    Value(f64),
+}
+
+/// The residual peak `--fp16-scale auto` aims for: half of fp16's largest value (65504), so
+/// inputs beyond the calibration text still have a factor of two of headroom.
+pub const FP16_SCALE_TARGET: f64 = 32768.0;
+
+/// Calibration tokens the peak measurement runs through the f32 reference.
+pub const FP16_SCALE_TOKENS: usize = 512;
+
+/// The α `--fp16-scale auto` picks for a measured residual `peak`: 1 when the peak is within
+/// [`FP16_SCALE_TARGET`], else the largest power of two that brings it there (a power of two
+/// scales fp16 values exactly).
+pub fn fp16_scale_for(peak: f64) -> f64 {
+    if !(peak > FP16_SCALE_TARGET) {
+        return 1.0;
+    }
+    (FP16_SCALE_TARGET / peak).log2().floor().exp2()
+}
+
+/// What `--fp16-scale` chose: α and, when measured, the peak and the tokens it was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fp16ScaleReport {
+    pub alpha: f64,
+    pub peak: Option<f64>,
+    pub tokens: usize,
 }
 
 /// Calibration text is cut into sequences of at most this many tokens.
@@ -111,6 +149,7 @@ impl ConvertPlan {
             calibration_sequential: false,
             calibration_method: crate::calib::Method::Weighted,
             strict: false,
+            fp16_scale: Fp16Scale::Auto,
         }
     }
 
@@ -135,6 +174,15 @@ impl ConvertPlan {
         }
         if self.batch_size == 0 {
             return bad("--batch-size", "0".into(), "must be at least 1");
+        }
+        if let Fp16Scale::Value(a) = self.fp16_scale {
+            if !(a > 0.0 && a <= 1.0) {
+                return bad(
+                    "--fp16-scale",
+                    a.to_string(),
+                    "must be auto, none or a number in (0, 1]",
+                );
+            }
         }
         if self.batch_size > self.context_length {
             return bad(
@@ -281,6 +329,8 @@ pub enum ConvertError {
     Part { part: String, source: Box<AneError> },
     #[error("--strict: {count} lint finding(s), nothing written; first: {first}")]
     Lint { count: usize, first: String },
+    #[error("--fp16-scale auto: measuring the residual peak: {0}")]
+    Reference(Box<crate::reference::ReferenceError>),
 }
 
 impl From<crate::source::SourceError> for ConvertError {
@@ -480,6 +530,83 @@ fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
     }
 }
 
+/// Gemma's α: `--fp16-scale` as given, or (`auto`) from the residual peak of the f32 reference
+/// over [`FP16_SCALE_TOKENS`] calibration tokens. `None` for the other families (a given value
+/// is refused there).
+fn resolve_fp16_scale(
+    plan: &ConvertPlan,
+    cfg: &DecoderConfig,
+    files: &ModelFiles,
+    layers: usize,
+) -> Result<Option<Fp16ScaleReport>, ConvertError> {
+    if cfg.gemma.is_none() {
+        return match plan.fp16_scale {
+            Fp16Scale::Value(a) => Err(ConvertError::InvalidFlag {
+                flag: "--fp16-scale",
+                value: a.to_string(),
+                reason: format!("only Gemma 3 is scaled (this model is {})", cfg.model_type),
+            }),
+            _ => Ok(None),
+        };
+    }
+    match plan.fp16_scale {
+        Fp16Scale::Off => Ok(Some(Fp16ScaleReport {
+            alpha: 1.0,
+            peak: None,
+            tokens: 0,
+        })),
+        Fp16Scale::Value(a) => Ok(Some(Fp16ScaleReport {
+            alpha: a,
+            peak: None,
+            tokens: 0,
+        })),
+        Fp16Scale::Auto => {
+            let (peak, tokens) = residual_peak(plan, files, layers)?;
+            Ok(Some(Fp16ScaleReport {
+                alpha: fp16_scale_for(peak),
+                peak: Some(peak),
+                tokens,
+            }))
+        }
+    }
+}
+
+/// The largest |value| of the residual stream after any layer of the f32 reference, over the
+/// calibration text (`--calibration`, the built-in corpus when none), and the tokens run.
+fn residual_peak(
+    plan: &ConvertPlan,
+    files: &ModelFiles,
+    layers: usize,
+) -> Result<(f64, usize), ConvertError> {
+    use crate::reference::{Config, Reference};
+    let boxed = |e| ConvertError::Reference(Box::new(e));
+    let rcfg = Config::from_file(&files.config).map_err(boxed)?;
+    let r = Reference::load_first_layers(&rcfg, files, layers).map_err(boxed)?;
+    let source = plan
+        .calibration
+        .clone()
+        .unwrap_or(CalibrationSource::Builtin);
+    let set = crate::calib::data::load(&source, &files.dir, FP16_SCALE_TOKENS, CALIBRATION_SEQ_LEN)
+        .map_err(CalibError::from)?;
+    let mut peak = 0f64;
+    for seq in &set.sequences {
+        let mut cache = r.new_cache();
+        let trace = r.forward_traced(seq, &mut cache).map_err(boxed)?;
+        for m in &trace.layers {
+            for &v in &m.data {
+                // A non-finite residual is beyond any scale: report it as infinite.
+                let a = if v.is_finite() {
+                    f64::from(v.abs())
+                } else {
+                    f64::INFINITY
+                };
+                peak = peak.max(a);
+            }
+        }
+    }
+    Ok((peak, set.tokens))
+}
+
 /// Resolves the chunk count (`--chunks auto` included), layer ranges, LM head split, names and
 /// size estimates. Reads no weights.
 pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
@@ -610,6 +737,8 @@ pub struct ConvertReport {
     pub quant: QuantReport,
     /// The calibration pass, when the LUTs were activation-weighted.
     pub calibration: Option<CalibrationReport>,
+    /// Gemma's fp16 range scale.
+    pub fp16_scale: Option<Fp16ScaleReport>,
     /// `anec lint` over every written package.
     pub lint: Vec<PackageLint>,
     pub seconds: f64,
@@ -661,6 +790,19 @@ impl fmt::Display for ConvertReport {
                     .map(|c| format!("  → {c}"))
                     .unwrap_or_default()
             )?;
+        }
+        if let Some(sc) = &self.fp16_scale {
+            match sc.peak {
+                Some(peak) => writeln!(
+                    f,
+                    "fp16 scale α = {} (reference residual peak {peak:.1} over {} calibration \
+                     tokens; scaled peak {:.1})",
+                    sc.alpha,
+                    sc.tokens,
+                    peak * sc.alpha
+                )?,
+                None => writeln!(f, "fp16 scale α = {} (as given)", sc.alpha)?,
+            }
         }
         if let Some(c) = &self.calibration {
             writeln!(
@@ -1074,6 +1216,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         files: Vec::new(),
         quant: QuantReport::new(),
         calibration: None,
+        fp16_scale: None,
         lint: Vec::new(),
         seconds: 0.0,
         meta: None,
@@ -1098,6 +1241,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         )))?;
 
     let weights = WeightStore::open(&files)?;
+    let scale = resolve_fp16_scale(plan, &cfg, &files, parts.layers)?;
     let opts = PartOptions {
         context_length: plan.context_length,
         batch_size: plan.batch_size,
@@ -1106,15 +1250,18 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         lut_lmhead: plan.lut_lmhead,
         lut_embed: plan.lut_embed,
         argmax: plan.argmax,
-        fp16_scale: 1.0,
+        fp16_scale: scale.as_ref().map_or(1.0, |s| s.alpha),
     };
+    report.fp16_scale = scale;
     let progress = Progress::new(
         plan.quiet,
         parts.parts.len(),
         total_work(&cfg, plan, parts.layers),
         total_weight_bytes(&cfg, parts.layers),
     );
-    let mut calibrator = match (&plan.calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
+    // The calibration pass runs the Llama-family decoder: Gemma's LUTs use plain k-means.
+    let calibration = plan.calibration.as_ref().filter(|_| cfg.gemma.is_none());
+    let mut calibrator = match (calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
         (Some(source), Some(_)) => {
             progress.show("calibrating: reading the calibration text");
             let set = crate::calib::data::load(

@@ -554,8 +554,14 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
             k_bias: bias(ctx, cfg.qkv_bias, n::k_proj(i).bias(), kvh * d)?,
             v_bias: bias(ctx, cfg.qkv_bias, n::v_proj(i).bias(), kvh * d)?,
             o_bias: bias(ctx, cfg.o_bias, n::o_proj(i).bias(), h)?,
+            // Gemma: the attention scale `query_pre_attn_scalar`^−½ rides on q's gain (one fp16
+            // rounding of the product instead of a rounded scale on every score).
             q_norm: if cfg.qk_norm {
-                Some(ctx.norm_gain(&n::q_norm(i).weight(), d, &[d as u64], 1.0)?)
+                let scale = cfg
+                    .gemma
+                    .as_ref()
+                    .map_or(1.0, |gm| gm.query_pre_attn_scalar.powf(-0.5));
+                Some(ctx.norm_gain(&n::q_norm(i).weight(), d, &[d as u64], scale)?)
             } else {
                 None
             },
@@ -888,7 +894,10 @@ fn chunk_function(
         };
         let q = rope(&mut g, &q, rc, rs)?;
         let k = rope(&mut g, &k, rc, rs)?;
-        let q = g.mul(&q, &scale)?;
+        let q = match &cfg.gemma {
+            Some(_) => q,
+            None => g.mul(&q, &scale)?,
+        };
 
         // The keys and values this layer attends over ([KV, T, D]) and its mask.
         let (k_all, v_all, t, layer_mask) = match (&gl, &local_state) {

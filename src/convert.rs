@@ -562,6 +562,15 @@ fn resolve_fp16_scale(
         })),
         Fp16Scale::Auto => {
             let (peak, tokens) = residual_peak(plan, files, layers)?;
+            if !peak.is_finite() {
+                return Err(ConvertError::InvalidFlag {
+                    flag: "--fp16-scale",
+                    value: "auto".into(),
+                    reason: "the f32 reference's residual stream is not finite on the \
+                             calibration text; give α explicitly"
+                        .into(),
+                });
+            }
             Ok(Some(Fp16ScaleReport {
                 alpha: fp16_scale_for(peak),
                 peak: Some(peak),

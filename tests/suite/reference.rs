@@ -9,7 +9,7 @@ use anec::reference::{Config, Logits, Reference, ReferenceError, RopeKind};
 
 use candle_core::Device;
 
-use super::util::{fixture, spec, Expected, REFERENCE_MODELS as MODELS};
+use super::util::{fixture, spec, Expected, ALL_MODELS as MODELS};
 
 const TOL: f32 = 1e-3;
 

@@ -131,6 +131,27 @@ fn chunks_have_two_states_and_the_rotate_functions() {
     assert_eq!(names, ["infer", "prefill"]);
 }
 
+/// The Gemma chunks keep the ANE rules: both states are used in every function (chunk 1 has no
+/// global layer: its dummy read), the rotate functions compute no integer tensors, gelu and the
+/// gathers pass. The only findings are the fixture's 16-wide state dims (head_dim and window
+/// 16, below the ANE's multiple of 32), which every tiny fixture with head_dim 16 has.
+#[test]
+fn gemma_chunks_keep_the_ane_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g");
+    let report = convert_model(&fixture(MODEL), &out, Fp16Scale::Auto);
+    assert_eq!(report.lint.len(), 4, "every package is linted");
+    let mut state_shape = 0;
+    for pkg in &report.lint {
+        for f in &pkg.findings {
+            assert_eq!(f.rule, "state-shape", "{f}");
+            state_shape += 1;
+        }
+    }
+    // 2 chunks × 4 functions × 2 states.
+    assert_eq!(state_shape, 16);
+}
+
 /// A batch that does not divide the window is refused, naming the flag.
 #[test]
 fn a_batch_straddling_the_window_is_refused() {

@@ -107,7 +107,7 @@ pub const FP16_SCALE_TOKENS: usize = 512;
 /// [`FP16_SCALE_TARGET`], else the largest power of two that brings it there (a power of two
 /// scales fp16 values exactly).
 pub fn fp16_scale_for(peak: f64) -> f64 {
-    if !(peak > FP16_SCALE_TARGET) {
+    if peak.is_nan() || peak <= FP16_SCALE_TARGET {
         return 1.0;
     }
     (FP16_SCALE_TARGET / peak).log2().floor().exp2()

@@ -64,7 +64,7 @@ fn chunks_have_two_states_and_the_rotate_functions() {
         (Some(16), Some(false), Some(false))
     );
     for f in &p.chunk_files {
-        let m = mil::read_package(&out.join(f)).unwrap();
+        let m = mil::read_package(out.join(f)).unwrap();
         let names: Vec<&str> = m
             .program
             .functions
@@ -121,7 +121,7 @@ fn chunks_have_two_states_and_the_rotate_functions() {
     p.model.model = cfg_dir.display().to_string();
     convert::run(&p).expect("converts");
     let meta = verify::read_meta(&p.output).unwrap();
-    let m = mil::read_package(&p.output.join(&meta.model_info.parameters.chunk_files[0])).unwrap();
+    let m = mil::read_package(p.output.join(&meta.model_info.parameters.chunk_files[0])).unwrap();
     let names: Vec<&str> = m
         .program
         .functions

@@ -99,6 +99,10 @@ pub struct ConvertArgs {
     /// E[x²]) or `gptq` (that, then error feedback through the full E[xxᵀ] and a LUT refit).
     #[arg(long, default_value = "weighted", value_parser = ["weighted", "gptq"])]
     pub calibration_method: String,
+    /// Gemma 3's fp16 range scale α (embeddings and the block-output norm gains × α, exact):
+    /// `auto` measures the f32 reference's residual peak over the calibration text, `none`, or α.
+    #[arg(long, default_value = "auto", value_name = "auto|none|ALPHA")]
+    pub fp16_scale: String,
     /// Convert only the first K layers (a quick debug build).
     #[arg(long, value_name = "K")]
     pub num_layers: Option<usize>,
@@ -290,6 +294,20 @@ impl ConvertArgs {
             anec::calib::Method::Gptq
         } else {
             anec::calib::Method::Weighted
+        };
+        plan.fp16_scale = match self.fp16_scale.as_str() {
+            "auto" => crate::convert::Fp16Scale::Auto,
+            "none" => crate::convert::Fp16Scale::Off,
+            v => match v.parse::<f64>() {
+                Ok(a) => crate::convert::Fp16Scale::Value(a),
+                Err(_) => {
+                    return Err(CliError {
+                        flag: "--fp16-scale",
+                        value: v.to_string(),
+                        reason: "must be auto, none or a number in (0, 1]".to_string(),
+                    })
+                }
+            },
         };
         plan.num_layers = self.num_layers;
         plan.dry_run = self.dry_run;

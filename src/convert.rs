@@ -81,6 +81,44 @@ pub struct ConvertPlan {
     pub calibration_method: crate::calib::Method,
     /// Lint findings are errors (nothing is written) instead of warnings.
     pub strict: bool,
+    /// `--fp16-scale`: Gemma's fp16 range scale α (ANE-CONTRACT.md).
+    pub fp16_scale: Fp16Scale,
+}
+
+/// `--fp16-scale`: how Gemma's residual stream is kept inside fp16.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fp16Scale {
+    /// Measure the residual peak of the f32 reference over the calibration text and pick α.
+    Auto,
+    /// No scaling (α = 1).
+    Off,
+    /// This α (0 < α ≤ 1).
+    Value(f64),
+}
+
+/// The residual peak `--fp16-scale auto` aims for: half of fp16's largest value (65504), so
+/// inputs beyond the calibration text still have a factor of two of headroom.
+pub const FP16_SCALE_TARGET: f64 = 32768.0;
+
+/// Calibration tokens the peak measurement runs through the f32 reference.
+pub const FP16_SCALE_TOKENS: usize = 512;
+
+/// The α `--fp16-scale auto` picks for a measured residual `peak`: 1 when the peak is within
+/// [`FP16_SCALE_TARGET`], else the largest power of two that brings it there (a power of two
+/// scales fp16 values exactly).
+pub fn fp16_scale_for(peak: f64) -> f64 {
+    if peak.is_nan() || peak <= FP16_SCALE_TARGET {
+        return 1.0;
+    }
+    (FP16_SCALE_TARGET / peak).log2().floor().exp2()
+}
+
+/// What `--fp16-scale` chose: α and, when measured, the peak and the tokens it was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fp16ScaleReport {
+    pub alpha: f64,
+    pub peak: Option<f64>,
+    pub tokens: usize,
 }
 
 /// Calibration text is cut into sequences of at most this many tokens.
@@ -111,6 +149,7 @@ impl ConvertPlan {
             calibration_sequential: false,
             calibration_method: crate::calib::Method::Weighted,
             strict: false,
+            fp16_scale: Fp16Scale::Auto,
         }
     }
 
@@ -135,6 +174,15 @@ impl ConvertPlan {
         }
         if self.batch_size == 0 {
             return bad("--batch-size", "0".into(), "must be at least 1");
+        }
+        if let Fp16Scale::Value(a) = self.fp16_scale {
+            if !(a > 0.0 && a <= 1.0) {
+                return bad(
+                    "--fp16-scale",
+                    a.to_string(),
+                    "must be auto, none or a number in (0, 1]",
+                );
+            }
         }
         if self.batch_size > self.context_length {
             return bad(
@@ -281,6 +329,8 @@ pub enum ConvertError {
     Part { part: String, source: Box<AneError> },
     #[error("--strict: {count} lint finding(s), nothing written; first: {first}")]
     Lint { count: usize, first: String },
+    #[error("--fp16-scale auto: measuring the residual peak: {0}")]
+    Reference(Box<crate::reference::ReferenceError>),
 }
 
 impl From<crate::source::SourceError> for ConvertError {
@@ -480,11 +530,122 @@ fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
     }
 }
 
+/// Gemma's α: `--fp16-scale` as given, or (`auto`) from the residual peak of the f32 reference
+/// over [`FP16_SCALE_TOKENS`] calibration tokens. `None` for the other families (a given value
+/// is refused there).
+fn resolve_fp16_scale(
+    plan: &ConvertPlan,
+    cfg: &DecoderConfig,
+    files: &ModelFiles,
+    layers: usize,
+) -> Result<Option<Fp16ScaleReport>, ConvertError> {
+    if cfg.gemma.is_none() {
+        return match plan.fp16_scale {
+            Fp16Scale::Value(a) => Err(ConvertError::InvalidFlag {
+                flag: "--fp16-scale",
+                value: a.to_string(),
+                reason: format!("only Gemma 3 is scaled (this model is {})", cfg.model_type),
+            }),
+            _ => Ok(None),
+        };
+    }
+    match plan.fp16_scale {
+        Fp16Scale::Off => Ok(Some(Fp16ScaleReport {
+            alpha: 1.0,
+            peak: None,
+            tokens: 0,
+        })),
+        Fp16Scale::Value(a) => Ok(Some(Fp16ScaleReport {
+            alpha: a,
+            peak: None,
+            tokens: 0,
+        })),
+        Fp16Scale::Auto => {
+            let (peak, tokens) = residual_peak(plan, files, layers)?;
+            if !peak.is_finite() {
+                return Err(ConvertError::InvalidFlag {
+                    flag: "--fp16-scale",
+                    value: "auto".into(),
+                    reason: "the f32 reference's residual stream is not finite on the \
+                             calibration text; give α explicitly"
+                        .into(),
+                });
+            }
+            Ok(Some(Fp16ScaleReport {
+                alpha: fp16_scale_for(peak),
+                peak: Some(peak),
+                tokens,
+            }))
+        }
+    }
+}
+
+/// The largest |value| of the residual stream after any layer of the f32 reference, over the
+/// calibration text (`--calibration`, the built-in corpus when none), and the tokens run.
+fn residual_peak(
+    plan: &ConvertPlan,
+    files: &ModelFiles,
+    layers: usize,
+) -> Result<(f64, usize), ConvertError> {
+    use crate::reference::{Config, Reference};
+    let boxed = |e| ConvertError::Reference(Box::new(e));
+    let rcfg = Config::from_file(&files.config).map_err(boxed)?;
+    let r = Reference::load_first_layers(&rcfg, files, layers).map_err(boxed)?;
+    let source = plan
+        .calibration
+        .clone()
+        .unwrap_or(CalibrationSource::Builtin);
+    let set = crate::calib::data::load(&source, &files.dir, FP16_SCALE_TOKENS, CALIBRATION_SEQ_LEN)
+        .map_err(CalibError::from)?;
+    let mut peak = 0f64;
+    for seq in &set.sequences {
+        let mut cache = r.new_cache();
+        let trace = r.forward_traced(seq, &mut cache).map_err(boxed)?;
+        for m in &trace.layers {
+            for &v in &m.data {
+                // A non-finite residual is beyond any scale: report it as infinite.
+                let a = if v.is_finite() {
+                    f64::from(v.abs())
+                } else {
+                    f64::INFINITY
+                };
+                peak = peak.max(a);
+            }
+        }
+    }
+    Ok((peak, set.tokens))
+}
+
 /// Resolves the chunk count (`--chunks auto` included), layer ranges, LM head split, names and
 /// size estimates. Reads no weights.
 pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
     plan.validate()?;
     let layers = plan.layers_for(cfg)?;
+    // Gemma beyond its window: a prefill batch lies wholly below the window (`prefill` writes
+    // the local cache at its positions) or wholly past it (`prefill_rotate` shifts it), as the
+    // runner steps batches of B from position 0.
+    if cfg.gemma.is_some() {
+        let window = cfg
+            .sliding_window
+            .iter()
+            .take(layers)
+            .flatten()
+            .copied()
+            .max();
+        if let Some(w) = window.filter(|&w| plan.context_length > w) {
+            if plan.batch_size > w || w % plan.batch_size != 0 {
+                return Err(ConvertError::InvalidFlag {
+                    flag: "--batch-size",
+                    value: plan.batch_size.to_string(),
+                    reason: format!(
+                        "Gemma's sliding window {w} is shorter than --context-length {}: the \
+                         batch must divide the window (a prefill batch may not straddle it)",
+                        plan.context_length
+                    ),
+                });
+            }
+        }
+    }
     let largest_chunk = |n: usize| -> u64 {
         layout::layer_ranges(layers, n)
             .unwrap_or_default()
@@ -587,6 +748,8 @@ pub struct ConvertReport {
     pub quant: QuantReport,
     /// The calibration pass, when the LUTs were activation-weighted.
     pub calibration: Option<CalibrationReport>,
+    /// Gemma's fp16 range scale.
+    pub fp16_scale: Option<Fp16ScaleReport>,
     /// `anec lint` over every written package.
     pub lint: Vec<PackageLint>,
     pub seconds: f64,
@@ -660,6 +823,19 @@ impl fmt::Display for ConvertReport {
             human_bytes(self.total_bytes)
         )?;
         write!(f, "plan: {}", self.plan_line())?;
+        if let Some(sc) = &self.fp16_scale {
+            match sc.peak {
+                Some(peak) => writeln!(
+                    f,
+                    "fp16 scale α = {} (reference residual peak {peak:.1} over {} calibration \
+                     tokens; scaled peak {:.1})",
+                    sc.alpha,
+                    sc.tokens,
+                    peak * sc.alpha
+                )?,
+                None => writeln!(f, "fp16 scale α = {} (as given)", sc.alpha)?,
+            }
+        }
         if let Some(c) = &self.calibration {
             writeln!(
                 f,
@@ -1190,6 +1366,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         files: Vec::new(),
         quant: QuantReport::new(),
         calibration: None,
+        fp16_scale: None,
         lint: Vec::new(),
         seconds: 0.0,
         total_bytes: 0,
@@ -1215,6 +1392,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         )))?;
 
     let weights = WeightStore::open(&files)?;
+    let scale = resolve_fp16_scale(plan, &cfg, &files, parts.layers)?;
     let opts = PartOptions {
         context_length: plan.context_length,
         batch_size: plan.batch_size,
@@ -1223,14 +1401,18 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         lut_lmhead: plan.lut_lmhead,
         lut_embed: plan.lut_embed,
         argmax: plan.argmax,
+        fp16_scale: scale.as_ref().map_or(1.0, |s| s.alpha),
     };
+    report.fp16_scale = scale;
     let progress = Progress::new(
         plan.quiet,
         parts.parts.len(),
         total_work(&cfg, plan, parts.layers),
         total_weight_bytes(&cfg, parts.layers),
     );
-    let mut calibrator = match (&plan.calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
+    // The calibration pass runs the Llama-family decoder: Gemma's LUTs use plain k-means.
+    let calibration = plan.calibration.as_ref().filter(|_| cfg.gemma.is_none());
+    let mut calibrator = match (calibration, plan.lut_ffn.or(plan.lut_lmhead)) {
         (Some(source), Some(_)) => {
             progress.show("calibrating: reading the calibration text");
             let set = crate::calib::load(
@@ -1356,7 +1538,15 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
                 .map_err(io_err(format!("cannot copy {}", f.display())))?;
         }
     }
-    let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
+    let meta = build_meta(
+        plan,
+        &cfg,
+        &parts,
+        &files,
+        &source_name,
+        &report.files,
+        opts.fp16_scale,
+    );
     meta.write(tmp.path())?;
     report.meta = Some(meta);
     report.total_bytes = dir_size(tmp.path())?;
@@ -1384,6 +1574,7 @@ fn build_meta(
     files: &ModelFiles,
     source_name: &str,
     written: &[FileReport],
+    fp16_scale: f64,
 ) -> Meta {
     let file_of = |base: &str| -> String {
         written
@@ -1439,9 +1630,16 @@ fn build_meta(
                 vocab_size: cfg.vocab_size,
                 argmax_in_model: plan.argmax,
                 sliding_window: window,
+                split_rotate: cfg.gemma.as_ref().map(|_| false),
+                single_cache: cfg.gemma.as_ref().map(|_| false),
+                fp16_scale: cfg.gemma.as_ref().map(|_| fp16_scale),
                 num_layers: parts.layers,
                 hidden_size: cfg.hidden_size,
-                state_name: layout::STATE_NAME.to_string(),
+                state_name: if cfg.gemma.is_some() {
+                    layout::LOCAL_STATE_NAME.to_string()
+                } else {
+                    layout::STATE_NAME.to_string()
+                },
                 num_attention_heads: cfg.num_heads,
                 num_key_value_heads: cfg.num_kv_heads,
                 head_dim: cfg.head_dim,
@@ -1485,6 +1683,7 @@ mod tests {
             bos_token_id: None,
             eos_token_ids: vec![],
             max_position_embeddings: 131072,
+            gemma: None,
         }
     }
 
@@ -1611,6 +1810,7 @@ mod tests {
                 lut_lmhead: plan.lut_lmhead,
                 lut_embed: plan.lut_embed,
                 argmax: false,
+                fp16_scale: 1.0,
             };
             let tmp = tempfile::tempdir().unwrap();
             let mut quant = QuantReport::new();

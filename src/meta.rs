@@ -138,6 +138,15 @@ pub struct Parameters {
     /// Only for sliding-window models: the (largest) window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
+    /// Gemma 3 (ANEMLL 0.3.5): the rotate functions are in separate `_rot` packages (anec: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_rotate: Option<bool>,
+    /// Gemma 3: `false`, the chunks hold a local (window) and a global (context) KV state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_cache: Option<bool>,
+    /// Gemma 3: the fp16 range scale α folded into the weights (1 when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16_scale: Option<f64>,
     pub num_layers: usize,
     pub hidden_size: usize,
     pub state_name: String,
@@ -419,6 +428,9 @@ mod tests {
                     vocab_size: 512,
                     argmax_in_model: false,
                     sliding_window: None,
+                    split_rotate: None,
+                    single_cache: None,
+                    fp16_scale: None,
                     num_layers: 4,
                     hidden_size: 64,
                     state_name: "model_model_kv_cache_0".into(),

@@ -130,6 +130,24 @@ impl fmt::Debug for Converted {
     }
 }
 
+/// Gemma's two-cache layout (`single_cache: false`): its window W.
+fn two_cache_window(p: &Parameters) -> Option<usize> {
+    match p.single_cache {
+        Some(false) => p.sliding_window,
+        _ => None,
+    }
+}
+
+/// The causal-mask width the chunks take: `max(C, W)` with two caches, else C.
+fn mask_width(p: &Parameters) -> usize {
+    two_cache_window(p).map_or(p.context_length, |w| w.max(p.context_length))
+}
+
+/// The position from which the rotate functions run (W), when the chunks have them (C > W).
+fn rotate_from(p: &Parameters) -> Option<usize> {
+    two_cache_window(p).filter(|&w| p.context_length > w)
+}
+
 /// meta.json of a conversion folder, checked ([`Parameters::check`]), and the meta.yaml the
 /// runners read, which must hold the same values ([`Meta::read_both`]).
 pub fn read_meta(dir: &Path) -> Result<Meta> {
@@ -162,15 +180,17 @@ impl Converted {
             .map(|f| load(f))
             .collect::<Result<Vec<_>>>()?;
         // C <= MAX_CONTEXT_LENGTH (checked with meta), so C×C fits; still allocated fallibly.
+        // Gemma's two caches take a mask of width max(C, W).
         let c = p.context_length;
+        let m = mask_width(p);
         let mut mask = Vec::new();
-        mask.try_reserve_exact(c * c)
+        mask.try_reserve_exact(c * m)
             .map_err(|_| VerifyError::Meta {
                 path: dir.join("meta.json"),
-                message: format!("no memory for the {c}×{c} causal mask of context_length {c}"),
+                message: format!("no memory for the {c}×{m} causal mask of context_length {c}"),
             })?;
         for i in 0..c {
-            mask.extend((0..c).map(|j| if j > i { f16::NEG_INFINITY } else { f16::ZERO }));
+            mask.extend((0..m).map(|j| if j > i { f16::NEG_INFINITY } else { f16::ZERO }));
         }
         let mut conv = Converted {
             dir: dir.to_path_buf(),
@@ -258,7 +278,16 @@ impl Converted {
                 context: c,
             });
         }
-        let function = if prefill { "prefill" } else { "infer" };
+        // Gemma beyond its window: from position W on, the rotate functions (the local cache is
+        // full and shifts).
+        let rotate = rotate_from(&p).is_some_and(|w| start >= w);
+        let function = match (prefill, rotate) {
+            (true, false) => "prefill",
+            (false, false) => "infer",
+            (true, true) => "prefill_rotate",
+            (false, true) => "infer_rotate",
+        };
+        let m = mask_width(&p);
         // embeddings
         let ids_i32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
         let mut ins = BTreeMap::new();
@@ -276,8 +305,8 @@ impl Converted {
         // chunks, one shared state
         let positions: Vec<i32> = (start..start + n).map(|x| x as i32).collect();
         let mask = tensor(Tensor::f16(
-            vec![1, 1, n, c],
-            &self.mask[start * c..(start + n) * c],
+            vec![1, 1, n, m],
+            &self.mask[start * m..(start + n) * m],
         ))?;
         let mut chunk_rows = Vec::with_capacity(self.chunks.len());
         for k in 0..self.chunks.len() {

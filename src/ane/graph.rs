@@ -134,6 +134,12 @@ impl G {
     pub fn sub(&mut self, x: &T, y: &T) -> R<T> {
         self.binary(OpKind::Sub, "sub", x, y)
     }
+    /// `mul` with a chosen op name (a part's named output).
+    pub fn mul_named(&mut self, x: &T, y: &T, name: &str) -> R<T> {
+        let shape = broadcast(&x.shape, &y.shape);
+        self.op(OpKind::Mul, name, &[("x", x.arg()), ("y", y.arg())], shape)
+    }
+
     pub fn mul(&mut self, x: &T, y: &T) -> R<T> {
         self.binary(OpKind::Mul, "mul", x, y)
     }
@@ -157,6 +163,18 @@ impl G {
     pub fn silu(&mut self, x: &T) -> R<T> {
         let name = self.fresh("silu");
         self.op(OpKind::Silu, &name, &[("x", x.arg())], x.shape.clone())
+    }
+
+    /// `gelu(x, mode = TANH_APPROXIMATION)` (transformers' `gelu_pytorch_tanh`).
+    pub fn gelu_tanh(&mut self, x: &T) -> R<T> {
+        let mode = self.param(ConstValue::string("TANH_APPROXIMATION"))?;
+        let name = self.fresh("gelu");
+        self.op(
+            OpKind::Gelu,
+            &name,
+            &[("x", x.arg()), ("mode", mode)],
+            x.shape.clone(),
+        )
     }
 
     /// 1×1 convolution, weight `[Cout, Cin, 1, 1]`, optional bias `[Cout]`.

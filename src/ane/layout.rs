@@ -13,6 +13,11 @@ pub const MAX_LM_HEAD_PART: usize = MAX_CONV_CHANNELS;
 /// The KV-cache state every chunk declares.
 pub const STATE_NAME: &str = "model_model_kv_cache_0";
 
+/// Gemma 3's two states (ANE-CONTRACT.md, "Gemma 3 as ANEMLL 0.3.5 lays it out"): the sliding
+/// layers' cache `[2·L_local, KV, W, D]` and the global layers' `[2·L_global, KV, C, D]`.
+pub const LOCAL_STATE_NAME: &str = "model_model_kv_cache_local";
+pub const GLOBAL_STATE_NAME: &str = "model_model_kv_cache_global";
+
 /// Layer ranges of `chunks` chunks over `layers` layers: balanced, the first `layers % chunks`
 /// chunks get one more layer. `None` when `chunks` is 0 or larger than `layers`.
 pub fn layer_ranges(layers: usize, chunks: usize) -> Option<Vec<Range<usize>>> {

@@ -19,7 +19,9 @@ use crate::quant::{self, f16_from_f64_rne, LutSpec, QuantReport};
 use crate::weights::{Dtype, WeightStore};
 
 use super::graph::{G, T};
-use super::layout::{channel_split, lm_head_split, STATE_NAME};
+use super::layout::{
+    channel_split, lm_head_split, GLOBAL_STATE_NAME, LOCAL_STATE_NAME, STATE_NAME,
+};
 use super::AneError;
 
 type R<T> = Result<T, AneError>;
@@ -38,6 +40,9 @@ pub struct PartOptions {
     pub lut_lmhead: Option<LutSpec>,
     pub lut_embed: Option<LutSpec>,
     pub argmax: bool,
+    /// Gemma's fp16 range scale α (ANE-CONTRACT.md): the embeddings and the gains of the two
+    /// block-output norms are multiplied by it; 1 for no scaling and for the other families.
+    pub fp16_scale: f64,
 }
 
 /// A weight written into the package: fp16, or LUT indices + LUT.
@@ -219,6 +224,29 @@ impl Ctx<'_> {
         Ok(c)
     }
 
+    /// A Gemma RMSNorm gain `scale · (1 + w)` (`1 + w` formed in f32 as transformers does),
+    /// stored as fp16 with `shape`.
+    fn gemma_gain(&mut self, name: &str, len: usize, shape: &[u64], scale: f64) -> R<ConstValue> {
+        let raw = self.weights.get(name, &[len])?;
+        let vals: Vec<f16> = raw
+            .to_f32()
+            .iter()
+            .map(|&w| f16_from_f64_rne(f64::from(1.0f32 + w) * scale))
+            .collect();
+        raw.release();
+        (self.progress)(name, (len * 2) as u64);
+        self.fp16_table(shape, &vals)
+    }
+
+    /// A norm gain: the stored weight, or Gemma's `scale · (1 + w)`.
+    fn norm_gain(&mut self, name: &str, len: usize, shape: &[u64], scale: f64) -> R<ConstValue> {
+        if self.cfg.gemma.is_some() {
+            self.gemma_gain(name, len, shape, scale)
+        } else {
+            self.vector(name, len, shape)
+        }
+    }
+
     fn fp16_table(&mut self, shape: &[u64], vals: &[f16]) -> R<ConstValue> {
         Ok(self.writer.store(ConstValue::from_f16(shape, vals)?)?)
     }
@@ -273,7 +301,15 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
     } else {
         ids
     };
-    let out = g.gather(&w, &ids, 0, vec![1, 1, h as u64], Some("hidden_states"))?;
+    let out = match &cfg.gemma {
+        None => g.gather(&w, &ids, 0, vec![1, 1, h as u64], Some("hidden_states"))?,
+        // Gemma: × √hidden (and the fp16 range scale α), one fp16 constant.
+        Some(_) => {
+            let rows = g.gather(&w, &ids, 0, vec![1, 1, h as u64], None)?;
+            let scale = g.scalar_f16(((h as f64).sqrt() * ctx.opts.fp16_scale) as f32)?;
+            g.mul_named(&rows, &scale, "hidden_states")?
+        }
+    };
     g.b.output(&out.var)?;
     let (f, shapes) = g.b.finish_with_shapes()?;
     let mut model = single(f);
@@ -363,7 +399,11 @@ struct FfnPart {
 struct LayerWeights {
     index: usize,
     input_norm: ConstValue,
+    /// The norm before the MLP (`post_attention_layernorm`; Gemma's `pre_feedforward_layernorm`).
     post_norm: ConstValue,
+    /// Gemma: the norms on the attention and MLP outputs (gains × α).
+    attn_out_norm: Option<ConstValue>,
+    mlp_out_norm: Option<ConstValue>,
     q: Stored,
     k: Stored,
     v: Stored,
@@ -386,13 +426,22 @@ struct ChunkWeights {
     sin: ConstValue,
     /// `[C, C]` sliding-window band per distinct window narrower than the context.
     bands: Vec<(usize, ConstValue)>,
+    /// Gemma: the sliding layers' RoPE tables `[C, D]` (plain, local base).
+    local_rope: Option<(ConstValue, ConstValue)>,
 }
 
 /// RoPE tables `[C, D]`: cos(p·f) and the sign-folded sin, `-sin` on the first half and `+sin`
 /// on the second, so that `rope(x) = x·cos + concat(x2, x1)·sin_signed`.
 pub fn rope_tables(cfg: &DecoderConfig, context: usize) -> (Vec<f16>, Vec<f16>) {
-    let inv = arch::rope_inv_freq(cfg);
-    let d = cfg.head_dim;
+    tables_of(&arch::rope_inv_freq(cfg), cfg.head_dim, context)
+}
+
+/// [`rope_tables`] of Gemma's sliding layers (plain RoPE at the local base).
+pub fn local_rope_tables(cfg: &DecoderConfig, context: usize) -> (Vec<f16>, Vec<f16>) {
+    tables_of(&arch::rope_inv_freq_local(cfg), cfg.head_dim, context)
+}
+
+fn tables_of(inv: &[f64], d: usize, context: usize) -> (Vec<f16>, Vec<f16>) {
     let half = d / 2;
     let mut cos = Vec::with_capacity(context * d);
     let mut sin = Vec::with_capacity(context * d);
@@ -474,10 +523,29 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
                 up_bias: part_bias(ctx, up_w.bias())?,
             });
         }
+        let gemma = cfg.gemma.is_some();
+        let alpha = ctx.opts.fp16_scale;
+        // Stored in this order: input norm, the MLP's norm (Gemma: then the two output norms).
+        let input_norm = ctx.norm_gain(&n::input_layernorm(i).weight(), h, &hv, 1.0)?;
+        let (post_norm, attn_out_norm, mlp_out_norm) = if gemma {
+            (
+                ctx.norm_gain(&n::pre_feedforward_layernorm(i).weight(), h, &hv, 1.0)?,
+                Some(ctx.norm_gain(&n::post_attention_layernorm(i).weight(), h, &hv, alpha)?),
+                Some(ctx.norm_gain(&n::post_feedforward_layernorm(i).weight(), h, &hv, alpha)?),
+            )
+        } else {
+            (
+                ctx.vector(&n::post_attention_layernorm(i).weight(), h, &hv)?,
+                None,
+                None,
+            )
+        };
         let lw = LayerWeights {
             index: i,
-            input_norm: ctx.vector(&n::input_layernorm(i).weight(), h, &hv)?,
-            post_norm: ctx.vector(&n::post_attention_layernorm(i).weight(), h, &hv)?,
+            input_norm,
+            post_norm,
+            attn_out_norm,
+            mlp_out_norm,
             q: ctx.conv_weight(&n::q_proj(i).weight(), nh * d, h, lut)?,
             k: ctx.conv_weight(&n::k_proj(i).weight(), kvh * d, h, lut)?,
             v: ctx.conv_weight(&n::v_proj(i).weight(), kvh * d, h, lut)?,
@@ -486,20 +554,26 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
             k_bias: bias(ctx, cfg.qkv_bias, n::k_proj(i).bias(), kvh * d)?,
             v_bias: bias(ctx, cfg.qkv_bias, n::v_proj(i).bias(), kvh * d)?,
             o_bias: bias(ctx, cfg.o_bias, n::o_proj(i).bias(), h)?,
+            // Gemma: the attention scale `query_pre_attn_scalar`^−½ rides on q's gain (one fp16
+            // rounding of the product instead of a rounded scale on every score).
             q_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n::q_norm(i).weight(), d, &[d as u64])?)
+                let scale = cfg
+                    .gemma
+                    .as_ref()
+                    .map_or(1.0, |gm| gm.query_pre_attn_scalar.powf(-0.5));
+                Some(ctx.norm_gain(&n::q_norm(i).weight(), d, &[d as u64], scale)?)
             } else {
                 None
             },
             k_norm: if cfg.qk_norm {
-                Some(ctx.vector(&n::k_norm(i).weight(), d, &[d as u64])?)
+                Some(ctx.norm_gain(&n::k_norm(i).weight(), d, &[d as u64], 1.0)?)
             } else {
                 None
             },
             ffn,
             down_bias: bias(ctx, cfg.mlp_bias, n::down_proj(i).bias(), h)?,
         };
-        if let Some(win) = layer_window(cfg, i, c) {
+        if let (None, Some(win)) = (&cfg.gemma, layer_window(cfg, i, c)) {
             if !bands.iter().any(|(w, _)| *w == win) {
                 let table = ctx.fp16_table(&[c as u64, c as u64], &window_band(c, win))?;
                 bands.push((win, table));
@@ -508,18 +582,26 @@ fn load_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<ChunkWei
         out.push(lw);
     }
     let final_norm = if last {
-        Some(ctx.vector(&arch::names::final_norm(), h, &hv)?)
+        Some(ctx.norm_gain(&arch::names::final_norm(), h, &hv, 1.0)?)
     } else {
         None
     };
     let (cos, sin) = rope_tables(cfg, c);
     let shape = [c as u64, d as u64];
+    let local_rope = match &cfg.gemma {
+        Some(_) => {
+            let (lc, ls) = local_rope_tables(cfg, c);
+            Some((ctx.fp16_table(&shape, &lc)?, ctx.fp16_table(&shape, &ls)?))
+        }
+        None => None,
+    };
     Ok(ChunkWeights {
         layers: out,
         final_norm,
         cos: ctx.fp16_table(&shape, &cos)?,
         sin: ctx.fp16_table(&shape, &sin)?,
         bands,
+        local_rope,
     })
 }
 
@@ -582,12 +664,92 @@ fn write_kv_row(g: &mut G, state: &T, update: &T, row: u64, pos: [&T; 2]) -> R<(
     g.write_state(state, &kv)
 }
 
-/// One function (`infer` with S = 1 or `prefill` with S = B) of a chunk.
+/// Gemma's two caches: which state and row each layer uses, the window W, the mask width M.
+struct GemmaLayout {
+    window: u64,
+    /// Position of each converted layer in its own state (local or global), by layer index.
+    slot: Vec<u64>,
+    local_rows: u64,
+    global_rows: u64,
+}
+
+impl GemmaLayout {
+    fn new(cfg: &DecoderConfig, opts: &PartOptions) -> Option<GemmaLayout> {
+        cfg.gemma.as_ref()?;
+        let (mut local, mut global) = (0u64, 0u64);
+        let mut slot = Vec::with_capacity(opts.layers);
+        for i in 0..opts.layers {
+            if is_local(cfg, i) {
+                slot.push(local);
+                local += 1;
+            } else {
+                slot.push(global);
+                global += 1;
+            }
+        }
+        Some(GemmaLayout {
+            window: gemma_window(cfg, opts.layers)? as u64,
+            slot,
+            // A state of no layer still has one pair of rows: Core ML has no empty state.
+            local_rows: 2 * local.max(1),
+            global_rows: 2 * global.max(1),
+        })
+    }
+}
+
+/// Gemma: whether layer `i` is a sliding (local) one.
+fn is_local(cfg: &DecoderConfig, i: usize) -> bool {
+    cfg.sliding_window.get(i).copied().flatten().is_some()
+}
+
+/// Gemma's window W over the first `layers` layers (every sliding layer has the same one), or
+/// the context when none slides.
+pub fn gemma_window(cfg: &DecoderConfig, layers: usize) -> Option<usize> {
+    cfg.sliding_window
+        .iter()
+        .take(layers)
+        .flatten()
+        .copied()
+        .max()
+}
+
+/// Whether a Gemma conversion has the rotate functions: its context is longer than its window.
+pub fn has_rotate(cfg: &DecoderConfig, opts: &PartOptions) -> bool {
+    cfg.gemma.is_some() && gemma_window(cfg, opts.layers).is_some_and(|w| opts.context_length > w)
+}
+
+/// The causal-mask width the runner passes: `max(C, W)` for Gemma, C otherwise.
+pub fn mask_width(cfg: &DecoderConfig, opts: &PartOptions) -> usize {
+    match (&cfg.gemma, gemma_window(cfg, opts.layers)) {
+        (Some(_), Some(w)) => opts.context_length.max(w),
+        _ => opts.context_length,
+    }
+}
+
+/// The rotate functions' mask `[S, W + S]` over `concat(local cache, new keys)`: with the cache
+/// holding positions `p − W .. p`, query `i` (position `p + i`) sees key `k` iff `i < k ≤ W + i`.
+pub fn rotate_band(window: usize, s: usize) -> Vec<f16> {
+    let mut m = Vec::with_capacity(s * (window + s));
+    for i in 0..s {
+        m.extend((0..window + s).map(|k| {
+            if i < k && k <= window + i {
+                f16::ZERO
+            } else {
+                f16::MIN
+            }
+        }));
+    }
+    m
+}
+
+/// One function (`infer` with S = 1 or `prefill` with S = B; Gemma's `…_rotate` with `rotate`)
+/// of a chunk.
 fn chunk_function(
     cfg: &DecoderConfig,
     opts: &PartOptions,
     w: &ChunkWeights,
     s: u64,
+    rotate: bool,
 ) -> R<Function> {
     let h = cfg.hidden_size as u64;
     let (nh, kvh, d) = (
@@ -599,16 +761,36 @@ fn chunk_function(
     let c = opts.context_length as u64;
     let l_total = opts.layers as u64;
     let eps = cfg.rms_norm_eps;
+    let gl = GemmaLayout::new(cfg, opts);
+    let m_width = mask_width(cfg, opts) as u64;
 
     let mut g = G::new();
     let hidden = g.input("hidden_states", DType::F16, &[1, s, h])?;
     let pos_ids = g.input("position_ids", DType::I32, &[s])?;
-    let mask = g.input("causal_mask", DType::F16, &[1, 1, s, c])?;
+    let mask = g.input("causal_mask", DType::F16, &[1, 1, s, m_width])?;
     let cur = g.input("current_pos", DType::I32, &[1])?;
-    let state_ty = crate::mil::TensorType::new(DType::F16, &[2 * l_total, kvh, c, d]);
-    let state = T {
-        var: g.b.state(STATE_NAME, state_ty)?,
-        shape: vec![2 * l_total, kvh, c, d],
+    let declare = |g: &mut G, name: &str, shape: Vec<u64>| -> R<T> {
+        let ty = crate::mil::TensorType::new(DType::F16, &shape);
+        Ok(T {
+            var: g.b.state(name, ty)?,
+            shape,
+        })
+    };
+    // (state, Gemma's local state) — the one state of the other families is `state`.
+    let (state, local_state) = match &gl {
+        None => (
+            declare(&mut g, STATE_NAME, vec![2 * l_total, kvh, c, d])?,
+            None,
+        ),
+        Some(gl) => {
+            let global = declare(&mut g, GLOBAL_STATE_NAME, vec![gl.global_rows, kvh, c, d])?;
+            let local = declare(
+                &mut g,
+                LOCAL_STATE_NAME,
+                vec![gl.local_rows, kvh, gl.window, d],
+            )?;
+            (global, Some(local))
+        }
     };
 
     // (1, S, H) → (1, H, 1, S)
@@ -618,12 +800,29 @@ fn chunk_function(
     // Table rows for these positions, gathered with uint16 indices (coremltools' add_int16_cast
     // form; C ≤ 65535 is checked by the plan): RoPE [S, D] → [1, 1, S, D].
     let pos16 = g.cast(&pos_ids, DType::U16)?;
-    let cos_t = g.konst("rope_cos", w.cos.clone())?;
-    let sin_t = g.konst("rope_sin", w.sin.clone())?;
-    let cos_g = g.gather(&cos_t, &pos16, 0, vec![s, d], None)?;
-    let sin_g = g.gather(&sin_t, &pos16, 0, vec![s, d], None)?;
-    let cos = g.reshape(&cos_g, &[1, 1, s, d])?;
-    let sin = g.reshape(&sin_g, &[1, 1, s, d])?;
+    let gathered = |g: &mut G, tables: &(ConstValue, ConstValue), p: [&str; 2]| -> R<(T, T)> {
+        let cos_t = g.konst(p[0], tables.0.clone())?;
+        let sin_t = g.konst(p[1], tables.1.clone())?;
+        let cos_g = g.gather(&cos_t, &pos16, 0, vec![s, d], None)?;
+        let sin_g = g.gather(&sin_t, &pos16, 0, vec![s, d], None)?;
+        Ok((
+            g.reshape(&cos_g, &[1, 1, s, d])?,
+            g.reshape(&sin_g, &[1, 1, s, d])?,
+        ))
+    };
+    let (cos, sin) = gathered(
+        &mut g,
+        &(w.cos.clone(), w.sin.clone()),
+        ["rope_cos", "rope_sin"],
+    )?;
+    let local_rope = match &w.local_rope {
+        Some(tables) => Some(gathered(
+            &mut g,
+            tables,
+            ["rope_local_cos", "rope_local_sin"],
+        )?),
+        None => None,
+    };
 
     // Sliding-window masks: the band rows of these positions, min'ed with the runner's mask.
     let mut window_masks: Vec<(usize, T)> = Vec::new();
@@ -633,13 +832,44 @@ fn chunk_function(
         let rows = g.reshape(&rows, &[1, 1, s, c])?;
         window_masks.push((*win, g.minimum(&mask, &rows)?));
     }
+    // Gemma's masks: the global layers read the first C columns, the local ones the first W
+    // (positions below W: the non-rotate functions), or the constant rotate band.
+    let (global_mask, local_mask) = match &gl {
+        None => (mask.clone(), None),
+        Some(gl) => {
+            let cut = |g: &mut G, width: u64| -> R<T> {
+                if width == m_width {
+                    Ok(mask.clone())
+                } else {
+                    g.slice(&mask, &[0, 0, 0, 0], &[1, 1, s, width])
+                }
+            };
+            let global = cut(&mut g, c)?;
+            let local = if rotate {
+                let band = ConstValue::from_f16(
+                    &[1, 1, s, gl.window + s],
+                    &rotate_band(gl.window as usize, s as usize),
+                )?;
+                g.konst("rotate_band", band)?
+            } else {
+                cut(&mut g, gl.window)?
+            };
+            (global, Some(local))
+        }
+    };
 
-    let scale = g.scalar_f16((1.0 / (d as f64).sqrt()) as f32)?;
+    let attn_scale = match &cfg.gemma {
+        Some(gm) => gm.query_pre_attn_scalar.powf(-0.5),
+        None => 1.0 / (d as f64).sqrt(),
+    };
+    let scale = g.scalar_f16(attn_scale as f32)?;
     let extent = g.ints_const(&[s as i32])?;
     let cur_end = g.add(&cur, &extent)?;
+    let (mut touched_global, mut touched_local) = (false, false);
 
     for lw in &w.layers {
         let li = lw.index as u64;
+        let local = gl.is_some() && is_local(cfg, lw.index);
         // ---- attention
         let xn = rms_norm(&mut g, &x, 1, eps, &lw.input_norm)?;
         let wq = use_weight(&mut g, "q_proj", &lw.q)?;
@@ -658,40 +888,101 @@ fn chunk_function(
             q = rms_norm(&mut g, &q, 3, eps, qn)?;
             k = rms_norm(&mut g, &k, 3, eps, kn)?;
         }
-        let q = rope(&mut g, &q, &cos, &sin)?;
-        let k = rope(&mut g, &k, &cos, &sin)?;
-        let q = g.mul(&q, &scale)?;
+        let (rc, rs) = match (&local_rope, local) {
+            (Some((lc, ls)), true) => (lc, ls),
+            _ => (&cos, &sin),
+        };
+        let q = rope(&mut g, &q, rc, rs)?;
+        let k = rope(&mut g, &k, rc, rs)?;
+        let q = match &cfg.gemma {
+            Some(_) => q,
+            None => g.mul(&q, &scale)?,
+        };
 
-        // KV write at current_pos into rows li (K) and L + li (V), then read back.
-        write_kv_row(&mut g, &state, &k, li, [&cur, &cur_end])?;
-        write_kv_row(&mut g, &state, &v, l_total + li, [&cur, &cur_end])?;
-        let kv = g.read_state(&state)?;
-        let k_all = g.slice(&kv, &[li, 0, 0, 0], &[li + 1, kvh, c, d])?;
-        let v_all = g.slice(
-            &kv,
-            &[l_total + li, 0, 0, 0],
-            &[l_total + li + 1, kvh, c, d],
-        )?;
-        let k_all = g.reshape(&k_all, &[kvh, c, d])?;
-        let v_all = g.reshape(&v_all, &[kvh, c, d])?;
+        // The keys and values this layer attends over ([KV, T, D]) and its mask.
+        let (k_all, v_all, t, layer_mask) = match (&gl, &local_state) {
+            (Some(gl), Some(ls)) if local => {
+                touched_local = true;
+                let row = gl.slot[lw.index];
+                let rows = gl.local_rows / 2;
+                let wn = gl.window;
+                if rotate {
+                    // Shift left by S and append: concat(cache, new)[S..], kept whole for the
+                    // band mask (a narrow and a concat, as ANEMLL builds it).
+                    let kv = g.read_state(ls)?;
+                    let old_k = g.slice(&kv, &[row, 0, 0, 0], &[row + 1, kvh, wn, d])?;
+                    let old_v =
+                        g.slice(&kv, &[rows + row, 0, 0, 0], &[rows + row + 1, kvh, wn, d])?;
+                    let keys = g.concat(&[&old_k, &k], 2)?; // [1, KV, W+S, D]
+                    let vals = g.concat(&[&old_v, &v], 2)?;
+                    let keep_k = g.slice(&keys, &[0, 0, s, 0], &[1, kvh, wn + s, d])?;
+                    let keep_v = g.slice(&vals, &[0, 0, s, 0], &[1, kvh, wn + s, d])?;
+                    write_kv_whole_row(&mut g, ls, &keep_k, row)?;
+                    write_kv_whole_row(&mut g, ls, &keep_v, rows + row)?;
+                    let keys = g.reshape(&keys, &[kvh, wn + s, d])?;
+                    let vals = g.reshape(&vals, &[kvh, wn + s, d])?;
+                    (
+                        keys,
+                        vals,
+                        wn + s,
+                        local_mask.clone().expect("Gemma has a local mask"),
+                    )
+                } else {
+                    write_kv_row(&mut g, ls, &k, row, [&cur, &cur_end])?;
+                    write_kv_row(&mut g, ls, &v, rows + row, [&cur, &cur_end])?;
+                    let kv = g.read_state(ls)?;
+                    let k_all = g.slice(&kv, &[row, 0, 0, 0], &[row + 1, kvh, wn, d])?;
+                    let v_all =
+                        g.slice(&kv, &[rows + row, 0, 0, 0], &[rows + row + 1, kvh, wn, d])?;
+                    let k_all = g.reshape(&k_all, &[kvh, wn, d])?;
+                    let v_all = g.reshape(&v_all, &[kvh, wn, d])?;
+                    (
+                        k_all,
+                        v_all,
+                        wn,
+                        local_mask.clone().expect("Gemma has a local mask"),
+                    )
+                }
+            }
+            _ => {
+                touched_global = true;
+                let (row, rows) = match &gl {
+                    Some(gl) => (gl.slot[lw.index], gl.global_rows / 2),
+                    None => (li, l_total),
+                };
+                // KV write at current_pos into rows `row` (K) and `rows + row` (V), read back.
+                write_kv_row(&mut g, &state, &k, row, [&cur, &cur_end])?;
+                write_kv_row(&mut g, &state, &v, rows + row, [&cur, &cur_end])?;
+                let kv = g.read_state(&state)?;
+                let k_all = g.slice(&kv, &[row, 0, 0, 0], &[row + 1, kvh, c, d])?;
+                let v_all = g.slice(&kv, &[rows + row, 0, 0, 0], &[rows + row + 1, kvh, c, d])?;
+                let k_all = g.reshape(&k_all, &[kvh, c, d])?;
+                let v_all = g.reshape(&v_all, &[kvh, c, d])?;
+                let layer_mask = layer_window(cfg, lw.index, opts.context_length)
+                    .filter(|_| gl.is_none())
+                    .and_then(|win| window_masks.iter().find(|(w2, _)| *w2 == win))
+                    .map_or(&global_mask, |(_, m)| m);
+                (k_all, v_all, c, layer_mask.clone())
+            }
+        };
 
-        // Scores per KV head: q [KV, g·S, D] × K [KV, C, D]ᵀ.
+        // Scores per KV head: q [KV, g·S, D] × K [KV, T, D]ᵀ.
         let q3 = g.reshape(&q, &[kvh, groups * s, d])?;
         let scores = g.matmul(&q3, &k_all, true)?;
-        let scores = g.reshape(&scores, &[kvh, groups, s, c])?;
-        let layer_mask = layer_window(cfg, lw.index, opts.context_length)
-            .and_then(|win| window_masks.iter().find(|(w2, _)| *w2 == win))
-            .map_or(&mask, |(_, m)| m);
-        let scores = g.add(&scores, layer_mask)?;
+        let scores = g.reshape(&scores, &[kvh, groups, s, t])?;
+        let scores = g.add(&scores, &layer_mask)?;
         let probs = g.softmax(&scores, -1)?;
-        let probs = g.reshape(&probs, &[kvh, groups * s, c])?;
+        let probs = g.reshape(&probs, &[kvh, groups * s, t])?;
         let attn = g.matmul(&probs, &v_all, false)?; // [KV, g·S, D]
         let attn = g.reshape(&attn, &[1, nh, s, d])?;
         let attn = g.transpose(&attn, &[0, 1, 3, 2])?;
         let attn = g.reshape(&attn, &[1, nh * d, 1, s])?;
         let wo = use_weight(&mut g, "o_proj", &lw.o)?;
         let bo = stored_const(&mut g, "o_bias", &lw.o_bias)?;
-        let o = g.conv("o", &attn, &wo, bo.as_ref())?;
+        let mut o = g.conv("o", &attn, &wo, bo.as_ref())?;
+        if let Some(n) = &lw.attn_out_norm {
+            o = rms_norm(&mut g, &o, 1, eps, n)?;
+        }
         x = g.add(&x, &o)?;
 
         // ---- MLP, one slice per ≤16384 intermediate channels; the down partial sums add up.
@@ -710,7 +1001,11 @@ fn chunk_function(
             };
             let gt = g.conv("gate", &xn, &wg, bg.as_ref())?;
             let up = g.conv("up", &xn, &wu, bu.as_ref())?;
-            let act = g.silu(&gt)?;
+            let act = if cfg.gemma.is_some() {
+                g.gelu_tanh(&gt)?
+            } else {
+                g.silu(&gt)?
+            };
             let m = g.mul(&act, &up)?;
             let down = g.conv("down", &m, &wd, bd.as_ref())?;
             mlp = Some(match mlp {
@@ -718,11 +1013,27 @@ fn chunk_function(
                 Some(sum) => g.add(&sum, &down)?,
             });
         }
-        let mlp = mlp.ok_or_else(|| AneError::Graph {
+        let mut mlp = mlp.ok_or_else(|| AneError::Graph {
             op: format!("layer {li} mlp"),
             message: "intermediate size 0".into(),
         })?;
+        if let Some(n) = &lw.mlp_out_norm {
+            mlp = rms_norm(&mut g, &mlp, 1, eps, n)?;
+        }
         x = g.add(&x, &mlp)?;
+    }
+    // Gemma: a chunk declares both states and must use each (Core ML rejects an unused state):
+    // one element of an untouched state, times 0, joins the residual.
+    if let Some(ls) = &local_state {
+        for (st, touched) in [(&state, touched_global), (ls, touched_local)] {
+            if !touched {
+                let all = g.read_state(st)?;
+                let one = g.slice(&all, &[0, 0, 0, 0], &[1, 1, 1, 1])?;
+                let zero = g.scalar_f16(0.0)?;
+                let nothing = g.mul(&one, &zero)?;
+                x = g.add(&x, &nothing)?;
+            }
+        }
     }
     if let Some(fnorm) = &w.final_norm {
         x = rms_norm(&mut g, &x, 1, eps, fnorm)?;
@@ -733,13 +1044,44 @@ fn chunk_function(
     Ok(g.b.finish()?)
 }
 
-/// Chunk `layers` (the last chunk applies the final norm): functions `infer` and `prefill`.
+/// Replaces row `row` of `state` whole with `data` (`[1, KV, W, D]`): Gemma's rotated cache.
+fn write_kv_whole_row(g: &mut G, state: &T, data: &T, row: u64) -> R<()> {
+    let mut end: Vec<i32> = state.shape.iter().map(|&d| d as i32).collect();
+    end[0] = row as i32 + 1;
+    let begin = g.ints_const(&[row as i32, 0, 0, 0])?;
+    let end = g.ints_const(&end)?;
+    let kv = g.read_state(state)?;
+    let kv = g.slice_update(&kv, data, &begin, &end)?;
+    g.write_state(state, &kv)
+}
+
+/// Chunk `layers` (the last chunk applies the final norm): functions `infer` and `prefill`, and
+/// for Gemma beyond its window `infer_rotate` and `prefill_rotate`.
 pub fn build_chunk(ctx: &mut Ctx<'_>, layers: Range<usize>, last: bool) -> R<Model> {
     let w = load_chunk(ctx, layers, last)?;
-    let infer = chunk_function(ctx.cfg, ctx.opts, &w, 1)?;
-    let prefill = chunk_function(ctx.cfg, ctx.opts, &w, ctx.opts.batch_size as u64)?;
+    let b = ctx.opts.batch_size as u64;
+    let mut functions = vec![
+        (
+            "infer".into(),
+            chunk_function(ctx.cfg, ctx.opts, &w, 1, false)?,
+        ),
+        (
+            "prefill".into(),
+            chunk_function(ctx.cfg, ctx.opts, &w, b, false)?,
+        ),
+    ];
+    if has_rotate(ctx.cfg, ctx.opts) {
+        functions.push((
+            "infer_rotate".into(),
+            chunk_function(ctx.cfg, ctx.opts, &w, 1, true)?,
+        ));
+        functions.push((
+            "prefill_rotate".into(),
+            chunk_function(ctx.cfg, ctx.opts, &w, b, true)?,
+        ));
+    }
     Ok(Model::new(Program {
-        functions: vec![("infer".into(), infer), ("prefill".into(), prefill)],
+        functions,
         default_function: "infer".into(),
     }))
 }

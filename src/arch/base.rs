@@ -215,6 +215,7 @@ impl HfBase {
             max_position_embeddings: self
                 .max_position_embeddings
                 .unwrap_or(d.max_position_embeddings),
+            gemma: None,
         })
     }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod base;
+mod gemma3;
 mod llama;
 mod mistral;
 pub mod names;
@@ -12,11 +13,11 @@ mod qwen3;
 mod rope;
 
 pub use base::SUPPORTED_ROPE_TYPES;
-pub use rope::rope_inv_freq;
+pub use rope::{rope_inv_freq, rope_inv_freq_local};
 
 /// The `model_type`s anec converts (checkpoints of these families published under other names
 /// carry one of these).
-pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "qwen2", "qwen3", "mistral"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 5] = ["llama", "qwen2", "qwen3", "mistral", "gemma3_text"];
 
 /// Why a config.json was refused. `origin` is the file (or `<string>`), every variant names the
 /// field and the offending value.
@@ -56,7 +57,7 @@ pub enum ArchError {
 /// Graph code branches on these fields and never probes the checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
-    /// `model_type` from config.json ("llama", "qwen2", "qwen3", "mistral").
+    /// `model_type` from config.json ("llama", "qwen2", "qwen3", "mistral", "gemma3_text").
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -85,6 +86,19 @@ pub struct DecoderConfig {
     pub eos_token_ids: Vec<u32>,
     /// `max_position_embeddings` (informative: the context the model was trained for).
     pub max_position_embeddings: usize,
+    /// Gemma 3's differences from the Llama decoder; `None` for the other families.
+    pub gemma: Option<GemmaConfig>,
+}
+
+/// What Gemma 3 changes beyond the shared fields: (1 + w) norms with four per layer, GeGLU
+/// (tanh GELU), embeddings × √hidden, this attention scale, and plain RoPE at `local_rope_theta`
+/// on the sliding layers (`rope_theta` / `rope_scaling` serve the global ones).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmaConfig {
+    /// Attention scores are scaled by `query_pre_attn_scalar`^−½.
+    pub query_pre_attn_scalar: f64,
+    /// `rope_local_base_freq`.
+    pub local_rope_theta: f64,
 }
 
 /// RoPE frequency scaling.
@@ -151,6 +165,9 @@ impl DecoderConfig {
                 .map_err(json_err)?
                 .into_decoder(origin)?,
             "mistral" => serde_json::from_value::<mistral::MistralConfig>(value)
+                .map_err(json_err)?
+                .into_decoder(origin)?,
+            "gemma3_text" => serde_json::from_value::<gemma3::Gemma3Config>(value)
                 .map_err(json_err)?
                 .into_decoder(origin)?,
             _ => {
@@ -377,6 +394,32 @@ mod tests {
         assert!(c.qk_norm && c.tie_embeddings && !c.qkv_bias && !c.o_bias);
         assert_eq!(c.rope_theta, 1e6);
         assert_eq!(c.intermediate_size, 192);
+    }
+
+    #[test]
+    fn tiny_gemma3_both_key_styles() {
+        let c = both("tiny-gemma3");
+        assert_eq!(c.model_type, "gemma3_text");
+        assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (4, 2, 16));
+        assert!(c.qk_norm && c.tie_embeddings && !c.qkv_bias);
+        let local = Some(16);
+        assert_eq!(
+            c.sliding_window,
+            vec![local, local, local, local, local, None, local]
+        );
+        assert_eq!(c.rope_theta, 1e6);
+        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!(
+            c.gemma,
+            Some(GemmaConfig {
+                query_pre_attn_scalar: 24.0,
+                local_rope_theta: 10000.0
+            })
+        );
+        assert_eq!(
+            (c.bos_token_id, c.eos_token_ids.clone()),
+            (Some(509), vec![508])
+        );
     }
 
     #[test]

@@ -95,6 +95,14 @@ pub fn input_layernorm(i: usize) -> Scope {
 pub fn post_attention_layernorm(i: usize) -> Scope {
     layer(i).pp("post_attention_layernorm")
 }
+/// `model.layers.{i}.pre_feedforward_layernorm` (Gemma)
+pub fn pre_feedforward_layernorm(i: usize) -> Scope {
+    layer(i).pp("pre_feedforward_layernorm")
+}
+/// `model.layers.{i}.post_feedforward_layernorm` (Gemma)
+pub fn post_feedforward_layernorm(i: usize) -> Scope {
+    layer(i).pp("post_feedforward_layernorm")
+}
 /// `model.embed_tokens.weight`
 pub fn embed_tokens() -> String {
     model().pp("embed_tokens").weight()

@@ -9,8 +9,20 @@ use super::{DecoderConfig, RopeScaling};
 
 /// `inv_freq[i]` for `i in 0..head_dim/2`, after rope scaling.
 pub fn rope_inv_freq(cfg: &DecoderConfig) -> Vec<f64> {
-    let dim = cfg.head_dim;
-    let base = cfg.rope_theta as f32;
+    inv_freq(cfg.head_dim, cfg.rope_theta, &cfg.rope_scaling)
+}
+
+/// The inverse frequencies of Gemma's sliding layers (plain RoPE at `rope_local_base_freq`);
+/// [`rope_inv_freq`] for the other families.
+pub fn rope_inv_freq_local(cfg: &DecoderConfig) -> Vec<f64> {
+    match &cfg.gemma {
+        Some(g) => inv_freq(cfg.head_dim, g.local_rope_theta, &RopeScaling::None),
+        None => rope_inv_freq(cfg),
+    }
+}
+
+fn inv_freq(dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<f64> {
+    let base = theta as f32;
     // base ** (arange(0, dim, 2).float() / dim), then 1.0 / that.
     let default: Vec<f32> = (0..dim)
         .step_by(2)
@@ -20,7 +32,7 @@ pub fn rope_inv_freq(cfg: &DecoderConfig) -> Vec<f64> {
             1.0f32 / pow
         })
         .collect();
-    let scaled: Vec<f32> = match cfg.rope_scaling {
+    let scaled: Vec<f32> = match *scaling {
         RopeScaling::None => default,
         RopeScaling::Linear { factor } => default.iter().map(|f| f / factor as f32).collect(),
         RopeScaling::Llama3 {

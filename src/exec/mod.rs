@@ -156,6 +156,7 @@ pub fn op_type(kind: OpKind) -> &'static str {
         OpKind::Exp => "exp",
         OpKind::Relu => "relu",
         OpKind::Silu => "silu",
+        OpKind::Gelu => "gelu",
         OpKind::LayerNorm => "layer_norm",
         OpKind::Softmax => "softmax",
         OpKind::Concat => "concat",
@@ -662,6 +663,18 @@ impl Interpreter {
             OpKind::Exp => one(ops::unary(Unary::Exp, &p.tensor("x")?)?),
             OpKind::Relu => one(ops::unary(Unary::Relu, &p.tensor("x")?)?),
             OpKind::Silu => one(ops::unary(Unary::Silu, &p.tensor("x")?)?),
+            OpKind::Gelu => {
+                // coremltools: mode defaults to EXACT (erf), which exec does not compute.
+                let mode = p.opt_string("mode")?.unwrap_or_else(|| "EXACT".into());
+                if mode != "TANH_APPROXIMATION" {
+                    return Err(OpProblem::BadValue {
+                        param: "mode".into(),
+                        value: mode,
+                        why: "exec computes the TANH_APPROXIMATION gelu only".into(),
+                    });
+                }
+                one(ops::unary(Unary::GeluTanh, &p.tensor("x")?)?)
+            }
             OpKind::LayerNorm => {
                 let x = p.tensor("x")?;
                 let axes = p.opt_ints("axes")?;

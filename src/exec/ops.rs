@@ -209,6 +209,8 @@ pub enum Unary {
     Relu,
     /// `x * sigmoid(x)`.
     Silu,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (gelu, TANH_APPROXIMATION).
+    GeluTanh,
 }
 
 pub fn unary(op: Unary, x: &Tensor) -> R<Tensor> {
@@ -226,6 +228,10 @@ pub fn unary(op: Unary, x: &Tensor) -> R<Tensor> {
                 }
             }
             Unary::Silu => v / (1.0 + (-v).exp()),
+            Unary::GeluTanh => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+            }
         }
     };
     float_tensor(

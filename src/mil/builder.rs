@@ -666,6 +666,17 @@ impl FunctionBuilder {
     pub fn silu(&mut self, name: &str, x: &Var) -> Result<Var> {
         self.unary(OpKind::Silu, name, x)
     }
+    /// `gelu(x, mode)`: `EXACT`, `TANH_APPROXIMATION` or `SIGMOID_APPROXIMATION`.
+    pub fn gelu(&mut self, name: &str, x: &Var, mode: &str) -> Result<Var> {
+        self.atomic(|b| {
+            let m = b.param(name, "mode", ConstValue::string(mode))?;
+            b.single(
+                OpKind::Gelu,
+                name,
+                &[("x", vec![x.arg()]), ("mode", vec![m])],
+            )
+        })
+    }
 
     /// `layer_norm` over `axes`; epsilon is written in x's dtype; gamma/beta only when given.
     pub fn layer_norm(
@@ -2369,7 +2380,8 @@ mod tests {
         let mm = b.maximum("mm", &sum, &mean).unwrap();
         let mn = b.minimum("mn", &mm, &sum).unwrap();
         let r = b.relu("relu", &mn).unwrap();
-        let s = b.silu("silu", &r).unwrap();
+        let s0 = b.silu("silu", &r).unwrap();
+        let s = b.gelu("gelu", &s0, "TANH_APPROXIMATION").unwrap();
         let sq2 = b.squeeze("sq", &s, Some(&[3])).unwrap(); // [1,heads,1]
         let bp_in = b
             .fill("tri", &[1, 1, 4, 4], ConstValue::scalar_f16(f16::ONE))

@@ -134,6 +134,7 @@ fn schema(kind: OpKind) -> Vec<P> {
         }
         Rsqrt => vec![req("x"), opt_c("epsilon")],
         Sqrt | Exp | Relu | Silu => vec![req("x")],
+        Gelu => vec![req("x"), opt_c("mode")],
         LayerNorm => vec![
             req("x"),
             opt_c("axes"),
@@ -716,6 +717,21 @@ fn infer_kind(cx: &Cx) -> Result<Vec<ValueType>> {
         }
         Sqrt | Exp | Relu | Silu => {
             let x = cx.td("x", &F)?;
+            one(x.dtype, x.shape.clone())
+        }
+        Gelu => {
+            let x = cx.td("x", &F)?;
+            if let Some(mode) = cx.string("mode")? {
+                if !["EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROXIMATION"]
+                    .contains(&mode.as_str())
+                {
+                    return Err(cx.type_err(
+                        "mode",
+                        "EXACT, TANH_APPROXIMATION or SIGMOID_APPROXIMATION",
+                        mode,
+                    ));
+                }
+            }
             one(x.dtype, x.shape.clone())
         }
         LayerNorm => {

@@ -263,6 +263,7 @@ op_kinds! {
     Exp => "exp",
     Relu => "relu",
     Silu => "silu",
+    Gelu => "gelu",
     LayerNorm => "layer_norm",
     Softmax => "softmax",
     Concat => "concat",

@@ -50,10 +50,26 @@ pub struct Config {
     pub tie_embeddings: bool,
     /// Per layer: `Some(w)` when the layer attends to its last `w` positions only.
     pub sliding_window: Vec<Option<usize>>,
+    /// Gemma 3's differences from the Llama decoder; `None` for the other families.
+    pub gemma: Option<Gemma>,
+}
+
+/// What Gemma 3 (`gemma3_text`) changes: the embeddings scaled by √hidden, (1 + w) RMSNorms, a
+/// norm on the attention and on the MLP output, GeGLU with tanh GELU, q/k norms, attention
+/// scaled by `query_pre_attn_scalar`^−½, and plain RoPE at `local_rope_theta` on the sliding
+/// layers (the full-attention layers use `rope_theta` with the scaling).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemma {
+    pub query_pre_attn_scalar: f64,
+    pub local_rope_theta: f64,
 }
 
 /// transformers' `__init__` defaults of one configuration class.
 struct ClassDefaults {
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    theta: f64,
     vocab: usize,
     intermediate: usize,
     /// `None`: as many KV heads as attention heads.
@@ -65,15 +81,34 @@ struct ClassDefaults {
 }
 
 fn class_defaults(model_type: &str) -> Option<ClassDefaults> {
-    // hidden 4096, 32 layers, 32 heads, eps 1e-6 and theta 1e4 are common to all four classes.
+    // hidden 4096, 32 layers, 32 heads and theta 1e4 are common to the Llama-like classes;
+    // eps 1e-6 to all five.
     let (vocab, intermediate, kv_heads, head_dim, window) = match model_type {
         "llama" => (32000, 11008, None, None, None),
         "mistral" => (32000, 14336, Some(8), None, Some(4096)),
         "qwen2" => (151936, 22016, Some(32), None, Some(4096)),
         "qwen3" => (151936, 22016, Some(32), Some(128), Some(4096)),
+        // Gemma3TextConfig
+        "gemma3_text" => {
+            return Some(ClassDefaults {
+                hidden: 2304,
+                layers: 26,
+                heads: 8,
+                theta: 1e6,
+                vocab: 262208,
+                intermediate: 9216,
+                kv_heads: Some(4),
+                head_dim: Some(256),
+                window: Some(4096),
+            })
+        }
         _ => return None,
     };
     Some(ClassDefaults {
+        hidden: 4096,
+        layers: 32,
+        heads: 32,
+        theta: 1e4,
         vocab,
         intermediate,
         kv_heads,
@@ -209,10 +244,32 @@ impl Config {
             j.bad(
                 "model_type",
                 &model_type,
-                "the reference runs llama, mistral, qwen2 and qwen3",
+                "the reference runs llama, mistral, qwen2, qwen3 and gemma3_text",
             )
         })?;
-        if let Some(act) = j.text("hidden_act")? {
+        let is_gemma = model_type == "gemma3_text";
+        if is_gemma {
+            let act = j.text("hidden_activation")?.unwrap_or("gelu_pytorch_tanh");
+            if act != "gelu_pytorch_tanh" {
+                return Err(j.bad(
+                    "hidden_activation",
+                    act,
+                    "the reference runs Gemma's tanh-GELU MLP only",
+                ));
+            }
+            for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+                if let Some(v) = j.number(key)? {
+                    return Err(j.bad(key, v, "soft-capping is not implemented (must be null)"));
+                }
+            }
+            if j.flag("use_bidirectional_attention")? {
+                return Err(j.bad(
+                    "use_bidirectional_attention",
+                    true,
+                    "the reference runs causal attention only",
+                ));
+            }
+        } else if let Some(act) = j.text("hidden_act")? {
             if act != "silu" {
                 return Err(j.bad("hidden_act", act, "the reference runs SiLU MLPs only"));
             }
@@ -222,9 +279,9 @@ impl Config {
                 return Err(j.bad("partial_rotary_factor", f, "RoPE must cover the whole head"));
             }
         }
-        let hidden_size = j.count_or("hidden_size", 4096)?;
-        let num_heads = j.count_or("num_attention_heads", 32)?;
-        let num_layers = j.count_or("num_hidden_layers", 32)?;
+        let hidden_size = j.count_or("hidden_size", d.hidden)?;
+        let num_heads = j.count_or("num_attention_heads", d.heads)?;
+        let num_layers = j.count_or("num_hidden_layers", d.layers)?;
         // Absent: the class default; null: derived (all heads; hidden_size / heads).
         let num_kv_heads = (j.count("num_key_value_heads")?)
             .unwrap_or(d.kv_heads)
@@ -240,13 +297,25 @@ impl Config {
                 ))
             }
         };
-        let (rope_theta, rope) = read_rope(&j)?;
+        let (rope_theta, rope, local_theta) = read_rope(&j, d.theta, is_gemma)?;
         let attention_bias = j.flag("attention_bias")?;
         let (qkv_bias, o_bias, qk_norm) = match model_type.as_str() {
             "qwen2" => (true, false, false),
-            "qwen3" => (attention_bias, attention_bias, true),
+            "qwen3" | "gemma3_text" => (attention_bias, attention_bias, true),
             "llama" => (attention_bias, attention_bias, false),
             _ => (false, false, false),
+        };
+        let gemma = if is_gemma {
+            let scalar = j.number("query_pre_attn_scalar")?.unwrap_or(256.0);
+            if !(scalar > 0.0 && scalar.is_finite()) {
+                return Err(j.bad("query_pre_attn_scalar", scalar, "must be a positive number"));
+            }
+            Some(Gemma {
+                query_pre_attn_scalar: scalar,
+                local_rope_theta: local_theta,
+            })
+        } else {
+            None
         };
         let sliding_window = read_windows(&j, &model_type, d.window, num_layers)?;
         let cfg = Config {
@@ -264,8 +333,12 @@ impl Config {
             o_bias,
             mlp_bias: model_type == "llama" && j.flag("mlp_bias")?,
             qk_norm,
-            tie_embeddings: j.flag("tie_word_embeddings")?,
+            tie_embeddings: match j.raw("tie_word_embeddings").flatten() {
+                None => is_gemma,
+                Some(_) => j.flag("tie_word_embeddings")?,
+            },
             sliding_window,
+            gemma,
             model_type,
         };
         cfg.validate(origin)?;
@@ -319,6 +392,15 @@ impl Config {
                 "must be a number above 1",
             ));
         }
+        if let Some(g) = &self.gemma {
+            if !(g.local_rope_theta > 1.0 && g.local_rope_theta.is_finite()) {
+                return Err(bad(
+                    "rope_local_base_freq",
+                    &g.local_rope_theta,
+                    "must be a number above 1",
+                ));
+            }
+        }
         if self.sliding_window.len() != self.num_layers {
             return Err(bad(
                 "sliding_window",
@@ -343,10 +425,23 @@ impl Config {
     /// HF's rotary `inv_freq` (`[head_dim / 2]`, after scaling), step by step in f32 as
     /// transformers' `_compute_*_parameters` run them on a float32 tensor.
     pub fn inv_freq(&self) -> Vec<f32> {
+        self.inv_freq_of(self.rope_theta, &self.rope)
+    }
+
+    /// The inverse frequencies of Gemma's sliding layers (plain RoPE at the local base); the
+    /// same as [`Config::inv_freq`] for the other families.
+    pub fn inv_freq_local(&self) -> Vec<f32> {
+        match &self.gemma {
+            Some(g) => self.inv_freq_of(g.local_rope_theta, &RopeKind::Plain),
+            None => self.inv_freq(),
+        }
+    }
+
+    fn inv_freq_of(&self, theta: f64, rope: &RopeKind) -> Vec<f32> {
         let d = self.head_dim as f32;
-        let base = self.rope_theta as f32;
+        let base = theta as f32;
         let plain = (0..self.head_dim / 2).map(|k| 1.0 / base.powf((2 * k) as f32 / d));
-        match self.rope {
+        match *rope {
             RopeKind::Plain => plain.collect(),
             RopeKind::Linear { factor } => plain.map(|f| f / factor as f32).collect(),
             RopeKind::Llama3 {
@@ -383,20 +478,57 @@ impl Config {
 }
 
 /// `rope_parameters` (transformers 5) wins over `rope_scaling` (transformers 4); the base is
-/// `rope_parameters.rope_theta`, else the top-level `rope_theta`, else 10000.
-fn read_rope(j: &Json<'_>) -> Result<(f64, RopeKind)> {
+/// `rope_parameters.rope_theta`, else the top-level `rope_theta`, else the class default.
+/// Gemma 3 also gives its sliding layers' base (the third value): transformers 5 keys
+/// `rope_parameters` by layer type (`full_attention`, `sliding_attention`), transformers 4 names
+/// it `rope_local_base_freq` (default 10000). Other families return `rope_theta` there.
+fn read_rope(j: &Json<'_>, default_theta: f64, gemma: bool) -> Result<(f64, RopeKind, f64)> {
     let params = match j.object("rope_parameters")? {
         Some(p) => Some(p),
         None => j.object("rope_scaling")?,
     };
+    let top_theta = j.number("rope_theta")?.unwrap_or(default_theta);
+    if gemma {
+        if let Some(p) = params
+            .as_ref()
+            .filter(|p| p.obj.contains_key("full_attention"))
+        {
+            let full = p
+                .object("full_attention")?
+                .ok_or_else(|| p.bad("full_attention", "null", "must be an object"))?;
+            let (theta, rope) = rope_object(Some(&full), top_theta)?;
+            let local = match p.object("sliding_attention")? {
+                Some(l) => {
+                    let (t, kind) = rope_object(Some(&l), 10000.0)?;
+                    if kind != RopeKind::Plain {
+                        return Err(l.bad(
+                            "rope_type",
+                            format!("{kind:?}"),
+                            "Gemma's sliding layers use default RoPE",
+                        ));
+                    }
+                    t
+                }
+                None => 10000.0,
+            };
+            return Ok((theta, rope, local));
+        }
+        let (theta, rope) = rope_object(params.as_ref(), top_theta)?;
+        let local = j.number("rope_local_base_freq")?.unwrap_or(10000.0);
+        return Ok((theta, rope, local));
+    }
+    let (theta, rope) = rope_object(params.as_ref(), top_theta)?;
+    Ok((theta, rope, theta))
+}
+
+/// One RoPE object (`rope_type` or legacy `type`, its factors, an optional nested base that
+/// wins over `theta`).
+fn rope_object(params: Option<&Json<'_>>, theta: f64) -> Result<(f64, RopeKind)> {
     let nested_theta = match &params {
         Some(p) => p.number("rope_theta")?,
         None => None,
     };
-    let theta = match nested_theta {
-        Some(t) => t,
-        None => j.number("rope_theta")?.unwrap_or(10000.0),
-    };
+    let theta = nested_theta.unwrap_or(theta);
     let Some(p) = params else {
         return Ok((theta, RopeKind::Plain));
     };
@@ -462,6 +594,21 @@ fn read_windows(
     let (window, first_sliding) = match model_type {
         "llama" => return Ok(vec![None; layers]),
         "mistral" => (window, 0),
+        // Gemma 3 without layer_types: every `sliding_window_pattern`-th layer (6, the last of
+        // each group) is global, the others slide (configuration_gemma3.py).
+        "gemma3_text" if j.raw("layer_types").flatten().is_none() => {
+            let pattern = match j.count("sliding_window_pattern")?.flatten() {
+                Some(n) => n,
+                None => j.count_or("_sliding_window_pattern", 6)?,
+            };
+            if pattern == 0 {
+                return Err(j.bad("sliding_window_pattern", 0, "must be at least 1"));
+            }
+            return Ok((0..layers)
+                .map(|i| if (i + 1) % pattern == 0 { None } else { window })
+                .collect());
+        }
+        "gemma3_text" => (window, 0),
         _ if j.flag("use_sliding_window")? => (window, j.count_or("max_window_layers", 28)?),
         _ => (None, layers),
     };

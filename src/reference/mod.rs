@@ -3,7 +3,8 @@
 //!
 //! Driven by its own reading of config.json ([`Config`]): RMSNorm, RoPE (rotate-half, HF's
 //! inv_freq), GQA/MQA, q/k/v biases, per-head q/k norms, explicit head_dim, tied embeddings,
-//! per-layer sliding windows (a query at `p` sees keys in `(p - window, p]`), a SiLU-gated MLP,
+//! per-layer sliding windows (a query at `p` sees keys in `(p - window, p]`), a SiLU-gated MLP
+//! (Gemma 3: tanh-GELU-gated, (1 + w) norms on both block outputs, scaled embeddings, per-layer RoPE),
 //! the final norm and the LM head, with its own tensor names. It shares no code with `ane`,
 //! `exec` or `arch` (only `source`'s list of files): `verify` compares two independent
 //! computations.
@@ -21,7 +22,7 @@ use thiserror::Error;
 
 use crate::source::ModelFiles;
 
-pub use config::{Config, RopeKind};
+pub use config::{Config, Gemma, RopeKind};
 pub use model::Cache;
 
 /// Errors of the reference forward pass.

@@ -64,17 +64,25 @@ impl Linear {
     }
 }
 
-/// `weight * (x * rsqrt(mean(x²) + eps))` over the last dimension, in f32.
+/// `weight * (x * rsqrt(mean(x²) + eps))` over the last dimension, in f32 (Gemma's gain is
+/// `1 + weight`, formed in f32 as transformers' `Gemma3RMSNorm` does).
 struct RmsNorm {
     w: Tensor,
     eps: f64,
 }
 
 impl RmsNorm {
-    /// `{module}.weight` `[dim]`.
-    fn load(ld: &Loader<'_>, module: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+    /// `{module}.weight` `[dim]`; `one_plus`: the gain is `1 + weight` (Gemma).
+    fn load(
+        ld: &Loader<'_>,
+        module: &str,
+        dim: usize,
+        eps: f64,
+        one_plus: bool,
+    ) -> Result<RmsNorm> {
+        let w = ld.get(&format!("{module}.weight"), &[dim])?;
         Ok(RmsNorm {
-            w: ld.get(&format!("{module}.weight"), &[dim])?,
+            w: if one_plus { (w + 1.0)? } else { w },
             eps,
         })
     }
@@ -94,7 +102,12 @@ struct Layer {
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
-    post_norm: RmsNorm,
+    /// Gemma: `post_attention_layernorm` on the attention output, before the residual add.
+    attn_out_norm: Option<RmsNorm>,
+    /// The norm before the MLP (`post_attention_layernorm`; Gemma's `pre_feedforward_layernorm`).
+    mlp_norm: RmsNorm,
+    /// Gemma: `post_feedforward_layernorm` on the MLP output, before the residual add.
+    mlp_out_norm: Option<RmsNorm>,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -103,12 +116,21 @@ struct Layer {
 
 pub(super) struct Model {
     embed: Tensor,
+    /// Gemma: the embedding output is multiplied by `√hidden` (a float32 scalar: the reference
+    /// runs the weights in float32, so transformers' cast to the weight dtype keeps it).
+    embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// `None` when tied: the embedding matrix is the LM head.
     lm_head: Option<Tensor>,
     /// HF's `inv_freq`, `[head_dim / 2]`.
     inv_freq: Vec<f32>,
+    /// Gemma's sliding layers' `inv_freq` (plain RoPE at the local base).
+    inv_freq_local: Option<Vec<f32>>,
+    /// Scores multiplier: `head_dim`^−½ (Gemma: `query_pre_attn_scalar`^−½).
+    attn_scale: f64,
+    /// GeGLU with tanh GELU (Gemma) instead of SiLU.
+    gelu: bool,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -124,34 +146,47 @@ impl Model {
         let eps = cfg.rms_norm_eps;
         let embed = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let inter = cfg.intermediate_size;
+        let gemma = cfg.gemma.is_some();
+        let norm = |module: &str, dim| RmsNorm::load(ld, module, dim, eps, gemma);
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let at = |module: &str| format!("model.layers.{i}.{module}");
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(RmsNorm::load(ld, &at("self_attn.q_norm"), hd, eps)?),
-                    Some(RmsNorm::load(ld, &at("self_attn.k_norm"), hd, eps)?),
+                    Some(norm(&at("self_attn.q_norm"), hd)?),
+                    Some(norm(&at("self_attn.k_norm"), hd)?),
                 )
             } else {
                 (None, None)
             };
             let (qkv_b, o_b, mlp_b) = (cfg.qkv_bias, cfg.o_bias, cfg.mlp_bias);
+            let (attn_out_norm, mlp_norm, mlp_out_norm) = if gemma {
+                (
+                    Some(norm(&at("post_attention_layernorm"), h)?),
+                    norm(&at("pre_feedforward_layernorm"), h)?,
+                    Some(norm(&at("post_feedforward_layernorm"), h)?),
+                )
+            } else {
+                (None, norm(&at("post_attention_layernorm"), h)?, None)
+            };
             layers.push(Layer {
-                input_norm: RmsNorm::load(ld, &at("input_layernorm"), h, eps)?,
+                input_norm: norm(&at("input_layernorm"), h)?,
                 q: Linear::load(ld, &at("self_attn.q_proj"), nh * hd, h, qkv_b)?,
                 k: Linear::load(ld, &at("self_attn.k_proj"), nkv * hd, h, qkv_b)?,
                 v: Linear::load(ld, &at("self_attn.v_proj"), nkv * hd, h, qkv_b)?,
                 o: Linear::load(ld, &at("self_attn.o_proj"), h, nh * hd, o_b)?,
                 q_norm,
                 k_norm,
-                post_norm: RmsNorm::load(ld, &at("post_attention_layernorm"), h, eps)?,
+                attn_out_norm,
+                mlp_norm,
+                mlp_out_norm,
                 gate: Linear::load(ld, &at("mlp.gate_proj"), inter, h, mlp_b)?,
                 up: Linear::load(ld, &at("mlp.up_proj"), inter, h, mlp_b)?,
                 down: Linear::load(ld, &at("mlp.down_proj"), h, inter, mlp_b)?,
                 window: cfg.sliding_window[i],
             });
         }
-        let norm = RmsNorm::load(ld, "model.norm", h, eps)?;
+        let norm = norm("model.norm", h)?;
         // Tied: transformers uses the embedding matrix (a stored `lm_head.weight` copy is ignored).
         let lm_head = if cfg.tie_embeddings {
             None
@@ -161,10 +196,17 @@ impl Model {
         let inv_freq = cfg.inv_freq();
         Ok(Model {
             embed,
+            embed_scale: gemma.then(|| f64::from((h as f64).sqrt() as f32)),
             layers,
             norm,
             lm_head,
             inv_freq,
+            inv_freq_local: gemma.then(|| cfg.inv_freq_local()),
+            attn_scale: match &cfg.gemma {
+                Some(g) => g.query_pre_attn_scalar.powf(-0.5),
+                None => (hd as f64).powf(-0.5),
+            },
+            gelu: gemma,
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
@@ -191,18 +233,38 @@ impl Model {
         let dev = Device::Cpu;
         let ids = Tensor::from_vec(tokens.to_vec(), n, &dev)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [n, H]
-        let (cos, sin) = self.rope_tables(start, n)?;
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let global = self.rope_tables(&self.inv_freq, start, n)?;
+        let local = match &self.inv_freq_local {
+            Some(f) => Some(self.rope_tables(f, start, n)?),
+            None => None,
+        };
         let total = start + n;
         let mut traced = Vec::new();
         for (li, layer) in self.layers.iter().enumerate() {
             let mask = causal_mask(start, n, total, layer.window)?;
+            // Gemma: sliding layers rotate with the local tables.
+            let (cos, sin) = match (&local, layer.window) {
+                (Some(l), Some(_)) => l,
+                _ => &global,
+            };
             let h = layer.input_norm.forward(&x)?;
-            let attn = self.attention(layer, &h, &cos, &sin, &mask, &mut cache.layers[li])?;
+            let mut attn = self.attention(layer, &h, cos, sin, &mask, &mut cache.layers[li])?;
+            if let Some(n) = &layer.attn_out_norm {
+                attn = n.forward(&attn)?;
+            }
             x = (x + attn)?;
-            let h = layer.post_norm.forward(&x)?;
-            let g = layer.gate.forward(&h)?.silu()?;
+            let h = layer.mlp_norm.forward(&x)?;
+            let g = layer.gate.forward(&h)?;
+            let g = if self.gelu { g.gelu()? } else { g.silu()? };
             let u = layer.up.forward(&h)?;
-            x = (x + layer.down.forward(&(g * u)?)?)?;
+            let mut mlp = layer.down.forward(&(g * u)?)?;
+            if let Some(n) = &layer.mlp_out_norm {
+                mlp = n.forward(&mlp)?;
+            }
+            x = (x + mlp)?;
             if trace {
                 traced.push(Matrix::from_tensor(&x)?);
             }
@@ -228,12 +290,12 @@ impl Model {
 
     /// cos/sin `[n, head_dim]` for positions `start..start+n`: `emb = cat(freqs, freqs)` with
     /// `freqs = pos * inv_freq` in f32, as HF's rotary embedding computes them.
-    fn rope_tables(&self, start: usize, n: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+    fn rope_tables(&self, inv_freq: &[f32], start: usize, n: usize) -> Result<(Tensor, Tensor)> {
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(n * 2 * half);
         let mut sin = Vec::with_capacity(n * 2 * half);
         for p in start..start + n {
-            let freqs: Vec<f32> = self.inv_freq.iter().map(|&f| f * p as f32).collect();
+            let freqs: Vec<f32> = inv_freq.iter().map(|&f| f * p as f32).collect();
             for _ in 0..2 {
                 cos.extend(freqs.iter().map(|f| f.cos()));
                 sin.extend(freqs.iter().map(|f| f.sin()));
@@ -286,7 +348,7 @@ impl Model {
             .unsqueeze(1)?
             .expand((nkv, groups, t, hd))?
             .reshape((nh, t, hd))?;
-        let scale = (hd as f64).powf(-0.5);
+        let scale = self.attn_scale;
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // [nh, n, t]
         let max = scores.max_keepdim(D::Minus1)?;
         let e = scores.broadcast_sub(&max)?.exp()?;

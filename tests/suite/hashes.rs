@@ -1,4 +1,4 @@
-//! The bytes anec writes for the four fixtures, pinned by sha256, so that a change in any output
+//! The bytes anec writes for the seven fixtures, pinned by sha256, so that a change in any output
 //! byte (graph, weights, RoPE tables, metadata) is deliberate.
 //!
 //! Every file of each output folder is hashed, with the fixture's absolute path (meta.json and
@@ -22,11 +22,45 @@ use anec::convert::{self, Chunks, Compile, ConvertPlan};
 use anec::quant::LutSpec;
 use sha2::{Digest, Sha256};
 
-use super::util::{files, fixture, spec, MODELS};
+use super::util::{files, fixture, spec, ALL_MODELS};
 
 /// (fixture/variant, file, sha256).
 #[rustfmt::skip]
 const EXPECTED: &[(&str, &str, &str)] = &[
+    ("tiny-gemma3/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "207b5cd2d5737bc06557953059f3261c1249041a8e294ae9ecb438c29ac9b5f3"),
+    ("tiny-gemma3/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "ed3c1cb2eab9e5b83536013a4b370c18be63f03c325df86f1daebfc29489d03a"),
+    ("tiny-gemma3/fp16", "combined_chunk_01of02.mlpackage/Manifest.json", "d38778389c9f6778836aafd90906eff2adcb2360f93740b0e634b17d0a0996d6"),
+    ("tiny-gemma3/fp16", "combined_chunk_02of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "ad490409cf894c75a2754cddea0703ec03b80b9e048e93af2f9d776c51e7e027"),
+    ("tiny-gemma3/fp16", "combined_chunk_02of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "e67e5493dfc35a135a8079c770f969536a7083f5e644a576b35118edbf90b075"),
+    ("tiny-gemma3/fp16", "combined_chunk_02of02.mlpackage/Manifest.json", "84c92402b8198f7b08d1543349b5256e6c528ce317d1a2790dec46b51c5aa3a1"),
+    ("tiny-gemma3/fp16", "embeddings.mlpackage/Data/com.apple.CoreML/model.mlmodel", "eb9e8c4dfaf556e1d72df037608bf24f43e6be8cf30a5380c16e0ed94628fe56"),
+    ("tiny-gemma3/fp16", "embeddings.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "47ec5044a551d378429736764b23f8f107ce759fd3c908144e3fa29a4093c818"),
+    ("tiny-gemma3/fp16", "embeddings.mlpackage/Manifest.json", "2b4d4c718920c5c81614b0a29b41af6f459d4ad4b90abe2548c45f3ee08ca72d"),
+    ("tiny-gemma3/fp16", "generation_config.json", "311f0fadc6502a5a27fa9ca6d0903079670544ed1a59e64032bf295b7161a540"),
+    ("tiny-gemma3/fp16", "lm_head.mlpackage/Data/com.apple.CoreML/model.mlmodel", "3f7b5f3c92588a851558d53d416d69d54b42473ca888686c321bd9f65eb99fab"),
+    ("tiny-gemma3/fp16", "lm_head.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "47ec5044a551d378429736764b23f8f107ce759fd3c908144e3fa29a4093c818"),
+    ("tiny-gemma3/fp16", "lm_head.mlpackage/Manifest.json", "27c822707c60d77e39f957e00470dd05fb2c0ccb09d4f0d7f34884e05dad2409"),
+    ("tiny-gemma3/fp16", "meta.json", "e7512ab98ec34473dd65cc50e7b40af7c4433dd49c5ec29c530e41557252ba53"),
+    ("tiny-gemma3/fp16", "meta.yaml", "fbb100b788753ffdbb0d839cf2139e8a0935c4953ebcbe4c8279b2f0303c7a3c"),
+    ("tiny-gemma3/fp16", "tokenizer.json", "fc46c2af62c2b469a07d8299bcb9c34c67247c5697a21aadd3315beca54b440c"),
+    ("tiny-gemma3/fp16", "tokenizer_config.json", "85a6452518ae1ce6a6e95e2397ba7200778ff4ffd2e36647342ff3ab7de3a077"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "d12fd06a23189ad269c9362e83172ef2c2f79d4d6012119071364ad503cfb70f"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_01of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "e49bc38ea8a0bb192714f52ef0b3cbe086c7f5a0283a8c638d406e7e71da91c3"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_01of02.mlpackage/Manifest.json", "e340b3350c52d412f7091d4c02916798f1499c8d2a7751533aeba9893e4520ce"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_02of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "5d491aa4c469662cba07d37d11e7c1bb56931c6b7999fa66ab7e7ab1d32aa51e"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_02of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "a1b7f68ce3632ff177fe275bea730cbfcddaf55b6032d5859f95607247a88caf"),
+    ("tiny-gemma3/lut6", "combined_lut6_chunk_02of02.mlpackage/Manifest.json", "32278c537de0fc1de815ffba3587ceb3fe28a4573ec68a5572aaa2cedc19af93"),
+    ("tiny-gemma3/lut6", "embeddings.mlpackage/Data/com.apple.CoreML/model.mlmodel", "eb9e8c4dfaf556e1d72df037608bf24f43e6be8cf30a5380c16e0ed94628fe56"),
+    ("tiny-gemma3/lut6", "embeddings.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "47ec5044a551d378429736764b23f8f107ce759fd3c908144e3fa29a4093c818"),
+    ("tiny-gemma3/lut6", "embeddings.mlpackage/Manifest.json", "2b4d4c718920c5c81614b0a29b41af6f459d4ad4b90abe2548c45f3ee08ca72d"),
+    ("tiny-gemma3/lut6", "generation_config.json", "311f0fadc6502a5a27fa9ca6d0903079670544ed1a59e64032bf295b7161a540"),
+    ("tiny-gemma3/lut6", "lm_head_lut6.mlpackage/Data/com.apple.CoreML/model.mlmodel", "a96ea13d0ae10e8da03aace5fb1d382b33263174c8a9b19bdc7382e9b36b4533"),
+    ("tiny-gemma3/lut6", "lm_head_lut6.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "a35f91bf335c1ac97d491d086ac01852b6acbb70214b995bc7f4e65a0b1da380"),
+    ("tiny-gemma3/lut6", "lm_head_lut6.mlpackage/Manifest.json", "0192ea8d8cea7a7b25c0633796fb2d0b59161e00a113285399cc531957edeac8"),
+    ("tiny-gemma3/lut6", "meta.json", "7ad4a64d85ea2f9650396c3030464af3355776662a7f658b75430c89cf0a7b0d"),
+    ("tiny-gemma3/lut6", "meta.yaml", "281db231fd84b411cffcf7d55a380287490d8dd72a15ab4a5d64d16448269f72"),
+    ("tiny-gemma3/lut6", "tokenizer.json", "fc46c2af62c2b469a07d8299bcb9c34c67247c5697a21aadd3315beca54b440c"),
+    ("tiny-gemma3/lut6", "tokenizer_config.json", "85a6452518ae1ce6a6e95e2397ba7200778ff4ffd2e36647342ff3ab7de3a077"),
     ("tiny-llama-linear/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "55805dde95c432203593a5b6567bf5183dcf9640833fdad7e46683b54469a062"),
     ("tiny-llama-linear/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "c7098726ab46ef4f8e8552518edabe9584d4ad8a663593c69670d705d33ea507"),
     ("tiny-llama-linear/fp16", "combined_chunk_01of02.mlpackage/Manifest.json", "560142d43b38b832de6b19682c8fa5d45c4149253bc36e20dd93acb12e905a3b"),
@@ -284,7 +318,7 @@ fn hex(bytes: &[u8]) -> String {
 fn converted_fixture_bytes_are_pinned() {
     let mut got = BTreeMap::new();
     let lut6 = LutSpec::new(6, Some(8)).expect("spec");
-    for model in MODELS {
+    for model in ALL_MODELS {
         for (variant, lut) in [("fp16", None), ("lut6", Some(lut6))] {
             for (file, hash) in converted_hashes(model, lut) {
                 got.insert((format!("{model}/{variant}"), file), hash);

@@ -243,7 +243,8 @@ fn every_op() -> mil::Function {
     let rs = b.rsqrt("rs", &r, 1e-3).unwrap();
     let sq = b.sqrt("sq", &r).unwrap();
     let ex = b.exp("ex", &sq).unwrap();
-    let si = b.silu("si", &ex).unwrap();
+    let si0 = b.silu("si0", &ex).unwrap();
+    let si = b.gelu("si", &si0, "TANH_APPROXIMATION").unwrap();
     let gamma = b
         .constant("ln_gamma", ConstValue::from_f16(&[8], &f16s(8, 2)).unwrap())
         .unwrap();

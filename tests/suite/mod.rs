@@ -5,6 +5,7 @@ pub mod cli;
 pub mod convert;
 pub mod convert_e2e;
 pub mod exec;
+pub mod gemma;
 pub mod hashes;
 pub mod hub;
 pub mod hub_server;

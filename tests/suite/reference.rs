@@ -9,7 +9,7 @@ use anec::reference::{Config, Logits, Reference, ReferenceError, RopeKind};
 
 use candle_core::Device;
 
-use super::util::{fixture, spec, Expected, MODELS};
+use super::util::{fixture, spec, Expected, ALL_MODELS as MODELS};
 
 const TOL: f32 = 1e-3;
 
@@ -428,6 +428,20 @@ fn same_reading(what: &str, a: &DecoderConfig, r: &Config) {
         "{what}: biases, q/k norm, tying"
     );
     assert_eq!(a.sliding_window, r.sliding_window, "{what}: windows");
+    assert_eq!(
+        a.gemma
+            .as_ref()
+            .map(|g| (g.query_pre_attn_scalar, g.local_rope_theta)),
+        r.gemma
+            .as_ref()
+            .map(|g| (g.query_pre_attn_scalar, g.local_rope_theta)),
+        "{what}: Gemma's attention scale and local RoPE base"
+    );
+    let (la, lr) = (anec::arch::rope_inv_freq_local(a), r.inv_freq_local());
+    for (i, (x, y)) in la.iter().zip(&lr).enumerate() {
+        let rel = (x - f64::from(*y)).abs() / x.abs();
+        assert!(rel <= 2.5e-7, "{what}: local inv_freq[{i}] {x} vs {y}");
+    }
 }
 
 /// The tensors a checkpoint of `arch`'s config holds (all of which the converter must read),
@@ -489,6 +503,26 @@ fn accepted_variants() -> Vec<(&'static str, String)> {
         "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     vec![
         ("llama plain", variant("llama", json!({}))),
+        (
+            "gemma pattern 2, theta and local base",
+            variant(
+                "gemma3_text",
+                json!({"sliding_window": 4, "sliding_window_pattern": 2, "rope_theta": 5e5,
+                    "rope_local_base_freq": 2e4, "query_pre_attn_scalar": 8,
+                    "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+                    "tie_word_embeddings": "<absent>"}),
+            ),
+        ),
+        (
+            "gemma per-type rope_parameters",
+            variant(
+                "gemma3_text",
+                json!({"layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                    "rope_parameters": {
+                        "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 2e6},
+                        "sliding_attention": {"rope_type": "default", "rope_theta": 3e4}}}),
+            ),
+        ),
         (
             "llama biases",
             variant("llama", json!({"attention_bias": true, "mlp_bias": true})),
@@ -691,7 +725,7 @@ fn reference_and_arch_read_config_variants_alike() {
             "{what}: tensors"
         );
     }
-    for model_type in ["llama", "qwen2", "qwen3", "mistral"] {
+    for model_type in ["llama", "qwen2", "qwen3", "mistral", "gemma3_text"] {
         let json = format!(r#"{{"model_type": "{model_type}"}}"#);
         let a = DecoderConfig::from_json_str(&json).expect("arch applies the defaults");
         let r = Config::parse(&json, model_type).expect("the reference applies the defaults");
@@ -744,7 +778,31 @@ fn reference_and_arch_refuse_the_same_configs() {
             variant("llama", json!({"partial_rotary_factor": 0.5})),
             "partial_rotary_factor",
         ),
-        ("gemma3", variant("gemma3_text", json!({})), "model_type"),
+        (
+            "gemma3 multimodal",
+            variant("gemma3", json!({})),
+            "model_type",
+        ),
+        (
+            "gemma soft-capping",
+            variant("gemma3_text", json!({"final_logit_softcapping": 30.0})),
+            "final_logit_softcapping",
+        ),
+        (
+            "gemma attention soft-capping",
+            variant("gemma3_text", json!({"attn_logit_softcapping": 50.0})),
+            "attn_logit_softcapping",
+        ),
+        (
+            "gemma exact gelu",
+            variant("gemma3_text", json!({"hidden_activation": "gelu"})),
+            "hidden_activation",
+        ),
+        (
+            "gemma bidirectional",
+            variant("gemma3_text", json!({"use_bidirectional_attention": true})),
+            "use_bidirectional_attention",
+        ),
         (
             "no model_type",
             variant("llama", json!({"model_type": "<absent>"})),

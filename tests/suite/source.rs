@@ -207,7 +207,7 @@ fn config_errors_name_field_and_value() {
     };
     assert_eq!(
         edit(&|v| v["model_type"] = json!("gpt2")),
-        "<string>: model_type \"gpt2\" is not supported (supported: llama, qwen2, qwen3, mistral)"
+        "<string>: model_type \"gpt2\" is not supported (supported: llama, qwen2, qwen3, mistral, gemma3_text)"
     );
     assert_eq!(
         edit(&|v| v["rope_scaling"]["rope_type"] = json!("yarn")),
@@ -257,7 +257,7 @@ fn config_file_errors_name_the_file() {
     assert_eq!(
         msg,
         format!(
-            "{}: model_type \"gemma3\" is not supported (supported: llama, qwen2, qwen3, mistral)",
+            "{}: model_type \"gemma3\" is not supported (supported: llama, qwen2, qwen3, mistral, gemma3_text)",
             path.display()
         )
     );
@@ -932,7 +932,7 @@ fn config_problems_through_the_folder() {
             .unwrap_err()
             .to_string(),
         format!(
-            "{}: model_type \"phi3\" is not supported (supported: llama, qwen2, qwen3, mistral)",
+            "{}: model_type \"phi3\" is not supported (supported: llama, qwen2, qwen3, mistral, gemma3_text)",
             cfg_path.display()
         )
     );

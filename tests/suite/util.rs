@@ -26,6 +26,18 @@ pub const MODELS: [&str; 6] = [
     "tiny-qwen2-swa",
 ];
 
+/// [`MODELS`] and tiny-gemma3. Gemma's prefill batch must divide its window (16), so the
+/// tests that convert at batch 64 keep to [`MODELS`]; tests/suite/gemma.rs covers its conversion.
+pub const ALL_MODELS: [&str; 7] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-mistral",
+    "tiny-llama-linear",
+    "tiny-qwen2-swa",
+    "tiny-gemma3",
+];
+
 /// A fixture folder as an offline `--model`.
 pub fn spec(model: &str) -> ModelSpec {
     ModelSpec {
@@ -186,6 +198,10 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
             v.push((names::k_norm(l).weight(), vec![cfg.head_dim]));
         }
         v.push((names::post_attention_layernorm(l).weight(), vec![h]));
+        if cfg.gemma.is_some() {
+            v.push((names::pre_feedforward_layernorm(l).weight(), vec![h]));
+            v.push((names::post_feedforward_layernorm(l).weight(), vec![h]));
+        }
         v.push((names::gate_proj(l).weight(), vec![i_sz, h]));
         v.push((names::up_proj(l).weight(), vec![i_sz, h]));
         v.push((names::down_proj(l).weight(), vec![h, i_sz]));

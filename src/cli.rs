@@ -296,10 +296,10 @@ impl ConvertArgs {
             anec::calib::Method::Weighted
         };
         plan.fp16_scale = match self.fp16_scale.as_str() {
-            "auto" => crate::convert::Fp16Scale::Auto,
-            "none" => crate::convert::Fp16Scale::Off,
+            "auto" => anec::convert::Fp16Scale::Auto,
+            "none" => anec::convert::Fp16Scale::Off,
             v => match v.parse::<f64>() {
-                Ok(a) => crate::convert::Fp16Scale::Value(a),
+                Ok(a) => anec::convert::Fp16Scale::Value(a),
                 Err(_) => {
                     return Err(CliError {
                         flag: "--fp16-scale",

@@ -561,7 +561,7 @@ fn resolve_fp16_scale(
             tokens: 0,
         })),
         Fp16Scale::Auto => {
-            let (peak, tokens) = residual_peak(plan, files, layers)?;
+            let (peak, tokens) = residual_peak(plan, files, &cfg.eos_token_ids, layers)?;
             if !peak.is_finite() {
                 return Err(ConvertError::InvalidFlag {
                     flag: "--fp16-scale",
@@ -585,6 +585,7 @@ fn resolve_fp16_scale(
 fn residual_peak(
     plan: &ConvertPlan,
     files: &ModelFiles,
+    eos: &[u32],
     layers: usize,
 ) -> Result<(f64, usize), ConvertError> {
     use crate::reference::{Config, Reference};
@@ -594,9 +595,8 @@ fn residual_peak(
     let source = plan
         .calibration
         .clone()
-        .unwrap_or(CalibrationSource::Builtin);
-    let set = crate::calib::data::load(&source, &files.dir, FP16_SCALE_TOKENS, CALIBRATION_SEQ_LEN)
-        .map_err(CalibError::from)?;
+        .unwrap_or(CalibrationInput::Text(CalibrationSource::Builtin));
+    let set = crate::calib::load(&source, files, eos, FP16_SCALE_TOKENS, CALIBRATION_SEQ_LEN)?;
     let mut peak = 0f64;
     for seq in &set.sequences {
         let mut cache = r.new_cache();

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::ane::layout::{self, PartNames};
-use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
+use crate::ane::{
+    build_chunk, build_embeddings, build_lm_head, build_monolithic, AneError, Ctx, PartOptions,
+};
 use crate::arch::DecoderConfig;
 use crate::calib::data::CalibrationSource;
 use crate::calib::{CalibError, Calibrator};
@@ -81,6 +83,23 @@ pub struct ConvertPlan {
     pub calibration_method: crate::calib::Method,
     /// Lint findings are errors (nothing is written) instead of warnings.
     pub strict: bool,
+    /// One package holding embeddings, every layer and the LM head (`--monolithic`).
+    pub monolithic: bool,
+    /// The platform the output must load on (`--target`).
+    pub target: Target,
+    /// The iOS per-file limit a monolithic package is held to with `Target::Ios`
+    /// ([`IOS_FILE_LIMIT`]; lower only to test the refusal).
+    pub ios_file_limit: u64,
+}
+
+/// Where the output must load (`--target`): iOS holds a monolithic package to its per-file
+/// limit; macOS does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    #[default]
+    Ios,
+    Macos,
 }
 
 /// Calibration text is cut into sequences of at most this many tokens.
@@ -111,6 +130,9 @@ impl ConvertPlan {
             calibration_sequential: false,
             calibration_method: crate::calib::Method::Weighted,
             strict: false,
+            monolithic: false,
+            target: Target::Ios,
+            ios_file_limit: IOS_FILE_LIMIT,
         }
     }
 
@@ -281,6 +303,14 @@ pub enum ConvertError {
     Part { part: String, source: Box<AneError> },
     #[error("--strict: {count} lint finding(s), nothing written; first: {first}")]
     Lint { count: usize, first: String },
+    #[error("{file} {what} {} ({bytes} bytes), over the iOS per-file limit of {} ({limit} bytes); nothing written. Convert in chunks (without --monolithic), with smaller LUTs, or for --target macos", human_bytes(*bytes), human_bytes(*limit))]
+    TooLargeForIos {
+        file: String,
+        /// "would be" (the plan's estimate) or "is" (as written).
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 impl From<crate::source::SourceError> for ConvertError {
@@ -300,8 +330,15 @@ impl From<CalibError> for ConvertError {
 #[serde(rename_all = "snake_case")]
 pub enum PartKind {
     Embeddings,
-    Chunk { index: usize, layers: Range<usize> },
+    Chunk {
+        index: usize,
+        layers: Range<usize>,
+    },
     LmHead,
+    /// Embeddings, `layers` and the LM head in one package.
+    Monolithic {
+        layers: Range<usize>,
+    },
 }
 
 /// One package of the output, with its estimated size after quantization.
@@ -335,7 +372,7 @@ impl PartsPlan {
             match p.kind {
                 PartKind::Embeddings => embeddings = p.name.clone(),
                 PartKind::LmHead => lm_head = p.name.clone(),
-                PartKind::Chunk { .. } => chunks.push(p.name.clone()),
+                PartKind::Chunk { .. } | PartKind::Monolithic { .. } => chunks.push(p.name.clone()),
             }
         }
         PartNames {
@@ -364,6 +401,9 @@ impl fmt::Display for PartsPlan {
                 PartKind::LmHead => "lm head".to_string(),
                 PartKind::Chunk { layers, .. } => {
                     format!("layers {}..{}", layers.start, layers.end)
+                }
+                PartKind::Monolithic { layers } => {
+                    format!("all, {} layers", layers.end)
                 }
             };
             let limit = if p.fits_ios {
@@ -484,6 +524,9 @@ fn part(name: String, kind: PartKind, estimated_bytes: u64) -> PartPlan {
 /// size estimates. Reads no weights.
 pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
     plan.validate()?;
+    if plan.monolithic {
+        return plan_monolithic(plan, cfg);
+    }
     let layers = plan.layers_for(cfg)?;
     let largest_chunk = |n: usize| -> u64 {
         layout::layer_ranges(layers, n)
@@ -559,6 +602,83 @@ pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, 
         lm_head_chunk_sizes,
         parts,
     })
+}
+
+/// `[P_]monolithic_full[_lutB]`: ANEMLL 0.3.5's name, B the layers' LUT bits.
+pub fn monolithic_name(prefix: &str, lut_bits: Option<u32>) -> String {
+    let stem = format!(
+        "monolithic_full{}",
+        lut_bits.map(|b| format!("_lut{b}")).unwrap_or_default()
+    );
+    if prefix.is_empty() {
+        stem
+    } else {
+        format!("{prefix}_{stem}")
+    }
+}
+
+/// The one-package plan; refused with `Target::Ios` when the estimate is over the limit.
+fn plan_monolithic(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
+    let layers = plan.layers_for(cfg)?;
+    let lm_head_chunk_sizes = layout::lm_head_split(cfg.vocab_size);
+    let bytes = weight_bytes(cfg.vocab_size, cfg.hidden_size, plan.lut_embed)
+        + chunk_bytes(cfg, plan, 0..layers, true)
+        + lm_head_chunk_sizes
+            .iter()
+            .map(|&v| weight_bytes(v, cfg.hidden_size, plan.lut_lmhead))
+            .sum::<u64>()
+        + 64;
+    let name = monolithic_name(&plan.prefix, plan.lut_ffn.map(|l| l.bits));
+    check_ios_size(plan, &name, "would be", bytes)?;
+    Ok(PartsPlan {
+        model_type: cfg.model_type.clone(),
+        layers,
+        num_chunks: 1,
+        layer_ranges: vec![0..layers],
+        lm_head_chunk_sizes,
+        parts: vec![part(
+            name,
+            PartKind::Monolithic { layers: 0..layers },
+            bytes,
+        )],
+    })
+}
+
+/// With `--monolithic` for iOS: refuses `bytes` over the plan's iOS limit.
+fn check_ios_size(
+    plan: &ConvertPlan,
+    name: &str,
+    what: &'static str,
+    bytes: u64,
+) -> Result<(), ConvertError> {
+    if plan.monolithic && plan.target == Target::Ios && bytes > plan.ios_file_limit {
+        return Err(ConvertError::TooLargeForIos {
+            file: format!("{name}.mlpackage"),
+            what,
+            bytes,
+            limit: plan.ios_file_limit,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes of every file under `path`.
+fn tree_bytes(path: &Path) -> Result<u64, ConvertError> {
+    let mut total = 0;
+    for entry in
+        std::fs::read_dir(path).map_err(io_err(format!("cannot list {}", path.display())))?
+    {
+        let entry = entry.map_err(io_err(format!("cannot list {}", path.display())))?;
+        let meta = entry
+            .metadata()
+            .map_err(io_err(format!("cannot stat {}", entry.path().display())))?;
+        total += if meta.is_dir() {
+            tree_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 // ---------------------------------------------------------------- running the plan
@@ -704,6 +824,10 @@ fn package_metadata(
                 layers.start, layers.end
             )
         }
+        PartKind::Monolithic { layers } => format!(
+            "monolithic model (embeddings, layers {}..{}, LM head)",
+            layers.start, layers.end
+        ),
     };
     let mut user_defined = std::collections::BTreeMap::new();
     user_defined.insert("com.anec.source".to_string(), source.to_string());
@@ -1136,7 +1260,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         let path = tmp.path().join(&file);
         let lut = match p.kind {
             PartKind::Embeddings => plan.lut_embed,
-            PartKind::Chunk { .. } => plan.lut_ffn,
+            PartKind::Chunk { .. } | PartKind::Monolithic { .. } => plan.lut_ffn,
             PartKind::LmHead => plan.lut_lmhead,
         };
         progress.part(k + 1, &p.name, lut);
@@ -1157,6 +1281,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
             PartKind::Chunk { index, layers } => {
                 build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)
             }
+            PartKind::Monolithic { layers } => build_monolithic(&mut ctx, layers.end),
         };
         let model = built.map_err(|source| ConvertError::Part {
             part: p.name.clone(),
@@ -1165,6 +1290,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         progress.show(&format!("writing {file}"));
         writer.finish(&model)?;
+        check_ios_size(plan, &p.name, "is", tree_bytes(&path)?)?;
         let compiled = match &xcrun {
             Some(xcrun) => {
                 progress.show(&format!("compiling {file} with xcrun coremlcompiler"));
@@ -1214,6 +1340,11 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         }
     }
     let meta = build_meta(plan, &cfg, &parts, &files, &source_name, &report.files);
+    let meta = if plan.monolithic {
+        monolithic_meta(meta, plan)
+    } else {
+        meta
+    };
     meta.write(tmp.path())?;
     report.meta = Some(meta);
     crate::outdir::swap_in(tmp, &plan.output, &parent)?;
@@ -1276,9 +1407,12 @@ fn build_meta(
             license: "see source model".to_string(),
             framework: "Core ML".to_string(),
             architecture: cfg.model_type.clone(),
+            model_type: None,
             parameters: Parameters {
                 context_length: plan.context_length,
                 batch_size: plan.batch_size,
+                lut_bits: None,
+                lut_per_channel: None,
                 lut_embeddings: bits(plan.lut_embed),
                 lut_embeddings_per_channel: group(plan.lut_embed),
                 lut_ffn: bits(plan.lut_ffn),
@@ -1290,7 +1424,9 @@ fn build_meta(
                 embeddings: file_of(&names.embeddings),
                 lm_head: file_of(&names.lm_head),
                 ffn: chunk_files.first().cloned().unwrap_or_default(),
+                monolithic_model: None,
                 split_lm_head: parts.lm_head_chunk_sizes.len(),
+                functions: Vec::new(),
                 lm_head_chunk_sizes: parts.lm_head_chunk_sizes.clone(),
                 vocab_size: cfg.vocab_size,
                 argmax_in_model: plan.argmax,
@@ -1311,6 +1447,27 @@ fn build_meta(
             },
         },
     }
+}
+
+/// The chunked meta of a monolithic conversion (its one package in `chunk_files`) in ANEMLL
+/// 0.3.5's monolithic form: `model_type: monolithic`, the `-monolithic` name, `lut_bits`,
+/// `monolithic_model`, `functions`, and no chunk or part file keys.
+fn monolithic_meta(mut meta: Meta, plan: &ConvertPlan) -> Meta {
+    let info = &mut meta.model_info;
+    info.name.push_str("-monolithic");
+    info.model_type = Some("monolithic".to_string());
+    let p = &mut info.parameters;
+    p.lut_bits = Some(LutBits::from(plan.lut_ffn.map(|l| l.bits)));
+    p.lut_per_channel = plan.lut_ffn.and_then(|l| l.group);
+    p.monolithic_model = p.chunk_files.first().cloned();
+    p.functions = vec!["infer".to_string(), "prefill".to_string()];
+    p.num_chunks = 0;
+    p.chunk_files.clear();
+    p.chunk_layers.clear();
+    p.embeddings.clear();
+    p.lm_head.clear();
+    p.ffn.clear();
+    meta
 }
 
 #[cfg(test)]

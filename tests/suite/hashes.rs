@@ -237,6 +237,15 @@ const EXPECTED: &[(&str, &str, &str)] = &[
 /// --lut-lmhead none`) or with `lut` on the chunks and LM head and plain k-means
 /// (`--calibration none`): every file's sha256 by relative path.
 fn converted_hashes(model: &str, lut: Option<LutSpec>) -> BTreeMap<String, String> {
+    converted_hashes_with(model, lut, |_| {})
+}
+
+/// [`converted_hashes`] with `edit` applied to the plan last.
+fn converted_hashes_with(
+    model: &str,
+    lut: Option<LutSpec>,
+    edit: impl FnOnce(&mut ConvertPlan),
+) -> BTreeMap<String, String> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
     let mut plan = ConvertPlan::new(spec(model), &out);
@@ -248,6 +257,7 @@ fn converted_hashes(model: &str, lut: Option<LutSpec>) -> BTreeMap<String, Strin
     plan.chunks = Chunks::Count(2);
     plan.quiet = true;
     plan.compile = Compile::Never;
+    edit(&mut plan);
     convert::run(&plan).expect("conversion");
     let fixtures = fixture("");
     let root = fixtures.to_string_lossy();
@@ -290,6 +300,10 @@ fn converted_fixture_bytes_are_pinned() {
                 got.insert((format!("{model}/{variant}"), file), hash);
             }
         }
+    }
+    // The monolithic package of one fixture (--monolithic, LUT6 layers and LM head).
+    for (file, hash) in converted_hashes_with("tiny-llama", Some(lut6), |p| p.monolithic = true) {
+        got.insert(("tiny-llama/mono-lut6".to_string(), file), hash);
     }
     if std::env::var_os("ANEC_PRINT_HASHES").is_some() {
         println!("#[rustfmt::skip]\nconst EXPECTED: &[(&str, &str, &str)] = &[");

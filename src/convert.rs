@@ -634,7 +634,10 @@ fn plan_monolithic(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan,
         model_type: cfg.model_type.clone(),
         layers,
         num_chunks: 1,
-        layer_ranges: vec![0..layers],
+        layer_ranges: vec![Range {
+            start: 0,
+            end: layers,
+        }],
         lm_head_chunk_sizes,
         parts: vec![part(
             name,
@@ -1028,6 +1031,11 @@ impl Progress {
         self.show(&doing);
     }
 
+    /// The LUT of the tensors that follow (the monolithic package mixes the parts' LUTs).
+    fn set_lut(&self, lut: Option<LutSpec>) {
+        self.state.borrow_mut().lut = lut;
+    }
+
     /// A stage of the current part with no tensor (writing, compiling).
     fn show(&self, doing: &str) {
         let st = self.state.borrow();
@@ -1048,6 +1056,29 @@ impl Drop for Progress {
         if !self.bar.is_finished() {
             self.bar.finish_and_clear();
         }
+    }
+}
+
+/// The LUT of `tensor` as the monolithic package reads it (see [`build_monolithic`]): the
+/// embedding table first with `--lut-embed`, the layers with `--lut`, then the LM head with
+/// `--lut-lmhead` (`lm_head`, or the tied table read again once `table_done` is set, which the
+/// table's first store does).
+fn monolithic_lut(
+    plan: &ConvertPlan,
+    tensor: &str,
+    bytes: u64,
+    table_done: &std::cell::Cell<bool>,
+) -> Option<LutSpec> {
+    let table = tensor == crate::arch::names::embed_tokens();
+    if table && !table_done.get() {
+        if bytes > 0 {
+            table_done.set(true);
+        }
+        plan.lut_embed
+    } else if table || tensor == crate::arch::names::lm_head() {
+        plan.lut_lmhead
+    } else {
+        plan.lut_ffn
     }
 }
 
@@ -1245,7 +1276,13 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         }
         _ => None,
     };
-    let on_tensor = |tensor: &str, bytes: u64| progress.tensor(tensor, bytes);
+    let table_done = std::cell::Cell::new(false);
+    let on_tensor = |tensor: &str, bytes: u64| {
+        if plan.monolithic {
+            progress.set_lut(monolithic_lut(plan, tensor, bytes, &table_done));
+        }
+        progress.tensor(tensor, bytes)
+    };
     let source_name = model_display_name(&files, &plan.model);
     let path_var = std::env::var_os("PATH");
     let xcrun = match plan.compile {
@@ -1608,6 +1645,8 @@ mod tests {
             plan.lut_ffn = LutSpec::new(4, Some(8)).ok();
             plan.lut_lmhead = LutSpec::new(6, Some(8)).ok();
             plan.num_layers = Some(3);
+            // One model as the monolithic package: the same tensors, read once.
+            plan.monolithic = model == "tiny-qwen3";
             let files = crate::source::resolve(&plan.model).unwrap();
             let cfg = DecoderConfig::from_config_file(&files.config).unwrap();
             let parts = plan_parts(&plan, &cfg).unwrap();
@@ -1615,7 +1654,13 @@ mod tests {
             let work = total_work(&cfg, &plan, parts.layers);
             let bytes = total_weight_bytes(&cfg, parts.layers);
             let progress = Progress::new(true, parts.parts.len(), work, bytes);
-            let on_tensor = |t: &str, b: u64| progress.tensor(t, b);
+            let table_done = std::cell::Cell::new(false);
+            let on_tensor = |t: &str, b: u64| {
+                if plan.monolithic {
+                    progress.set_lut(monolithic_lut(&plan, t, b, &table_done));
+                }
+                progress.tensor(t, b)
+            };
             let opts = PartOptions {
                 context_length: 64,
                 batch_size: 8,
@@ -1630,7 +1675,7 @@ mod tests {
             for (k, p) in parts.parts.iter().enumerate() {
                 let lut = match p.kind {
                     PartKind::Embeddings => plan.lut_embed,
-                    PartKind::Chunk { .. } => plan.lut_ffn,
+                    PartKind::Chunk { .. } | PartKind::Monolithic { .. } => plan.lut_ffn,
                     PartKind::LmHead => plan.lut_lmhead,
                 };
                 progress.part(k + 1, &p.name, lut);
@@ -1651,6 +1696,9 @@ mod tests {
                     PartKind::LmHead => build_lm_head(&mut ctx).map(drop),
                     PartKind::Chunk { index, layers } => {
                         build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks).map(drop)
+                    }
+                    PartKind::Monolithic { layers } => {
+                        build_monolithic(&mut ctx, layers.end).map(drop)
                     }
                 }
                 .unwrap();

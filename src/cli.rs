@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use anec::calib::{data::CalibrationSource, Source};
-use anec::convert::{Chunks, Compile, ConvertPlan, ReportFormat};
+use anec::convert::{Chunks, Compile, ConvertPlan, ReportFormat, Target};
 use anec::exec::Precision;
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
@@ -127,6 +127,14 @@ pub struct ConvertArgs {
     /// Make Neural Engine lint findings errors: exit 2 and write nothing.
     #[arg(long)]
     pub strict: bool,
+    /// One package, [P_]monolithic_full[_lutB].mlpackage, holding the embeddings, every layer
+    /// and the LM head (ANEMLL 0.3.5's monolithic layout) instead of separate parts.
+    #[arg(long, conflicts_with_all = ["chunks", "max_chunk_mb"])]
+    pub monolithic: bool,
+    /// Where the output must load: `ios` refuses a --monolithic package over iOS's 1 GiB
+    /// per-file limit; `macos` allows it.
+    #[arg(long, default_value = "ios", value_parser = ["ios", "macos"])]
+    pub target: String,
 }
 
 #[derive(Debug, Args)]
@@ -313,6 +321,12 @@ impl ConvertArgs {
         plan.dry_run = self.dry_run;
         plan.quiet = self.quiet || self.json;
         plan.strict = self.strict;
+        plan.monolithic = self.monolithic;
+        plan.target = if self.target == "macos" {
+            Target::Macos
+        } else {
+            Target::Ios
+        };
         plan.compile = match (self.compile, self.no_compile) {
             (true, _) => Compile::Always,
             (_, true) => Compile::Never,

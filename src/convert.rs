@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::ane::layout::{self, PartNames};
-use crate::ane::{build_chunk, build_embeddings, build_lm_head, AneError, Ctx, PartOptions};
+use crate::ane::{
+    build_chunk, build_embeddings, build_lm_head, build_monolithic, AneError, Ctx, PartOptions,
+};
 use crate::arch::DecoderConfig;
 use crate::calib::{data::CalibrationSource, Source as CalibrationInput};
 use crate::calib::{CalibError, Calibrator};
@@ -83,6 +85,23 @@ pub struct ConvertPlan {
     pub strict: bool,
     /// `--fp16-scale`: Gemma's fp16 range scale α (ANE-CONTRACT.md).
     pub fp16_scale: Fp16Scale,
+    /// One package holding embeddings, every layer and the LM head (`--monolithic`).
+    pub monolithic: bool,
+    /// The platform the output must load on (`--target`).
+    pub target: Target,
+    /// The iOS per-file limit a monolithic package is held to with `Target::Ios`
+    /// ([`IOS_FILE_LIMIT`]; lower only to test the refusal).
+    pub ios_file_limit: u64,
+}
+
+/// Where the output must load (`--target`): iOS holds a monolithic package to its per-file
+/// limit; macOS does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    #[default]
+    Ios,
+    Macos,
 }
 
 /// `--fp16-scale`: how Gemma's residual stream is kept inside fp16.
@@ -150,6 +169,9 @@ impl ConvertPlan {
             calibration_method: crate::calib::Method::Weighted,
             strict: false,
             fp16_scale: Fp16Scale::Auto,
+            monolithic: false,
+            target: Target::Ios,
+            ios_file_limit: IOS_FILE_LIMIT,
         }
     }
 
@@ -331,6 +353,14 @@ pub enum ConvertError {
     Lint { count: usize, first: String },
     #[error("--fp16-scale auto: measuring the residual peak: {0}")]
     Reference(Box<crate::reference::ReferenceError>),
+    #[error("{file} {what} {} ({bytes} bytes), over the iOS per-file limit of {} ({limit} bytes); nothing written. Convert in chunks (without --monolithic), with smaller LUTs, or for --target macos", human_bytes(*bytes), human_bytes(*limit))]
+    TooLargeForIos {
+        file: String,
+        /// "would be" (the plan's estimate) or "is" (as written).
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 impl From<crate::source::SourceError> for ConvertError {
@@ -350,8 +380,15 @@ impl From<CalibError> for ConvertError {
 #[serde(rename_all = "snake_case")]
 pub enum PartKind {
     Embeddings,
-    Chunk { index: usize, layers: Range<usize> },
+    Chunk {
+        index: usize,
+        layers: Range<usize>,
+    },
     LmHead,
+    /// Embeddings, `layers` and the LM head in one package.
+    Monolithic {
+        layers: Range<usize>,
+    },
 }
 
 /// One package of the output, with its estimated size after quantization.
@@ -385,7 +422,7 @@ impl PartsPlan {
             match p.kind {
                 PartKind::Embeddings => embeddings = p.name.clone(),
                 PartKind::LmHead => lm_head = p.name.clone(),
-                PartKind::Chunk { .. } => chunks.push(p.name.clone()),
+                PartKind::Chunk { .. } | PartKind::Monolithic { .. } => chunks.push(p.name.clone()),
             }
         }
         PartNames {
@@ -414,6 +451,9 @@ impl fmt::Display for PartsPlan {
                 PartKind::LmHead => "lm head".to_string(),
                 PartKind::Chunk { layers, .. } => {
                     format!("layers {}..{}", layers.start, layers.end)
+                }
+                PartKind::Monolithic { layers } => {
+                    format!("all, {} layers", layers.end)
                 }
             };
             let limit = if p.fits_ios {
@@ -620,6 +660,9 @@ fn residual_peak(
 /// size estimates. Reads no weights.
 pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
     plan.validate()?;
+    if plan.monolithic {
+        return plan_monolithic(plan, cfg);
+    }
     let layers = plan.layers_for(cfg)?;
     // Gemma beyond its window: a prefill batch lies wholly below the window (`prefill` writes
     // the local cache at its positions) or wholly past it (`prefill_rotate` shifts it), as the
@@ -722,6 +765,95 @@ pub fn plan_parts(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, 
     })
 }
 
+/// `[P_]monolithic_full[_lutB]`: ANEMLL 0.3.5's name, B the layers' LUT bits.
+pub fn monolithic_name(prefix: &str, lut_bits: Option<u32>) -> String {
+    let stem = format!(
+        "monolithic_full{}",
+        lut_bits.map(|b| format!("_lut{b}")).unwrap_or_default()
+    );
+    if prefix.is_empty() {
+        stem
+    } else {
+        format!("{prefix}_{stem}")
+    }
+}
+
+/// The one-package plan; refused with `Target::Ios` when the estimate is over the limit.
+fn plan_monolithic(plan: &ConvertPlan, cfg: &DecoderConfig) -> Result<PartsPlan, ConvertError> {
+    if cfg.gemma.is_some() {
+        return Err(ConvertError::InvalidFlag {
+            flag: "--monolithic",
+            value: cfg.model_type.clone(),
+            reason: "Gemma 3 converts to chunks only for now (its two caches and rotate \
+                     functions are not joined into one package yet)"
+                .into(),
+        });
+    }
+    let layers = plan.layers_for(cfg)?;
+    let lm_head_chunk_sizes = layout::lm_head_split(cfg.vocab_size);
+    let bytes = weight_bytes(cfg.vocab_size, cfg.hidden_size, plan.lut_embed)
+        + chunk_bytes(cfg, plan, 0..layers, true)
+        + lm_head_chunk_sizes
+            .iter()
+            .map(|&v| weight_bytes(v, cfg.hidden_size, plan.lut_lmhead))
+            .sum::<u64>()
+        + 64;
+    let name = monolithic_name(&plan.prefix, plan.lut_ffn.map(|l| l.bits));
+    check_ios_size(plan, &name, "would be", bytes)?;
+    Ok(PartsPlan {
+        model_type: cfg.model_type.clone(),
+        layers,
+        num_chunks: 1,
+        layer_ranges: vec![Range {
+            start: 0,
+            end: layers,
+        }],
+        lm_head_chunk_sizes,
+        parts: vec![part(
+            name,
+            PartKind::Monolithic { layers: 0..layers },
+            bytes,
+        )],
+    })
+}
+
+/// With `--monolithic` for iOS: refuses `bytes` over the plan's iOS limit.
+fn check_ios_size(
+    plan: &ConvertPlan,
+    name: &str,
+    what: &'static str,
+    bytes: u64,
+) -> Result<(), ConvertError> {
+    if plan.monolithic && plan.target == Target::Ios && bytes > plan.ios_file_limit {
+        return Err(ConvertError::TooLargeForIos {
+            file: format!("{name}.mlpackage"),
+            what,
+            bytes,
+            limit: plan.ios_file_limit,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes of every file under `path`.
+fn tree_bytes(path: &Path) -> Result<u64, ConvertError> {
+    let mut total = 0;
+    for entry in
+        std::fs::read_dir(path).map_err(io_err(format!("cannot list {}", path.display())))?
+    {
+        let entry = entry.map_err(io_err(format!("cannot list {}", path.display())))?;
+        let meta = entry
+            .metadata()
+            .map_err(io_err(format!("cannot stat {}", entry.path().display())))?;
+        total += if meta.is_dir() {
+            tree_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
 // ---------------------------------------------------------------- running the plan
 
 /// One written package.
@@ -802,6 +934,12 @@ impl fmt::Display for ConvertReport {
                     PartKind::LmHead => "LM head".to_string(),
                     PartKind::Chunk { layers, .. } => {
                         format!("layers {}..{}", layers.start, layers.end)
+                    }
+                    PartKind::Monolithic { layers } => {
+                        format!(
+                            "embeddings, layers {}..{}, LM head",
+                            layers.start, layers.end
+                        )
                     }
                 })
                 .unwrap_or_default();
@@ -994,6 +1132,10 @@ fn package_metadata(
                 layers.start, layers.end
             )
         }
+        PartKind::Monolithic { layers } => format!(
+            "monolithic model (embeddings, layers {}..{}, LM head)",
+            layers.start, layers.end
+        ),
     };
     let mut user_defined = std::collections::BTreeMap::new();
     user_defined.insert("com.anec.source".to_string(), source.to_string());
@@ -1194,6 +1336,11 @@ impl Progress {
         self.show(&doing);
     }
 
+    /// The LUT of the tensors that follow (the monolithic package mixes the parts' LUTs).
+    fn set_lut(&self, lut: Option<LutSpec>) {
+        self.state.borrow_mut().lut = lut;
+    }
+
     /// A stage of the current part with no tensor (writing, compiling).
     fn show(&self, doing: &str) {
         let st = self.state.borrow();
@@ -1214,6 +1361,29 @@ impl Drop for Progress {
         if !self.bar.is_finished() {
             self.bar.finish_and_clear();
         }
+    }
+}
+
+/// The LUT of `tensor` as the monolithic package reads it (see [`build_monolithic`]): the
+/// embedding table first with `--lut-embed`, the layers with `--lut`, then the LM head with
+/// `--lut-lmhead` (`lm_head`, or the tied table read again once `table_done` is set, which the
+/// table's first store does).
+fn monolithic_lut(
+    plan: &ConvertPlan,
+    tensor: &str,
+    bytes: u64,
+    table_done: &std::cell::Cell<bool>,
+) -> Option<LutSpec> {
+    let table = tensor == crate::arch::names::embed_tokens();
+    if table && !table_done.get() {
+        if bytes > 0 {
+            table_done.set(true);
+        }
+        plan.lut_embed
+    } else if table || tensor == crate::arch::names::lm_head() {
+        plan.lut_lmhead
+    } else {
+        plan.lut_ffn
     }
 }
 
@@ -1445,7 +1615,13 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         }
         _ => None,
     };
-    let on_tensor = |tensor: &str, bytes: u64| progress.tensor(tensor, bytes);
+    let table_done = std::cell::Cell::new(false);
+    let on_tensor = |tensor: &str, bytes: u64| {
+        if plan.monolithic {
+            progress.set_lut(monolithic_lut(plan, tensor, bytes, &table_done));
+        }
+        progress.tensor(tensor, bytes)
+    };
     let source_name = model_display_name(&files, &plan.model);
     let path_var = std::env::var_os("PATH");
     let xcrun = match plan.compile {
@@ -1460,7 +1636,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         let path = tmp.path().join(&file);
         let lut = match p.kind {
             PartKind::Embeddings => plan.lut_embed,
-            PartKind::Chunk { .. } => plan.lut_ffn,
+            PartKind::Chunk { .. } | PartKind::Monolithic { .. } => plan.lut_ffn,
             PartKind::LmHead => plan.lut_lmhead,
         };
         progress.part(k + 1, &p.name, lut);
@@ -1481,6 +1657,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
             PartKind::Chunk { index, layers } => {
                 build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks)
             }
+            PartKind::Monolithic { layers } => build_monolithic(&mut ctx, layers.end),
         };
         let model = built.map_err(|source| ConvertError::Part {
             part: p.name.clone(),
@@ -1489,6 +1666,7 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         let model = model.with_metadata(package_metadata(&cfg, &source_name, plan, &p.kind));
         progress.show(&format!("writing {file}"));
         writer.finish(&model)?;
+        check_ios_size(plan, &p.name, "is", tree_bytes(&path)?)?;
         let compiled = match &xcrun {
             Some(xcrun) => {
                 progress.show(&format!("compiling {file} with xcrun coremlcompiler"));
@@ -1547,6 +1725,11 @@ pub fn run(plan: &ConvertPlan) -> Result<ConvertReport, ConvertError> {
         &report.files,
         opts.fp16_scale,
     );
+    let meta = if plan.monolithic {
+        monolithic_meta(meta, plan)
+    } else {
+        meta
+    };
     meta.write(tmp.path())?;
     report.meta = Some(meta);
     report.total_bytes = dir_size(tmp.path())?;
@@ -1611,9 +1794,12 @@ fn build_meta(
             license: "see source model".to_string(),
             framework: "Core ML".to_string(),
             architecture: cfg.model_type.clone(),
+            model_type: None,
             parameters: Parameters {
                 context_length: plan.context_length,
                 batch_size: plan.batch_size,
+                lut_bits: None,
+                lut_per_channel: None,
                 lut_embeddings: bits(plan.lut_embed),
                 lut_embeddings_per_channel: group(plan.lut_embed),
                 lut_ffn: bits(plan.lut_ffn),
@@ -1625,7 +1811,9 @@ fn build_meta(
                 embeddings: file_of(&names.embeddings),
                 lm_head: file_of(&names.lm_head),
                 ffn: chunk_files.first().cloned().unwrap_or_default(),
+                monolithic_model: None,
                 split_lm_head: parts.lm_head_chunk_sizes.len(),
+                functions: Vec::new(),
                 lm_head_chunk_sizes: parts.lm_head_chunk_sizes.clone(),
                 vocab_size: cfg.vocab_size,
                 argmax_in_model: plan.argmax,
@@ -1653,6 +1841,27 @@ fn build_meta(
             },
         },
     }
+}
+
+/// The chunked meta of a monolithic conversion (its one package in `chunk_files`) in ANEMLL
+/// 0.3.5's monolithic form: `model_type: monolithic`, the `-monolithic` name, `lut_bits`,
+/// `monolithic_model`, `functions`, and no chunk or part file keys.
+fn monolithic_meta(mut meta: Meta, plan: &ConvertPlan) -> Meta {
+    let info = &mut meta.model_info;
+    info.name.push_str("-monolithic");
+    info.model_type = Some("monolithic".to_string());
+    let p = &mut info.parameters;
+    p.lut_bits = Some(LutBits::from(plan.lut_ffn.map(|l| l.bits)));
+    p.lut_per_channel = plan.lut_ffn.and_then(|l| l.group);
+    p.monolithic_model = p.chunk_files.first().cloned();
+    p.functions = vec!["infer".to_string(), "prefill".to_string()];
+    p.num_chunks = 0;
+    p.chunk_files.clear();
+    p.chunk_layers.clear();
+    p.embeddings.clear();
+    p.lm_head.clear();
+    p.ffn.clear();
+    meta
 }
 
 #[cfg(test)]
@@ -1794,6 +2003,8 @@ mod tests {
             plan.lut_ffn = LutSpec::new(4, Some(8)).ok();
             plan.lut_lmhead = LutSpec::new(6, Some(8)).ok();
             plan.num_layers = Some(3);
+            // One model as the monolithic package: the same tensors, read once.
+            plan.monolithic = model == "tiny-qwen3";
             let files = crate::source::resolve(&plan.model).unwrap();
             let cfg = DecoderConfig::from_config_file(&files.config).unwrap();
             let parts = plan_parts(&plan, &cfg).unwrap();
@@ -1801,7 +2012,13 @@ mod tests {
             let work = total_work(&cfg, &plan, parts.layers);
             let bytes = total_weight_bytes(&cfg, parts.layers);
             let progress = Progress::new(true, parts.parts.len(), work, bytes);
-            let on_tensor = |t: &str, b: u64| progress.tensor(t, b);
+            let table_done = std::cell::Cell::new(false);
+            let on_tensor = |t: &str, b: u64| {
+                if plan.monolithic {
+                    progress.set_lut(monolithic_lut(&plan, t, b, &table_done));
+                }
+                progress.tensor(t, b)
+            };
             let opts = PartOptions {
                 context_length: 64,
                 batch_size: 8,
@@ -1817,7 +2034,7 @@ mod tests {
             for (k, p) in parts.parts.iter().enumerate() {
                 let lut = match p.kind {
                     PartKind::Embeddings => plan.lut_embed,
-                    PartKind::Chunk { .. } => plan.lut_ffn,
+                    PartKind::Chunk { .. } | PartKind::Monolithic { .. } => plan.lut_ffn,
                     PartKind::LmHead => plan.lut_lmhead,
                 };
                 progress.part(k + 1, &p.name, lut);
@@ -1838,6 +2055,9 @@ mod tests {
                     PartKind::LmHead => build_lm_head(&mut ctx).map(drop),
                     PartKind::Chunk { index, layers } => {
                         build_chunk(&mut ctx, layers.clone(), *index == parts.num_chunks).map(drop)
+                    }
+                    PartKind::Monolithic { layers } => {
+                        build_monolithic(&mut ctx, layers.end).map(drop)
                     }
                 }
                 .unwrap();

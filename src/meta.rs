@@ -67,6 +67,10 @@ pub struct ModelInfo {
     pub framework: String,
     /// config.json `model_type`.
     pub architecture: String,
+    /// `monolithic` for the one-package layout (where ANEMLL's runners look for it); absent
+    /// for the chunked layout, which they take as the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
     pub parameters: Parameters,
 }
 
@@ -115,6 +119,11 @@ impl<'de> Deserialize<'de> for LutBits {
 pub struct Parameters {
     pub context_length: usize,
     pub batch_size: usize,
+    /// Monolithic only: the layers' LUT bits (ANEMLL's `lut_bits`, which names the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lut_bits: Option<LutBits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lut_per_channel: Option<usize>,
     pub lut_embeddings: LutBits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lut_embeddings_per_channel: Option<usize>,
@@ -124,14 +133,25 @@ pub struct Parameters {
     pub lut_lmhead: LutBits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lut_lmhead_per_channel: Option<usize>,
+    /// 0 (and not written) for the monolithic layout.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub num_chunks: usize,
     pub model_prefix: String,
     /// File name of the embeddings part (`.mlpackage`, or `.mlmodelc` when compiled).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub embeddings: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub lm_head: String,
     /// Chunk 01's file name; runners substitute `01ofNN`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ffn: String,
+    /// The one package of the monolithic layout (then embeddings, lm_head, ffn are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monolithic_model: Option<String>,
     pub split_lm_head: usize,
+    /// Monolithic only: the package's functions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
     pub lm_head_chunk_sizes: Vec<usize>,
     pub vocab_size: usize,
     pub argmax_in_model: bool,
@@ -155,11 +175,17 @@ pub struct Parameters {
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     /// Every chunk's file name, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunk_files: Vec<String>,
     /// `[start, end)` layer range of every chunk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunk_layers: Vec<[usize; 2]>,
     /// Where the original weights are (for `anec verify`).
     pub source: Source,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The model the output came from.
@@ -329,6 +355,9 @@ impl Parameters {
                 ),
             );
         }
+        if let Some(file) = &self.monolithic_model {
+            return self.check_monolithic(file);
+        }
         let names = [
             ("embeddings", &self.embeddings),
             ("lm_head", &self.lm_head),
@@ -349,6 +378,7 @@ impl Parameters {
                 );
             }
         }
+        self.check_lm_head()?;
         if self.chunk_files.len() != self.num_chunks || self.chunk_layers.len() != self.num_chunks {
             return bad(
                 "num_chunks",
@@ -378,6 +408,12 @@ impl Parameters {
                 format!("must end at num_layers {}", self.num_layers),
             );
         }
+        Ok(())
+    }
+
+    /// The LM-head parts sum to the vocabulary.
+    fn check_lm_head(&self) -> Result<(), FieldProblem> {
+        let bad = |field: &'static str, value: String, reason: String| Err((field, value, reason));
         let sum = self
             .lm_head_chunk_sizes
             .iter()
@@ -394,6 +430,34 @@ impl Parameters {
         }
         Ok(())
     }
+
+    /// The monolithic layout: one plain file name, no chunk fields, the LM head split as
+    /// the chunked layout's.
+    fn check_monolithic(&self, file: &str) -> Result<(), FieldProblem> {
+        let mut parts = Path::new(file).components();
+        let plain = matches!(
+            (parts.next(), parts.next()),
+            (Some(Component::Normal(_)), None)
+        ) && !file.contains(['/', '\\']);
+        if !plain {
+            return Err((
+                "monolithic_model",
+                format!("{file:?}"),
+                "must be a file name inside the conversion folder".into(),
+            ));
+        }
+        if self.num_chunks != 0 || !self.chunk_files.is_empty() || !self.chunk_layers.is_empty() {
+            return Err((
+                "num_chunks",
+                self.num_chunks.to_string(),
+                "a monolithic conversion has no chunks".into(),
+            ));
+        }
+        if self.num_layers == 0 {
+            return Err(("num_layers", "0".into(), "must be at least 1".into()));
+        }
+        self.check_lm_head()
+    }
 }
 
 #[cfg(test)]
@@ -409,9 +473,12 @@ mod tests {
                 license: "see source model".into(),
                 framework: "Core ML".into(),
                 architecture: "llama".into(),
+                model_type: None,
                 parameters: Parameters {
                     context_length: 512,
                     batch_size: 64,
+                    lut_bits: None,
+                    lut_per_channel: None,
                     lut_embeddings: LutBits::None,
                     lut_embeddings_per_channel: None,
                     lut_ffn: LutBits::Bits(6),
@@ -423,7 +490,9 @@ mod tests {
                     embeddings: "embeddings.mlpackage".into(),
                     lm_head: "lm_head_lut6.mlpackage".into(),
                     ffn: "combined_lut6_chunk_01of02.mlpackage".into(),
+                    monolithic_model: None,
                     split_lm_head: 1,
+                    functions: vec![],
                     lm_head_chunk_sizes: vec![512],
                     vocab_size: 512,
                     argmax_in_model: false,

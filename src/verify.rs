@@ -111,9 +111,10 @@ pub struct ConvertedRun {
 pub struct Converted {
     dir: PathBuf,
     meta: Meta,
-    embeddings: Interpreter,
+    /// `None` for a monolithic conversion (its one package is `chunks[0]`).
+    embeddings: Option<Interpreter>,
     chunks: Vec<Interpreter>,
-    lm_head: Interpreter,
+    lm_head: Option<Interpreter>,
     states: BTreeMap<String, Tensor>,
     /// The C×C causal mask (0 on and below the diagonal, -inf above), built once.
     mask: Vec<f16>,
@@ -172,13 +173,17 @@ impl Converted {
             })?;
             Ok(Interpreter::new(&model.program, precision))
         };
-        let embeddings = load(&p.embeddings)?;
-        let lm_head = load(&p.lm_head)?;
-        let chunks = p
-            .chunk_files
-            .iter()
-            .map(|f| load(f))
-            .collect::<Result<Vec<_>>>()?;
+        let (embeddings, chunks, lm_head) = match &p.monolithic_model {
+            Some(file) => (None, vec![load(file)?], None),
+            None => (
+                Some(load(&p.embeddings)?),
+                p.chunk_files
+                    .iter()
+                    .map(|f| load(f))
+                    .collect::<Result<Vec<_>>>()?,
+                Some(load(&p.lm_head)?),
+            ),
+        };
         // C <= MAX_CONTEXT_LENGTH (checked with meta), so C×C fits; still allocated fallibly.
         // Gemma's two caches take a mask of width max(C, W).
         let c = p.context_length;
@@ -246,6 +251,9 @@ impl Converted {
     /// Runs a prompt on a fresh state, as the runner does: full batches of B through `prefill`,
     /// the remaining tokens through `infer`.
     pub fn prompt(&mut self, ids: &[u32]) -> Result<ConvertedRun> {
+        if self.params().monolithic_model.is_some() {
+            return self.prompt_monolithic(ids);
+        }
         self.reset()?;
         let b = self.params().batch_size;
         let full = ids.len() / b * b;
@@ -268,6 +276,9 @@ impl Converted {
 
     /// `ids` at the current position: one `prefill` batch (`ids.len() == B`) or one `infer`.
     fn run(&mut self, ids: &[u32], prefill: bool) -> Result<ConvertedRun> {
+        if self.params().monolithic_model.is_some() {
+            return self.run_monolithic(ids, prefill);
+        }
         let n = ids.len();
         let p = self.meta.model_info.parameters.clone();
         let (c, h) = (p.context_length, p.hidden_size);
@@ -295,13 +306,12 @@ impl Converted {
             "input_ids".to_string(),
             tensor(Tensor::i32(vec![1, n], ids_i32))?,
         );
-        let mut hidden = self.output(
-            &self.embeddings,
-            &p.embeddings,
-            &ins,
-            "hidden_states",
-            &[1, n, h],
-        )?;
+        let embeddings = self.embeddings.as_ref().ok_or_else(|| VerifyError::Meta {
+            path: self.dir.join("meta.json"),
+            message: "no embeddings package".into(),
+        })?;
+        let mut hidden =
+            self.output(embeddings, &p.embeddings, &ins, "hidden_states", &[1, n, h])?;
         // chunks, one shared state
         let positions: Vec<i32> = (start..start + n).map(|x| x as i32).collect();
         let mask = tensor(Tensor::f16(
@@ -379,64 +389,18 @@ impl Converted {
         let mut ins = BTreeMap::new();
         ins.insert("hidden_states".to_string(), row);
         let part = &p.lm_head;
-        let outs = self
-            .lm_head
+        let lm_head = self.lm_head.as_ref().ok_or_else(|| VerifyError::Meta {
+            path: self.dir.join("meta.json"),
+            message: "no LM head package".into(),
+        })?;
+        let outs = lm_head
             .run("main", &ins, &mut BTreeMap::new())
             .map_err(|source| VerifyError::Exec {
                 part: part.clone(),
                 function: "main".into(),
                 source: Box::new(source),
             })?;
-        let missing = |name: &str| VerifyError::Output {
-            part: part.clone(),
-            function: "main".into(),
-            message: format!("no output `{name}`"),
-        };
-        if p.argmax_in_model {
-            let idx = outs
-                .get("argmax_idx")
-                .ok_or_else(|| missing("argmax_idx"))?;
-            let val = outs
-                .get("argmax_val")
-                .ok_or_else(|| missing("argmax_val"))?;
-            let (idx, val) = (idx.to_f32_vec(), val.to_f32_vec());
-            let parts = p.lm_head_chunk_sizes.len();
-            if idx.len() != parts || val.len() != parts {
-                return Err(VerifyError::Output {
-                    part: part.clone(),
-                    function: "main".into(),
-                    message: format!(
-                        "argmax outputs have {} / {} entries for {parts} parts",
-                        idx.len(),
-                        val.len()
-                    ),
-                });
-            }
-            let best = reference::argmax(&val);
-            let offset: usize = p.lm_head_chunk_sizes[..best].iter().sum();
-            let within = idx[best];
-            if !(within >= 0.0 && (within as usize) < p.lm_head_chunk_sizes[best]) {
-                return Err(VerifyError::Output {
-                    part: part.clone(),
-                    function: "main".into(),
-                    message: format!(
-                        "argmax_idx {within} outside part {} of size {}",
-                        best + 1,
-                        p.lm_head_chunk_sizes[best]
-                    ),
-                });
-            }
-            return Ok((None, (offset + within as usize) as u32));
-        }
-        let mut logits = Vec::new();
-        for (k, &size) in p.lm_head_chunk_sizes.iter().enumerate() {
-            let name = format!("logits{}", k + 1);
-            let t = outs.get(&name).ok_or_else(|| missing(&name))?;
-            check_shape(t, &[1, 1, size], part, "main")?;
-            logits.extend(t.to_f32_vec());
-        }
-        let a = reference::argmax(&logits) as u32;
-        Ok((Some(logits), a))
+        head_outputs(&outs, p, part, "main", p.argmax_in_model)
     }
 
     /// Output `name` of a stateless part's `main`.
@@ -469,6 +433,7 @@ impl Converted {
         self.params()
             .chunk_files
             .get(k)
+            .or(self.params().monolithic_model.as_ref())
             .cloned()
             .unwrap_or_else(|| format!("chunk {k}"))
     }
@@ -480,6 +445,179 @@ impl Converted {
             source: Box::new(source),
         }
     }
+}
+
+/// The monolithic package (ANE-CONTRACT.md "Monolithic"): `input_ids` in, the LM head's
+/// outputs out, through `infer` (one token) or `prefill` (B tokens, the logits of the last).
+impl Converted {
+    /// A prompt as the runner drives a monolithic model (full batches through `prefill`, the
+    /// rest through `infer`), which leaves the state for generation. `prefill` returns only its
+    /// last row's logits, so the rows inside a batch come from a first pass that runs every
+    /// prompt token through `infer` on a fresh state; every row the runner's pass produces
+    /// replaces that pass's row.
+    fn prompt_monolithic(&mut self, ids: &[u32]) -> Result<ConvertedRun> {
+        let v = self.params().vocab_size;
+        let n = ids.len();
+        let mut rows: Vec<Option<Vec<f32>>> = vec![None; n];
+        let mut argmax = vec![0u32; n];
+        self.reset()?;
+        for (i, &id) in ids.iter().enumerate() {
+            let r = self.run_monolithic(&[id], false)?;
+            argmax[i] = r.argmax[0];
+            rows[i] = r.logits.map(|m| m.data);
+        }
+        self.reset()?;
+        let b = self.params().batch_size;
+        let full = n / b * b;
+        let mut at = |end: usize, r: ConvertedRun| {
+            argmax[end] = r.argmax[0];
+            rows[end] = r.logits.map(|m| m.data);
+        };
+        for start in (0..full).step_by(b) {
+            let r = self.run_monolithic(&ids[start..start + b], true)?;
+            at(start + b - 1, r);
+        }
+        for (i, &id) in ids.iter().enumerate().skip(full) {
+            let r = self.run_monolithic(&[id], false)?;
+            at(i, r);
+        }
+        let logits = if self.params().argmax_in_model {
+            None
+        } else {
+            let mut data = Vec::with_capacity(n * v);
+            for r in rows {
+                data.extend(r.unwrap_or_else(|| vec![f32::NAN; v]));
+            }
+            Some(Matrix {
+                rows: n,
+                cols: v,
+                data,
+            })
+        };
+        Ok(ConvertedRun {
+            logits,
+            argmax,
+            chunks: Vec::new(),
+            prefilled: full,
+        })
+    }
+
+    /// `ids` at the current position through the monolithic `infer` (one token) or `prefill`
+    /// (a batch): one row, the last position's logits and choice. `prefill` always returns
+    /// logits (ANEMLL's prefill never takes the in-model argmax).
+    fn run_monolithic(&mut self, ids: &[u32], prefill: bool) -> Result<ConvertedRun> {
+        let n = ids.len();
+        let p = self.meta.model_info.parameters.clone();
+        let c = p.context_length;
+        let start = self.pos;
+        if start + n > c {
+            return Err(VerifyError::ContextFull {
+                needed: start + n,
+                context: c,
+            });
+        }
+        let function = if prefill { "prefill" } else { "infer" };
+        let ids_i32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+        let positions: Vec<i32> = (start..start + n).map(|x| x as i32).collect();
+        let mut ins = BTreeMap::new();
+        ins.insert(
+            "input_ids".to_string(),
+            tensor(Tensor::i32(vec![1, n], ids_i32))?,
+        );
+        ins.insert(
+            "position_ids".to_string(),
+            tensor(Tensor::i32(vec![n], positions))?,
+        );
+        ins.insert(
+            "causal_mask".to_string(),
+            tensor(Tensor::f16(
+                vec![1, 1, n, c],
+                &self.mask[start * c..(start + n) * c],
+            ))?,
+        );
+        ins.insert(
+            "current_pos".to_string(),
+            tensor(Tensor::i32(vec![1], vec![start as i32]))?,
+        );
+        let mut states = std::mem::take(&mut self.states);
+        let result = self.chunks[0].run(function, &ins, &mut states);
+        self.states = states;
+        let outs = result.map_err(|source| self.exec_err(0, function, source))?;
+        self.pos += n;
+        let argmax_outputs = p.argmax_in_model && !prefill;
+        let (logits, a) = head_outputs(&outs, &p, &self.chunk_name(0), function, argmax_outputs)?;
+        Ok(ConvertedRun {
+            logits: logits.map(|data| Matrix {
+                rows: 1,
+                cols: p.vocab_size,
+                data,
+            }),
+            argmax: vec![a],
+            chunks: Vec::new(),
+            prefilled: if prefill { n } else { 0 },
+        })
+    }
+}
+
+/// The chosen token (and the concatenated logits, unless `argmax`) from an LM head's outputs:
+/// `logits1..N` `[1,1,V_i]`, or the in-model `argmax_idx` / `argmax_val` pair.
+fn head_outputs(
+    outs: &BTreeMap<String, Tensor>,
+    p: &Parameters,
+    part: &str,
+    function: &str,
+    argmax: bool,
+) -> Result<(Option<Vec<f32>>, u32)> {
+    let missing = |name: &str| VerifyError::Output {
+        part: part.to_string(),
+        function: function.into(),
+        message: format!("no output `{name}`"),
+    };
+    if argmax {
+        let idx = outs
+            .get("argmax_idx")
+            .ok_or_else(|| missing("argmax_idx"))?;
+        let val = outs
+            .get("argmax_val")
+            .ok_or_else(|| missing("argmax_val"))?;
+        let (idx, val) = (idx.to_f32_vec(), val.to_f32_vec());
+        let parts = p.lm_head_chunk_sizes.len();
+        if idx.len() != parts || val.len() != parts {
+            return Err(VerifyError::Output {
+                part: part.to_string(),
+                function: function.into(),
+                message: format!(
+                    "argmax outputs have {} / {} entries for {parts} parts",
+                    idx.len(),
+                    val.len()
+                ),
+            });
+        }
+        let best = reference::argmax(&val);
+        let offset: usize = p.lm_head_chunk_sizes[..best].iter().sum();
+        let within = idx[best];
+        if !(within >= 0.0 && (within as usize) < p.lm_head_chunk_sizes[best]) {
+            return Err(VerifyError::Output {
+                part: part.to_string(),
+                function: function.into(),
+                message: format!(
+                    "argmax_idx {within} outside part {} of size {}",
+                    best + 1,
+                    p.lm_head_chunk_sizes[best]
+                ),
+            });
+        }
+        return Ok((None, (offset + within as usize) as u32));
+    }
+    let mut logits = Vec::new();
+    for (k, &size) in p.lm_head_chunk_sizes.iter().enumerate() {
+        let name = format!("logits{}", k + 1);
+        let t = outs.get(&name).ok_or_else(|| missing(&name))?;
+        check_shape(t, &[1, 1, size], part, function)?;
+        logits.extend(t.to_f32_vec());
+    }
+    let a = reference::argmax(&logits) as u32;
+    Ok((Some(logits), a))
 }
 
 /// A host-side input tensor (shapes are ours, so an error here is a bug we report, not panic on).
@@ -1011,7 +1149,8 @@ pub fn verify_with(
             p.vocab_size, p.hidden_size, cfg.vocab_size, cfg.hidden_size
         )));
     }
-    let last = p.chunk_layers.last().map_or(0, |r| r[1]);
+    // A monolithic package holds every layer.
+    let last = p.chunk_layers.last().map_or(p.num_layers, |r| r[1]);
     if last != cfg.num_layers || p.num_layers != cfg.num_layers {
         return Err(VerifyError::Mismatch(format!(
             "the chunks end at layer {last} of {}, the reference has {} layers",

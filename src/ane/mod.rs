@@ -3,8 +3,10 @@
 
 pub mod graph;
 pub mod layout;
+pub mod mono;
 pub mod parts;
 
+pub use mono::build_monolithic;
 pub use parts::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, MAIN};
 
 /// Errors building a part; the underlying error names the tensor or op.

@@ -1907,6 +1907,43 @@ pub fn check_program(p: &Program) -> Result<()> {
     Ok(())
 }
 
+/// Re-infers the type of every op output of `f` from its inputs' declared types, in order, and
+/// stores them: after an input's type changed (a flexible input fixed to one shape), the ops
+/// below it get the types that follow. Then checks the function like [`check_function`].
+pub fn retype(f: &mut Function) -> Result<()> {
+    let mut env: Env = HashMap::new();
+    for (name, ty) in &f.inputs {
+        env.insert(
+            name.clone(),
+            VarInfo {
+                ty: ty.clone(),
+                konst: Konst::No,
+            },
+        );
+    }
+    for op in &mut f.operations {
+        let inferred = if op.kind == OpKind::Const {
+            vec![const_output(op)?]
+        } else {
+            infer(op.kind, &op.name, &op.inputs, &env)?
+        };
+        if inferred.len() != op.outputs.len() {
+            return Err(MilError::OutputCount {
+                op: op.name.clone(),
+                kind: op.kind,
+                declared: op.outputs.len(),
+                inferred: inferred.len(),
+            });
+        }
+        for ((out, declared), inf) in op.outputs.iter_mut().zip(inferred) {
+            let konst = output_konst(op.kind, op.val.as_ref(), &op.inputs, &env);
+            *declared = inf.clone();
+            env.insert(out.clone(), VarInfo { ty: inf, konst });
+        }
+    }
+    check_function(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,8 @@ pub use builder::{
 };
 pub use error::{MilError, Result};
 pub use infer::{
-    check_function, check_program, tensor_string, type_string, types_compatible, unused_inputs,
+    check_function, check_program, retype, tensor_string, type_string, types_compatible,
+    unused_inputs,
 };
 pub use inspect::{inspect, InspectReport};
 pub use ir::*;

@@ -129,6 +129,14 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("tiny-llama/lut6", "meta.yaml", "a49a7994d333338cb07d7ddf3b2d93ad18f3fc9b3b17576ab90f16f879b1e231"),
     ("tiny-llama/lut6", "tokenizer.json", "da00ebd7aa3696f0263b2cff93256dfd80c34987eddc5efabf3cf88c7cf23064"),
     ("tiny-llama/lut6", "tokenizer_config.json", "5eef9868f99ba8b557354470a4cc7c752bc5017f69671cc930e05a13071f58e1"),
+    ("tiny-llama/mono-lut6", "generation_config.json", "6c9f67b10f4a55fb1ec22d944a9652976fe4217d76283762eb8c926c8f76129c"),
+    ("tiny-llama/mono-lut6", "meta.json", "391a6c6f2198886545f1de84ce7bbf1099f8e2be7fa7e0db851e2258529af384"),
+    ("tiny-llama/mono-lut6", "meta.yaml", "4ed979f75f27b5f35fdc3666c0879509008d6de00870d5b702c14c018c8b60ed"),
+    ("tiny-llama/mono-lut6", "monolithic_full_lut6.mlpackage/Data/com.apple.CoreML/model.mlmodel", "4eef2070ee03667c6238b5f8fe73f00a96c8e21670fc3a726dd2be26d39a8e9a"),
+    ("tiny-llama/mono-lut6", "monolithic_full_lut6.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "5164894b073433c884b9291b9ead91d71516cc4afda08d65edd4b814c3523338"),
+    ("tiny-llama/mono-lut6", "monolithic_full_lut6.mlpackage/Manifest.json", "fc68953df2806bbccc28386a56d5f3a4428b93fdddd40b4aa51ab625b7fe53a8"),
+    ("tiny-llama/mono-lut6", "tokenizer.json", "da00ebd7aa3696f0263b2cff93256dfd80c34987eddc5efabf3cf88c7cf23064"),
+    ("tiny-llama/mono-lut6", "tokenizer_config.json", "5eef9868f99ba8b557354470a4cc7c752bc5017f69671cc930e05a13071f58e1"),
     ("tiny-mistral/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel", "ec1d83f30e27968f3276af397a239ef678cb6abfa725f1c9febd437b0a88a7ef"),
     ("tiny-mistral/fp16", "combined_chunk_01of02.mlpackage/Data/com.apple.CoreML/weights/weight.bin", "00adbb70fbd7d95baeda8ce2e00283ca07724aeab8fbbd29f6c1d01aa77631db"),
     ("tiny-mistral/fp16", "combined_chunk_01of02.mlpackage/Manifest.json", "a18f148185d0ac595e6242649ff49de506fd8048f8934b1f5ac94ec58fb7551b"),
@@ -271,6 +279,15 @@ const EXPECTED: &[(&str, &str, &str)] = &[
 /// --lut-lmhead none`) or with `lut` on the chunks and LM head and plain k-means
 /// (`--calibration none`): every file's sha256 by relative path.
 fn converted_hashes(model: &str, lut: Option<LutSpec>) -> BTreeMap<String, String> {
+    converted_hashes_with(model, lut, |_| {})
+}
+
+/// [`converted_hashes`] with `edit` applied to the plan last.
+fn converted_hashes_with(
+    model: &str,
+    lut: Option<LutSpec>,
+    edit: impl FnOnce(&mut ConvertPlan),
+) -> BTreeMap<String, String> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
     let mut plan = ConvertPlan::new(spec(model), &out);
@@ -282,6 +299,7 @@ fn converted_hashes(model: &str, lut: Option<LutSpec>) -> BTreeMap<String, Strin
     plan.chunks = Chunks::Count(2);
     plan.quiet = true;
     plan.compile = Compile::Never;
+    edit(&mut plan);
     convert::run(&plan).expect("conversion");
     let fixtures = fixture("");
     let root = fixtures.to_string_lossy();
@@ -324,6 +342,10 @@ fn converted_fixture_bytes_are_pinned() {
                 got.insert((format!("{model}/{variant}"), file), hash);
             }
         }
+    }
+    // The monolithic package of one fixture (--monolithic, LUT6 layers and LM head).
+    for (file, hash) in converted_hashes_with("tiny-llama", Some(lut6), |p| p.monolithic = true) {
+        got.insert(("tiny-llama/mono-lut6".to_string(), file), hash);
     }
     if std::env::var_os("ANEC_PRINT_HASHES").is_some() {
         println!("#[rustfmt::skip]\nconst EXPECTED: &[(&str, &str, &str)] = &[");

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod hub_server;
 pub mod lint;
 pub mod mil;
+pub mod mono;
 pub mod mutation;
 pub mod quant;
 pub mod readers;

@@ -1290,49 +1290,78 @@ fn a_reader_that_goes_away_is_no_panic() {
     assert!(s.out().join("meta.json").is_file());
 }
 
+/// Converts tiny-qwen2's first two layers at `--lut 4` with `RAYON_NUM_THREADS=threads` and
+/// the `extra` flags into `out`, and returns the files written.
+fn calibrated_conversion(
+    out: &Path,
+    threads: &str,
+    extra: &[&str],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let o = anec()
+        .env("RAYON_NUM_THREADS", threads)
+        .args([
+            "convert",
+            "--no-compile",
+            "-q",
+            "--lut",
+            "4",
+            "--num-layers",
+            "2",
+        ])
+        .arg("--model")
+        .arg(fixture("tiny-qwen2"))
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    files(out)
+}
+
+fn weight_bins(v: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<Vec<u8>> {
+    v.iter()
+        .filter(|(p, _)| p.ends_with("weight.bin"))
+        .map(|(_, b)| b.clone())
+        .collect()
+}
+
 /// A calibrated conversion (the default) gives the same bytes whatever the thread count, and
 /// `--calibration none` gives other LUTs than the calibrated one.
 #[test]
 fn calibrated_bytes_do_not_depend_on_the_thread_count() {
     let s = Scratch::new();
-    let run = |out: &Path, threads: &str, extra: &[&str]| {
-        let o = anec()
-            .env("RAYON_NUM_THREADS", threads)
-            .args([
-                "convert",
-                "--no-compile",
-                "-q",
-                "--lut",
-                "4",
-                "--num-layers",
-                "2",
-            ])
-            .arg("--model")
-            .arg(fixture("tiny-qwen2"))
-            .arg("--output")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert_ok(&o);
-        files(out)
-    };
-    let one = run(&s.path().join("t1"), "1", &[]);
-    let two = run(&s.path().join("t2"), "2", &[]);
+    let one = calibrated_conversion(&s.path().join("t1"), "1", &[]);
+    let two = calibrated_conversion(&s.path().join("t2"), "2", &[]);
     assert!(
         one == two,
         "calibrated output differs between 1 and 2 threads"
     );
-    let plain = run(&s.path().join("plain"), "2", &["--calibration", "none"]);
-    let weight_bins = |v: &std::collections::BTreeMap<String, Vec<u8>>| -> Vec<Vec<u8>> {
-        v.iter()
-            .filter(|(p, _)| p.ends_with("weight.bin"))
-            .map(|(_, b)| b.clone())
-            .collect()
-    };
+    let plain = calibrated_conversion(&s.path().join("plain"), "2", &["--calibration", "none"]);
     assert_ne!(
         weight_bins(&one),
         weight_bins(&plain),
         "calibration changed no LUT"
     );
+}
+
+/// LUT-GPTQ and text sampled from the model are as reproducible as the default: the same
+/// bytes with 1 and 2 threads, and LUTs of their own.
+#[test]
+fn gptq_and_self_calibration_do_not_depend_on_the_thread_count() {
+    let s = Scratch::new();
+    let weighted = calibrated_conversion(&s.path().join("w"), "2", &[]);
+    for (name, flags) in [
+        ("gptq", ["--calibration-method", "gptq"]),
+        ("self", ["--calibration", "self"]),
+    ] {
+        let one = calibrated_conversion(&s.path().join(format!("{name}1")), "1", &flags);
+        let two = calibrated_conversion(&s.path().join(format!("{name}2")), "2", &flags);
+        assert!(one == two, "{name}: output differs between 1 and 2 threads");
+        assert_ne!(
+            weight_bins(&one),
+            weight_bins(&weighted),
+            "{name} gave the weighted LUTs"
+        );
+    }
 }

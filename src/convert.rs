@@ -977,17 +977,15 @@ impl fmt::Display for ConvertReport {
         if let Some(c) = &self.calibration {
             writeln!(
                 f,
-                "calibrated ({:?}) on {} tokens in {} sequences ({}) in {:.1} s{}",
-                c.method,
-                c.tokens,
-                c.sequences,
-                c.source,
+                "calibrated ({}) in {:.1} s{}\n  on {}",
+                format!("{:?}", c.method).to_lowercase(),
                 c.seconds,
                 if c.sequential {
                     ", each layer on the quantized layers below it"
                 } else {
                     ""
-                }
+                },
+                c.source,
             )?;
             if let Some(w) = &c.warning {
                 writeln!(f, "warning: {w}")?;

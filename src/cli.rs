@@ -203,6 +203,9 @@ pub struct VerifyArgs {
     /// Fail above this mean KL(reference‖converted) [default: 1e-4 fp16, LUT thresholds from the meta].
     #[arg(long, value_name = "KL")]
     pub max_kl: Option<f64>,
+    /// Fail below this per-chunk hidden-state cosine [default: 0.99 fp16, 0.9 with LUTs].
+    #[arg(long, value_name = "C")]
+    pub min_cosine: Option<f64>,
     /// Use only the local HF cache for the original model.
     #[arg(long)]
     pub offline: bool,
@@ -352,7 +355,7 @@ impl VerifyArgs {
             overrides: ThresholdOverrides {
                 min_top1: self.min_top1,
                 max_mean_kl: self.max_kl,
-                ..Default::default()
+                min_chunk_cosine: self.min_cosine,
             },
         }
     }

@@ -1058,7 +1058,7 @@ pub struct VerifyOptions {
     pub precision: Precision,
     /// Use only the local HF cache when meta's source is a hub id (for `model: None`).
     pub offline: bool,
-    /// Limits replacing the defaults of [`Thresholds::for_params`] (`--min-top1`, `--max-kl`).
+    /// Limits replacing the defaults of [`Thresholds::for_params`] (`--min-top1`, `--max-kl`, `--min-cosine`).
     pub overrides: ThresholdOverrides,
 }
 

@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::mil::{Arg, DType, Function, Model, Operation, Program, TensorType, ValueType};
 
-use super::graph::{G, T};
-use super::parts::{build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, MAIN};
+use super::graph::G;
+use super::parts::{
+    argmax_outputs, build_chunk, build_embeddings, build_lm_head, Ctx, PartOptions, MAIN,
+};
 use super::AneError;
 
 type R<T> = Result<T, AneError>;
@@ -240,8 +242,7 @@ fn inline(
 /// `argmax_val` fp16 `[N]`, as the LM head part computes them with `--argmax`.
 fn argmax_tail(head: &Function) -> R<Function> {
     let mut g = G::new();
-    let mut idx = Vec::new();
-    let mut val = Vec::new();
+    let mut logits = Vec::new();
     for name in &head.outputs {
         let ty = head
             .operations
@@ -255,17 +256,8 @@ fn argmax_tail(head: &Function) -> R<Function> {
             ValueType::State(_) => None,
         }
         .ok_or_else(|| graph_err(name, "LM head output is not static"))?;
-        let l: T = g.input(name, DType::F16, &shape)?;
-        let a = g.reduce_argmax(&l, -1)?;
-        idx.push(g.reshape(&a, &[1])?);
-        let m = g.reduce_max(&l, -1)?;
-        val.push(g.reshape(&m, &[1])?);
+        logits.push(g.input(name, DType::F16, &shape)?);
     }
-    let idx_refs: Vec<&T> = idx.iter().collect();
-    let val_refs: Vec<&T> = val.iter().collect();
-    let ai = g.concat_named(&idx_refs, 0, Some("argmax_idx"))?;
-    let av = g.concat_named(&val_refs, 0, Some("argmax_val"))?;
-    g.b.output(&ai.var)?;
-    g.b.output(&av.var)?;
+    argmax_outputs(&mut g, &logits)?;
     Ok(g.b.finish()?)
 }

@@ -321,6 +321,26 @@ pub fn build_embeddings(ctx: &mut Ctx<'_>) -> R<Model> {
 
 // ---------------------------------------------------------------- LM head
 
+/// The `--argmax` outputs of the LM-head parts' `logits` (`[1,1,V_i]` each): `argmax_idx`
+/// int32 `[N]` (the index inside each part) and `argmax_val` fp16 `[N]`.
+pub(super) fn argmax_outputs(g: &mut G, logits: &[T]) -> R<()> {
+    let mut idx = Vec::new();
+    let mut val = Vec::new();
+    for l in logits {
+        let a = g.reduce_argmax(l, -1)?; // [1,1]
+        idx.push(g.reshape(&a, &[1])?);
+        let m = g.reduce_max(l, -1)?;
+        val.push(g.reshape(&m, &[1])?);
+    }
+    let idx_refs: Vec<&T> = idx.iter().collect();
+    let val_refs: Vec<&T> = val.iter().collect();
+    let ai = g.concat_named(&idx_refs, 0, Some("argmax_idx"))?;
+    let av = g.concat_named(&val_refs, 0, Some("argmax_val"))?;
+    g.b.output(&ai.var)?;
+    g.b.output(&av.var)?;
+    Ok(())
+}
+
 /// The LM head: `hidden_states` `[1,1,H]` → `logits1..N` `[1,1,V_i]` (or argmax outputs).
 pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
     let cfg = ctx.cfg;
@@ -361,20 +381,7 @@ pub fn build_lm_head(ctx: &mut Ctx<'_>) -> R<Model> {
         logits.push(out);
     }
     if ctx.opts.argmax {
-        let mut idx = Vec::new();
-        let mut val = Vec::new();
-        for l in &logits {
-            let a = g.reduce_argmax(l, -1)?; // [1,1]
-            idx.push(g.reshape(&a, &[1])?);
-            let m = g.reduce_max(l, -1)?;
-            val.push(g.reshape(&m, &[1])?);
-        }
-        let idx_refs: Vec<&T> = idx.iter().collect();
-        let val_refs: Vec<&T> = val.iter().collect();
-        let ai = g.concat_named(&idx_refs, 0, Some("argmax_idx"))?;
-        let av = g.concat_named(&val_refs, 0, Some("argmax_val"))?;
-        g.b.output(&ai.var)?;
-        g.b.output(&av.var)?;
+        argmax_outputs(&mut g, &logits)?;
     } else {
         for l in &logits {
             g.b.output(&l.var)?;

@@ -8,6 +8,7 @@
 
 use super::data::{self, CalibrationSet};
 use super::{CalibError, Result};
+use crate::quant::synth::Rng;
 use crate::reference::{self, Reference};
 use crate::source::ModelFiles;
 
@@ -26,16 +27,16 @@ pub fn generate(
     let starts = data::ordinary_ids(&files.dir)?;
     let cfg = reference::Config::from_file(&files.config).map_err(reference_error)?;
     let model = Reference::load(&cfg, files).map_err(reference_error)?;
-    let mut rng = SplitMix(SEED);
+    let mut rng = Rng::new(SEED);
     let mut sequences = Vec::new();
     let mut tokens = 0;
     while tokens < max_tokens && !starts.is_empty() {
         let len = seq_len.min(max_tokens - tokens);
-        let mut ids = vec![starts[rng.below(starts.len())]];
+        let mut ids = vec![starts[(rng.uniform() * starts.len() as f64) as usize]];
         let mut cache = model.new_cache();
         let mut logits = model.forward(&ids, &mut cache).map_err(reference_error)?;
         while ids.len() < len {
-            let next = sample(logits.row(logits.rows - 1), rng.unit()) as u32;
+            let next = sample(logits.row(logits.rows - 1), rng.uniform()) as u32;
             ids.push(next);
             if eos.contains(&next) || ids.len() == len {
                 break;
@@ -64,7 +65,7 @@ fn reference_error(e: reference::ReferenceError) -> CalibError {
     CalibError::Reference(Box::new(e))
 }
 
-/// The index at which the softmax of `logits` reaches cumulative probability `u` ∈ [0, 1).
+/// The index at which the softmax of `logits` reaches cumulative probability `u` ∈ (0, 1).
 fn sample(logits: &[f32], u: f64) -> usize {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let weights: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
@@ -77,28 +78,6 @@ fn sample(logits: &[f32], u: f64) -> usize {
         }
     }
     logits.len() - 1
-}
-
-/// SplitMix64 (Steele, Lea and Flood 2014): small, fast and the same on every platform.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), from the top 53 bits.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize
-    }
 }
 
 #[cfg(test)]

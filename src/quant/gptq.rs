@@ -290,6 +290,27 @@ mod tests {
     use crate::quant::synth::{self, Rng};
     use crate::quant::{palettize_weighted, LutSpec, WeightView};
 
+    /// A synthetic `[rows, cols]` matrix rounded to fp16 values.
+    fn fp16_matrix(rows: usize, cols: usize, seed: u64) -> Vec<f64> {
+        synth::matrix(rows, cols, seed)
+            .iter()
+            .map(|&v| f16_from_f64_rne(v as f64).to_f64())
+            .collect()
+    }
+
+    /// `XᵀX / tokens` for `x` row-major `[tokens, cols]`.
+    fn gram(x: &[f64], cols: usize) -> Vec<f64> {
+        let tokens = x.len() / cols;
+        (0..cols * cols)
+            .map(|ij| {
+                (0..tokens)
+                    .map(|t| x[t * cols + ij / cols] * x[t * cols + ij % cols])
+                    .sum::<f64>()
+                    / tokens as f64
+            })
+            .collect()
+    }
+
     /// Output error `Σ_r (w − ŵ)ᵀ H (w − ŵ)` with the undamped `H`.
     fn output_error(p: &Palettized, w: &[f64], h: &[f64]) -> f64 {
         let n = p.cols;
@@ -310,10 +331,7 @@ mod tests {
         let n = 5;
         let mut r = Rng::new(3);
         let x: Vec<f64> = (0..n * 20).map(|_| r.normal()).collect();
-        let h: Vec<f64> = (0..n * n)
-            .map(|ij| (0..20).map(|t| x[t * n + ij / n] * x[t * n + ij % n]).sum())
-            .collect();
-        let hs = Hessian::new(h.clone(), n, 0.0).unwrap();
+        let hs = Hessian::new(gram(&x, n), n, 0.0).unwrap();
         // UᵀU · H = I
         for i in 0..n {
             for j in 0..n {
@@ -336,24 +354,11 @@ mod tests {
     #[test]
     fn feedback_follows_the_columns_not_their_numbering() {
         let (rows, cols, tokens) = (8, 12, 64);
-        let w: Vec<f64> = synth::matrix(rows, cols, 5)
-            .iter()
-            .map(|&v| f16_from_f64_rne(v as f64).to_f64())
-            .collect();
+        let w = fp16_matrix(rows, cols, 5);
         let mut r = Rng::new(6);
         let x: Vec<f64> = (0..tokens * cols)
             .map(|i| r.normal() * (1.0 + (i % cols) as f64))
             .collect();
-        let gram = |x: &[f64]| -> Vec<f64> {
-            (0..cols * cols)
-                .map(|ij| {
-                    (0..tokens)
-                        .map(|t| x[t * cols + ij / cols] * x[t * cols + ij % cols])
-                        .sum::<f64>()
-                        / tokens as f64
-                })
-                .collect()
-        };
         let perm: Vec<usize> = (0..cols).map(|j| (j * 5 + 3) % cols).collect();
         let permute = |m: &[f64], width: usize| -> Vec<f64> {
             (0..m.len())
@@ -373,8 +378,8 @@ mod tests {
             refine(&mut p, w, &Hessian::new(h, cols, 0.01).unwrap(), 1);
             p
         };
-        let a = run(&w, gram(&x));
-        let b = run(&wp, gram(&xp));
+        let a = run(&w, gram(&x, cols));
+        let b = run(&wp, gram(&xp, cols));
         assert_eq!(a.lut, b.lut);
         let a_idx: Vec<u8> = (0..a.indices.len())
             .map(|i| a.indices[i / cols * cols + perm[i % cols]])
@@ -387,10 +392,7 @@ mod tests {
     #[test]
     fn feedback_lowers_the_output_error() {
         let (rows, cols, tokens) = (16, 32, 256);
-        let w: Vec<f64> = synth::matrix(rows, cols, 9)
-            .iter()
-            .map(|&v| f16_from_f64_rne(v as f64).to_f64())
-            .collect();
+        let w = fp16_matrix(rows, cols, 9);
         let codes: Vec<u16> = w.iter().map(|&v| f16_from_f64_rne(v).to_bits()).collect();
         // Inputs with strongly correlated neighbouring channels.
         let mut r = Rng::new(4);
@@ -401,14 +403,7 @@ mod tests {
                 x[t * cols + j] = base + 0.3 * r.normal();
             }
         }
-        let h: Vec<f64> = (0..cols * cols)
-            .map(|ij| {
-                (0..tokens)
-                    .map(|t| x[t * cols + ij / cols] * x[t * cols + ij % cols])
-                    .sum::<f64>()
-                    / tokens as f64
-            })
-            .collect();
+        let h = gram(&x, cols);
         let diag: Vec<f64> = (0..cols).map(|j| h[j * cols + j]).collect();
         let spec = LutSpec::new(3, Some(8)).unwrap();
         let weighted =

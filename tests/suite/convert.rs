@@ -11,7 +11,7 @@ use anec::outdir::OutputError;
 use anec::quant::LutSpec;
 use anec::source::ModelSpec;
 
-use super::util::{files, fixture, spec, MODELS};
+use super::util::{files, fixture, function_names, spec, MODELS};
 
 const C: u64 = 64;
 const B: u64 = 16;
@@ -105,8 +105,12 @@ fn weight_bin(pkg: &Path) -> PathBuf {
 fn check_chunk(pkg: &Path, d: &Dims, expect_lut: bool) {
     let model = mil::read_package(pkg).unwrap();
     let prog = &model.program;
-    let names: Vec<&str> = prog.functions.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["infer", "prefill"], "{}", pkg.display());
+    assert_eq!(
+        function_names(prog),
+        ["infer", "prefill"],
+        "{}",
+        pkg.display()
+    );
     assert_eq!(prog.default_function, "infer");
     let state = ValueType::State(TensorType::new(DType::F16, &[2 * d.l, d.kv, C, d.d]));
     for (name, f) in &prog.functions {

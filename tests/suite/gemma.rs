@@ -10,7 +10,7 @@ use anec::mil;
 use anec::verify::{self, ThresholdOverrides, VerifyOptions, VerifyReport};
 use candle_core::{DType, Device};
 
-use super::util::{fixture, spec, Expected};
+use super::util::{fixture, function_names, spec, Expected};
 
 const MODEL: &str = "tiny-gemma3";
 /// Longer than the window (16): the runner moves to the rotate functions at position 16.
@@ -65,12 +65,7 @@ fn chunks_have_two_states_and_the_rotate_functions() {
     );
     for f in &p.chunk_files {
         let m = mil::read_package(out.join(f)).unwrap();
-        let names: Vec<&str> = m
-            .program
-            .functions
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let names = function_names(&m.program);
         assert_eq!(
             names,
             ["infer", "prefill", "infer_rotate", "prefill_rotate"],
@@ -122,12 +117,7 @@ fn chunks_have_two_states_and_the_rotate_functions() {
     convert::run(&p).expect("converts");
     let meta = verify::read_meta(&p.output).unwrap();
     let m = mil::read_package(p.output.join(&meta.model_info.parameters.chunk_files[0])).unwrap();
-    let names: Vec<&str> = m
-        .program
-        .functions
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let names = function_names(&m.program);
     assert_eq!(names, ["infer", "prefill"]);
 }
 

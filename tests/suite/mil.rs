@@ -12,7 +12,7 @@ use anec::mil::{
 };
 use half::f16;
 
-use super::util::{files, fixture};
+use super::util::{copy_dir, files, fixture, validate_with_coremltools};
 
 fn sample(name: &str) -> PathBuf {
     fixture("coreml-samples").join(name)
@@ -598,13 +598,6 @@ fn packages_pass_apples_validator() {
         .unwrap()
         .finish(&m)
         .unwrap();
-    let (Ok(python), Ok(validator)) = (
-        std::env::var("ANEC_COREML_PYTHON"),
-        std::env::var("ANEC_VALIDATOR"),
-    ) else {
-        println!("ANEC_COREML_PYTHON / ANEC_VALIDATOR not set: skipped coremltools validation");
-        return;
-    };
     if let Ok(keep) = std::env::var("ANEC_KEEP_PACKAGES") {
         for p in [&chunk, &emb, &rewritten] {
             let to = Path::new(&keep).join(p.file_name().unwrap());
@@ -612,49 +605,23 @@ fn packages_pass_apples_validator() {
             copy_dir(p, &to);
         }
     }
-    for (pkg, args) in [
-        (&chunk, vec!["--expect-functions", "infer,prefill,ops"]),
-        (&emb, vec![]),
-        (
-            &rewritten,
-            vec![
-                "--expect-functions",
-                "prefill,decode",
-                "--expect-states",
-                "1",
-            ],
-        ),
-    ] {
-        let copy = dir.path().join("copy").join(pkg.file_name().unwrap());
-        copy_dir(pkg, &copy);
-        let out = std::process::Command::new(&python)
-            .arg(&validator)
-            .arg(&copy)
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        println!("{stdout}");
-        assert!(
-            out.status.success() && stdout.contains("RESULT: OK"),
-            "validator failed on {}:\n{stdout}\n{}",
-            pkg.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
+    let scratch = dir.path().join("copy");
+    validate_with_coremltools(
+        &chunk,
+        &["--expect-functions", "infer,prefill,ops"],
+        &scratch,
+    );
+    validate_with_coremltools(&emb, &[], &scratch);
+    validate_with_coremltools(
+        &rewritten,
+        &[
+            "--expect-functions",
+            "prefill,decode",
+            "--expect-states",
+            "1",
+        ],
+        &scratch,
+    );
 }
 
 /// coremltools' packages survive read → write → read with the same program and contents; the

@@ -11,7 +11,7 @@ use anec::mil::{self, ConstData, DType, Function, ValueType};
 use anec::verify::Converted;
 
 use super::convert::{lut, plan};
-use super::util::{anec, Expected};
+use super::util::{anec, function_names, validate_with_coremltools, Expected};
 
 const C: u64 = 64;
 const B: u64 = 16;
@@ -80,12 +80,7 @@ fn one_package_with_infer_and_prefill_as_anemll_lays_it_out() {
     assert_eq!(pkgs, ["llama_monolithic_full_lut4.mlpackage"]);
     let pkg = out.join(&pkgs[0]);
     let m = mil::read_package(&pkg).unwrap();
-    let names: Vec<&str> = m
-        .program
-        .functions
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let names = function_names(&m.program);
     assert_eq!(names, ["infer", "prefill"]);
     assert_eq!(m.program.default_function, "infer");
     let (infer, prefill) = (function(&m, "infer"), function(&m, "prefill"));
@@ -393,36 +388,14 @@ fn cli_verify_generate_and_inspect_work_on_it_unchanged() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--chunks"));
     // Apple's validator, when available: two functions, one state.
-    let (Ok(python), Ok(validator)) = (
-        std::env::var("ANEC_COREML_PYTHON"),
-        std::env::var("ANEC_VALIDATOR"),
-    ) else {
-        println!("ANEC_COREML_PYTHON / ANEC_VALIDATOR not set: skipped coremltools validation");
-        return;
-    };
-    let copy = tmp.path().join("copy");
-    let o = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(out.join("monolithic_full_lut6.mlpackage"))
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let o = std::process::Command::new(python)
-        .arg(validator)
-        .arg(&copy)
-        .args([
+    validate_with_coremltools(
+        &out.join("monolithic_full_lut6.mlpackage"),
+        &[
             "--expect-functions",
             "infer,prefill",
             "--expect-states",
             "1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && stdout.contains("RESULT: OK"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+        ],
+        &tmp.path().join("copy"),
     );
 }

@@ -52,6 +52,11 @@ pub fn anec() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("anec").expect("the anec binary is built with the tests")
 }
 
+/// The names of a program's functions, in order.
+pub fn function_names(program: &mil::Program) -> Vec<&str> {
+    program.functions.iter().map(|(n, _)| n.as_str()).collect()
+}
+
 /// Every file below `dir` with its bytes, by path relative to `dir` (for byte-for-byte
 /// comparisons of written outputs).
 pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -216,4 +221,49 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
         v.push((names::lm_head(), vec![cfg.vocab_size, h]));
     }
     v
+}
+
+/// Copies the folder `from` to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// Apple's coremltools validator (`ANEC_COREML_PYTHON` running `ANEC_VALIDATOR`) with `args`
+/// on a copy of `pkg` in `scratch` (coremltools rewrites Manifest.json); asserts that it passes.
+/// Returns false, saying so, when the two variables are not set.
+pub fn validate_with_coremltools(pkg: &Path, args: &[&str], scratch: &Path) -> bool {
+    let (Ok(python), Ok(validator)) = (
+        std::env::var("ANEC_COREML_PYTHON"),
+        std::env::var("ANEC_VALIDATOR"),
+    ) else {
+        println!("ANEC_COREML_PYTHON / ANEC_VALIDATOR not set: skipped coremltools validation");
+        return false;
+    };
+    let copy = scratch.join(pkg.file_name().unwrap());
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(pkg, &copy);
+    let out = std::process::Command::new(python)
+        .arg(validator)
+        .arg(&copy)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("RESULT: OK"),
+        "validator failed on {}:\n{stdout}\n{}",
+        pkg.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }

@@ -96,7 +96,7 @@ pub struct ConvertArgs {
     #[arg(long, default_value = "original", value_parser = ["quantized", "original"])]
     pub calibration_inputs: String,
     /// How calibration shapes the LUTs: `weighted` (k-means weighted by each input channel's
-    /// E[x²]) or `gptq` (that, then error feedback through the full E[xxᵀ] and a LUT refit).
+    /// E[x²]) or `gptq` (that, then error feedback through the full E[xxᵀ]).
     #[arg(long, default_value = "weighted", value_parser = ["weighted", "gptq"])]
     pub calibration_method: String,
     /// Gemma 3's fp16 range scale α (embeddings and the block-output norm gains × α, exact):

@@ -26,9 +26,6 @@ use super::AneError;
 
 type R<T> = Result<T, AneError>;
 
-/// Error-feedback rounds of LUT-GPTQ (each ends with a refit of the LUTs).
-const GPTQ_ROUNDS: usize = 1;
-
 /// The settings every part builder needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartOptions {
@@ -139,7 +136,7 @@ impl Ctx<'_> {
                         .iter()
                         .map(|&v| quant::f16_from_f64_rne(v as f64).to_f64())
                         .collect();
-                    quant::gptq::refine(&mut pal, &w, hessian.map_err(quant_err)?, GPTQ_ROUNDS);
+                    quant::gptq::refine(&mut pal, &w, hessian.map_err(quant_err)?);
                     pal.seconds += t0.elapsed().as_secs_f64();
                 }
                 let decoded = stats.map(|_| pal.decode());

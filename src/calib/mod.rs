@@ -85,17 +85,16 @@ pub struct SiteStats {
     pub mean_sq: Vec<f64>,
     /// Up to [`SAMPLE_ROWS`] input rows `[s, in]`, spread over the calibration tokens.
     sample: Tensor,
-    /// `E[x xᵀ]` (row-major `[in, in]`), with [`Method::Gptq`].
-    gram: Option<Vec<f64>>,
-    /// Its damped factorization, made once for the weights that share the site.
-    hessian: std::sync::OnceLock<std::result::Result<Hessian, QuantError>>,
+    /// The damped factorization of `E[x xᵀ]`, with [`Method::Gptq`], made once for the
+    /// weights that share the site.
+    hessian: Option<std::result::Result<Hessian, QuantError>>,
 }
 
 impl std::fmt::Debug for SiteStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SiteStats")
             .field("channels", &self.mean_sq.len())
-            .field("gram", &self.gram.is_some())
+            .field("hessian", &self.hessian.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -114,14 +113,9 @@ impl SiteStats {
 
     /// The damped Hessian of this site for LUT-GPTQ, when the full `E[x xᵀ]` was gathered.
     pub fn hessian(&self) -> Option<std::result::Result<&Hessian, QuantError>> {
-        let gram = self.gram.as_ref()?;
-        let cols = self.mean_sq.len();
-        Some(
-            self.hessian
-                .get_or_init(|| Hessian::new(gram.clone(), cols, GPTQ_DAMP))
-                .as_ref()
-                .map_err(Clone::clone),
-        )
+        self.hessian
+            .as_ref()
+            .map(|h| h.as_ref().map_err(Clone::clone))
     }
 
     /// `‖(W − Ŵ) X‖ / ‖W X‖` over the sampled input rows, for `W` `[rows, in]` (row-major f32)
@@ -195,21 +189,18 @@ impl SiteAcc {
 
     fn finish(self) -> Result<SiteStats> {
         let rows = self.rows.max(1) as f64;
-        let gram = match self.gram.flatten() {
-            Some(g) => Some(
-                g.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(|v| v as f64 / rows)
-                    .collect(),
-            ),
+        let cols = self.sum_sq.len();
+        let hessian = match self.gram.flatten() {
+            Some(g) => {
+                let g = (g / rows)?.flatten_all()?.to_vec1::<f32>()?;
+                Some(Hessian::new(g, cols, GPTQ_DAMP))
+            }
             None => None,
         };
         Ok(SiteStats {
             mean_sq: self.sum_sq.iter().map(|s| s / rows).collect(),
             sample: Tensor::cat(&self.sample, 0)?,
-            gram,
-            hessian: std::sync::OnceLock::new(),
+            hessian,
         })
     }
 }
@@ -220,7 +211,7 @@ impl SiteAcc {
 pub enum Method {
     /// Each weight counts `E[x_j²]` of its input channel in the k-means (diagonal Hessian).
     Weighted,
-    /// The weighted LUT, then error feedback through the full `E[x xᵀ]` and a refit of the LUT.
+    /// The weighted LUT, then error feedback through the full `E[x xᵀ]`.
     Gptq,
 }
 
@@ -558,8 +549,7 @@ mod tests {
         let s = SiteStats {
             mean_sq: vec![0.5, 0.5],
             sample,
-            gram: None,
-            hessian: std::sync::OnceLock::new(),
+            hessian: None,
         };
         let w = [1f32, 0.0, 0.0, 2.0];
         let exact: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();

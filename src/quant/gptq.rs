@@ -1,264 +1,276 @@
 //! LUT-GPTQ: error feedback with each group's fixed LUT (GPTQ, Frantar et al. 2023, with its
-//! uniform grid replaced by the group's LUT), then an exact least-squares refit of the LUT.
+//! uniform grid replaced by the group's LUT).
 //!
 //! The layer's output error for one row `w` (a `[cols]` weight row) quantized to `ŵ` is
 //! `(w − ŵ)ᵀ H (w − ŵ)` with `H = E[x xᵀ]` over the calibration inputs. GPTQ quantizes the
-//! columns in order; after snapping column `j` to its nearest LUT entry it spreads the error over
-//! the columns not yet quantized, through the upper Cholesky factor `U` of `H⁻¹`:
-//! `w[j+1..] −= (w[j] − q) / U[j,j] · U[j, j+1..]`. Core ML's LUTs run along output rows, so
-//! every row keeps one fixed table and rows are independent. With the indices fixed, the LUT that
-//! minimizes the output error of its group solves a `k × k` linear system (the refit).
+//! columns in order and, after each, moves the columns not yet quantized to where they best
+//! make up for its error. Core ML's LUTs run along output rows, so every row keeps one fixed
+//! table and rows are independent. (A least-squares refit of each LUT to the indices that the
+//! feedback chose was measured on SmolLM2 and changed nothing; see docs/quantization.md.)
 
-use half::f16;
 use rayon::prelude::*;
 
-use super::{f16_from_f64_rne, snr_db, worst_group, Palettized, QuantError};
+use super::{snr_db, worst_group, Palettized, QuantError};
+
+/// Columns per block of the feedback and of the Cholesky factorization: within a block the
+/// updates run row by row; between blocks they are one matrix product (GPTQ's lazy batch).
+const BLOCK: usize = 128;
+
+/// Rows quantized together by one task: the matrix products of the feedback run over this
+/// many rows.
+const CHUNK_ROWS: usize = 128;
 
 /// `H` with `damp · mean(diag H)` added to its diagonal (GPTQ's dampening, which keeps the
-/// inverse well conditioned when calibration tokens are few), its columns reordered by
+/// factorization well conditioned when calibration tokens are few), its columns reordered by
 /// decreasing `H_jj` (GPTQ's "act-order": the columns that matter most are quantized first,
-/// while most columns are still free to absorb their error), and `U` with `UᵀU = H⁻¹`.
+/// while most columns are still free to absorb their error), and factored as `H = R Rᵀ` with
+/// `R` upper triangular.
+///
+/// The output error of a row is then `‖Rᵀ(w − ŵ)‖²`, whose component `j` involves columns
+/// `≤ j` only: `R_jj (x_j − ŵ_j)` with `x_j = w_j + Σ_{i<j} (R_ij / R_jj)(w_i − ŵ_i)`. Rounding
+/// `x_j` to the nearest LUT entry, column after column, is GPTQ (Babai's nearest plane; Chen et
+/// al. 2025 show the two are the same algorithm), and needs no inverse of `H`.
 pub struct Hessian {
     pub cols: usize,
     /// `order[j']` is the original column at position `j'`.
     pub order: Vec<usize>,
-    /// Row-major `[cols, cols]`, damped, rows and columns in `order`.
-    pub h: Vec<f64>,
-    /// Row-major upper triangle of the Cholesky factor of `H⁻¹`, in `order`.
-    pub u: Vec<f64>,
+    /// `R_ij / R_jj` for `i < j` (row-major `[cols, cols]`, in `order`; the rest unused).
+    feed: Vec<f32>,
 }
 
 impl Hessian {
-    /// From `H = XᵀX / n` (row-major, symmetric).
+    /// From `H = XᵀX / n` (row-major `[cols, cols]`, symmetric).
     ///
-    /// `U` comes without forming `H⁻¹`: with `J` the reversal of the index order and
-    /// `JHJ = LLᵀ`, `H = RRᵀ` for the upper `R = JLJ`, so `H⁻¹ = R⁻ᵀR⁻¹` and `U = R⁻¹ = JL⁻¹J`.
-    pub fn new(mut h: Vec<f64>, cols: usize, damp: f64) -> Result<Hessian, QuantError> {
+    /// With `J` the reversal of the index order and `JHJ = LLᵀ` (Cholesky, `L` lower),
+    /// `H = RRᵀ` for the upper `R = JLJ`; in row-major storage `JLJ` is `L` read backwards.
+    pub fn new(mut h: Vec<f32>, cols: usize, damp: f64) -> Result<Hessian, QuantError> {
         let n = cols;
-        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        let mean = (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n as f64;
         let add = (damp * mean).max(1e-12);
         for i in 0..n {
-            h[i * n + i] += add;
+            h[i * n + i] = (h[i * n + i] as f64 + add) as f32;
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| h[b * n + b].total_cmp(&h[a * n + a]).then(a.cmp(&b)));
-        let h: Vec<f64> = (0..n * n)
-            .map(|ij| h[order[ij / n] * n + order[ij % n]])
-            .collect();
-        let reversed: Vec<f64> = (0..n * n)
-            .map(|ij| h[(n - 1 - ij / n) * n + (n - 1 - ij % n)])
-            .collect();
-        let l = cholesky(&reversed, n).ok_or(QuantError::NotPositiveDefinite { cols })?;
-        let linv_cols = lower_inverse_columns(&l, n);
-        // U[i][j] = L⁻¹[n−1−i][n−1−j], stored by columns of L⁻¹.
-        let u = (0..n * n)
-            .map(|ij| {
-                let (i, j) = (ij / n, ij % n);
-                if j < i {
-                    0.0
-                } else {
-                    linv_cols[(n - 1 - j) * n + (n - 1 - i)]
-                }
-            })
-            .collect();
-        Ok(Hessian { cols, order, h, u })
+        // JHJ in `order`: entry (i, j) is H[order[n−1−i]][order[n−1−j]].
+        let mut a: Vec<f32> = vec![0.0; n * n];
+        a.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            let src = &h[order[n - 1 - i] * n..][..n];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = src[order[n - 1 - j]];
+            }
+        });
+        drop(h);
+        cholesky_in_place(&mut a, n).map_err(|_| QuantError::NotPositiveDefinite { cols })?;
+        a.reverse();
+        let diag: Vec<f32> = (0..n).map(|j| a[j * n + j]).collect();
+        a.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            for (v, d) in row[i + 1..].iter_mut().zip(&diag[i + 1..]) {
+                *v /= d;
+            }
+        });
+        Ok(Hessian {
+            cols,
+            order,
+            feed: a,
+        })
     }
 }
 
-/// `Σ a_i b_i` in four lanes, so that it vectorizes.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for t in 0..4 {
-            acc[t] += x[t] * y[t];
+/// `dst += sign · a · b` for an `m × k` matrix `a` and a `k × n` matrix `b`, all given by a
+/// pointer to their first element and (row, column) strides in elements.
+///
+/// # Safety
+/// Every addressed element must lie inside a live allocation, and `dst` must not overlap `a`
+/// or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_acc(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    sign: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2,
+        dst.1,
+        true,
+        a.0,
+        a.2,
+        a.1,
+        b.0,
+        b.2,
+        b.1,
+        1.0,
+        sign,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// A pointer that may cross threads: the tasks holding it address disjoint rows.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// Overwrites the lower triangle of `a` (row-major `[n, n]`, symmetric) with `L`, `LLᵀ = a`,
+/// by blocks of [`BLOCK`] columns (left-looking: each block column is first updated with one
+/// matrix product from the columns already factored). `Err(j)` names the first column whose
+/// pivot is not positive.
+fn cholesky_in_place(a: &mut [f32], n: usize) -> Result<(), usize> {
+    assert_eq!(a.len(), n * n);
+    let base = Shared(a.as_mut_ptr());
+    for j0 in (0..n).step_by(BLOCK) {
+        let jb = BLOCK.min(n - j0);
+        // A[j0.., j0..j0+jb] −= L[j0.., ..j0] · L[j0..j0+jb, ..j0]ᵀ, in row slabs.
+        if j0 > 0 {
+            let rows: Vec<usize> = (j0..n).step_by(CHUNK_ROWS).collect();
+            rows.par_iter().for_each(|&r0| {
+                let p = base;
+                let m = CHUNK_ROWS.min(n - r0);
+                let ni = n as isize;
+                // SAFETY: the slab writes rows r0..r0+m of columns j0..j0+jb and reads
+                // columns < j0 only; slabs are disjoint, and all indices are below n².
+                unsafe {
+                    gemm_acc(
+                        (m, jb, j0),
+                        (p.0.add(r0 * n + j0), ni, 1),
+                        (p.0.add(r0 * n), ni, 1),
+                        (p.0.add(j0 * n), 1, ni),
+                        -1.0,
+                    );
+                }
+            });
         }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// Lower `L` with `LLᵀ = a` (row-major), or `None` if `a` is not positive definite.
-fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let v = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            if i == j {
-                if v <= 0.0 || !v.is_finite() {
-                    return None;
+        // The diagonal block, unblocked, in f64.
+        let mut d = vec![0f64; jb * jb];
+        for i in 0..jb {
+            for j in 0..=i {
+                let mut v = a[(j0 + i) * n + j0 + j] as f64;
+                for t in 0..j {
+                    v -= d[i * jb + t] * d[j * jb + t];
                 }
-                l[i * n + i] = v.sqrt();
-            } else {
-                l[i * n + j] = v / l[j * n + j];
+                if i == j {
+                    if v <= 0.0 || !v.is_finite() {
+                        return Err(j0 + i);
+                    }
+                    d[i * jb + i] = v.sqrt();
+                } else {
+                    d[i * jb + j] = v / d[j * jb + j];
+                }
             }
         }
+        for i in 0..jb {
+            for j in 0..=i {
+                a[(j0 + i) * n + j0 + j] = d[i * jb + j] as f32;
+            }
+        }
+        // The rows below: L[r, j0..j0+jb] = A[r, j0..j0+jb] · L11⁻ᵀ, by forward substitution.
+        a[(j0 + jb) * n..].par_chunks_mut(n).for_each(|row| {
+            let x = &mut row[j0..j0 + jb];
+            for c in 0..jb {
+                let mut v = x[c] as f64;
+                for t in 0..c {
+                    v -= x[t] as f64 * d[c * jb + t];
+                }
+                x[c] = (v / d[c * jb + c]) as f32;
+            }
+        });
     }
-    Some(l)
+    Ok(())
 }
 
-/// The columns of `L⁻¹` for a lower-triangular `L`, each stored as a row (`out[j·n + i] =
-/// L⁻¹[i][j]`), by forward substitution, columns in parallel.
-fn lower_inverse_columns(l: &[f64], n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n * n];
-    out.par_chunks_mut(n).enumerate().for_each(|(j, col)| {
-        col[j] = 1.0 / l[j * n + j];
-        for i in j + 1..n {
-            col[i] = -dot(&l[i * n + j..i * n + i], &col[j..i]) / l[i * n + i];
-        }
-    });
-    out
-}
-
-/// Index of the LUT entry nearest `v` (ties to the lower index).
-fn nearest(lut: &[f64], v: f64) -> usize {
-    let mut best = 0;
-    let mut d = (v - lut[0]).abs();
-    for (i, &c) in lut.iter().enumerate().skip(1) {
-        let e = (v - c).abs();
-        if e < d {
-            best = i;
-            d = e;
-        }
+/// Index of the entry of the ascending `lut` nearest `v` (ties, and repeated entries, to the
+/// lowest index).
+fn nearest(lut: &[f32], v: f32) -> usize {
+    let hi = lut.partition_point(|&c| c < v);
+    if hi == 0 {
+        return 0;
     }
-    best
+    if hi == lut.len() || v - lut[hi - 1] <= lut[hi] - v {
+        let lo = lut[hi - 1];
+        return lut.partition_point(|&c| c < lo);
+    }
+    hi
 }
 
 /// Re-quantizes `p` (fitted to `w`, row-major `[rows, cols]`, the values the LUT was fitted
-/// to) by error feedback through `hess`, then refits every LUT exactly to the new indices;
-/// `rounds` times. The error metrics of `p` are recomputed for the result.
-pub fn refine(p: &mut Palettized, w: &[f64], hess: &Hessian, rounds: usize) {
-    let (cols, k) = (p.cols, p.entries());
-    let per_group = p.group_size * cols;
-    for _ in 0..rounds {
-        let luts: Vec<Vec<f64>> = (0..p.groups)
-            .map(|g| p.group_lut(g).iter().map(|v| v.to_f64()).collect())
-            .collect();
-        p.indices
-            .par_chunks_mut(per_group)
-            .zip(w.par_chunks(per_group))
-            .zip(p.lut.par_chunks_mut(k))
-            .zip(luts.par_iter())
-            .for_each(|(((idx, wg), lut_out), lut)| {
-                // The group in the Hessian's column order.
-                let ordered = |r: usize, j: usize| r * cols + hess.order[j];
-                let wp: Vec<f64> = (0..wg.len())
-                    .map(|rj| wg[ordered(rj / cols, rj % cols)])
-                    .collect();
-                let mut ip = vec![0u8; idx.len()];
-                let mut row = vec![0.0; cols];
-                for (ir, wr) in ip.chunks_mut(cols).zip(wp.chunks(cols)) {
-                    row.copy_from_slice(wr);
-                    for j in 0..cols {
-                        let q = nearest(lut, row[j]);
-                        ir[j] = q as u8;
-                        let e = (row[j] - lut[q]) / hess.u[j * cols + j];
-                        let uj = &hess.u[j * cols + j + 1..(j + 1) * cols];
-                        for (r, &u) in row[j + 1..].iter_mut().zip(uj) {
-                            *r -= e * u;
-                        }
-                    }
-                }
-                refit_group(&mut ip, &wp, lut, lut_out, hess);
-                for (rj, &q) in ip.iter().enumerate() {
-                    idx[ordered(rj / cols, rj % cols)] = q;
-                }
-            });
-    }
+/// to) by error feedback through `hess`, each row rounding to its group's LUT, which stays as
+/// fitted. The error metrics of `p` are recomputed for the result.
+pub fn refine(p: &mut Palettized, w: &[f64], hess: &Hessian) {
+    let (cols, k, gs) = (p.cols, p.entries(), p.group_size);
+    let luts: Vec<f32> = p.lut.iter().map(|v| v.to_f32()).collect();
+    p.indices
+        .par_chunks_mut(CHUNK_ROWS * cols)
+        .zip(w.par_chunks(CHUNK_ROWS * cols))
+        .enumerate()
+        .for_each(|(c, (idx, wc))| {
+            let first = c * CHUNK_ROWS;
+            feedback(idx, wc, |r| &luts[(first + r) / gs * k..][..k], hess);
+        });
     recompute_error(p, w);
 }
 
-/// The LUT minimizing `Σ_rows (w − ŵ)ᵀ H (w − ŵ)` for fixed indices: `A c = b` with
-/// `A_kl = Σ_r Σ_ij [idx_ri = k][idx_rj = l] H_ij`, `b_k = Σ_r Σ_i [idx_ri = k] (H w_r)_i`.
-/// Entries no weight uses keep their value; the result is rounded to fp16 and sorted, and the
-/// indices follow their entries.
-fn refit_group(idx: &mut [u8], wg: &[f64], lut: &[f64], out: &mut [f16], hess: &Hessian) {
-    let (n, k) = (hess.cols, lut.len());
-    let mut a = vec![0.0; k * k];
-    let mut b = vec![0.0; k];
-    // Per row: `HP` (`P` the row's one-hot index matrix) as `k` rows of `n`, one axpy of a row
-    // of `H` per column; then `A += PᵀHP` and `b += Pᵀ H w`.
-    let mut hp = vec![0.0; k * n];
-    for (ir, wr) in idx.chunks(n).zip(wg.chunks(n)) {
-        hp.fill(0.0);
-        for (j, &l) in ir.iter().enumerate() {
-            let dst = &mut hp[l as usize * n..(l as usize + 1) * n];
-            for (d, &v) in dst.iter_mut().zip(&hess.h[j * n..(j + 1) * n]) {
-                *d += v;
-            }
-        }
-        for (i, &ki) in ir.iter().enumerate() {
-            let arow = &mut a[ki as usize * k..(ki as usize + 1) * k];
-            for (l, v) in arow.iter_mut().enumerate() {
-                *v += hp[l * n + i];
-            }
-            b[ki as usize] += dot(&hess.h[i * n..(i + 1) * n], wr);
-        }
-    }
-    let used: Vec<bool> = (0..k).map(|c| a[c * k + c] > 0.0).collect();
-    // Unused entries: fix them at their old value (identity row, rhs = value).
-    for c in 0..k {
-        if !used[c] {
-            for t in 0..k {
-                a[c * k + t] = 0.0;
-                a[t * k + c] = 0.0;
-            }
-            a[c * k + c] = 1.0;
-            b[c] = lut[c];
-        } else {
-            // The columns of fixed entries move to the right-hand side.
-            for t in 0..k {
-                if !used[t] {
-                    b[c] -= a[c * k + t] * lut[t];
+/// Error feedback for a few whole rows (`idx` and `w` row-major `[m, cols]`, original column
+/// order), each rounding to `lut_of(row)`.
+fn feedback<'a>(idx: &mut [u8], w: &[f64], lut_of: impl Fn(usize) -> &'a [f32], hess: &Hessian) {
+    let n = hess.cols;
+    let m = idx.len() / n;
+    let wo: Vec<f32> = (0..m * n)
+        .map(|rj| w[rj / n * n + hess.order[rj % n]] as f32)
+        .collect();
+    // `x − w` accumulated so far, and the final errors `w − ŵ`.
+    let mut corr = vec![0f32; m * n];
+    let mut err = vec![0f32; m * n];
+    let mut q = vec![0u8; m * n];
+    for a in (0..n).step_by(BLOCK) {
+        let b = (a + BLOCK).min(n);
+        for r in 0..m {
+            let lut = lut_of(r);
+            let (wr, cr, er) = (
+                &wo[r * n..][..n],
+                &mut corr[r * n..][..n],
+                &mut err[r * n..][..n],
+            );
+            for j in a..b {
+                let l = nearest(lut, wr[j] + cr[j]);
+                q[r * n + j] = l as u8;
+                let e = wr[j] - lut[l];
+                er[j] = e;
+                for (c, &f) in cr[j + 1..b]
+                    .iter_mut()
+                    .zip(&hess.feed[j * n + j + 1..j * n + b])
+                {
+                    *c += e * f;
                 }
             }
         }
-    }
-    let c = match cholesky(&a, k) {
-        Some(l) => solve_cholesky(&l, &b, k),
-        None => lut.to_vec(),
-    };
-    let mut order: Vec<usize> = (0..k).collect();
-    let rounded: Vec<f16> = c
-        .iter()
-        .zip(lut)
-        .map(|(&v, &old)| {
-            if v.is_finite() {
-                f16_from_f64_rne(v)
-            } else {
-                f16_from_f64_rne(old)
+        if b < n {
+            let ni = n as isize;
+            // SAFETY: `corr`, `err` and `feed` are separate allocations of `m·n`, `m·n` and
+            // `n·n` elements; the product reads err[.., a..b] and feed[a..b, b..] and writes
+            // corr[.., b..].
+            unsafe {
+                gemm_acc(
+                    (m, n - b, b - a),
+                    (corr.as_mut_ptr().add(b), ni, 1),
+                    (err.as_ptr().add(a), ni, 1),
+                    (hess.feed.as_ptr().add(a * n + b), ni, 1),
+                    1.0,
+                );
             }
-        })
-        .collect();
-    order.sort_by(|&x, &y| rounded[x].to_f64().total_cmp(&rounded[y].to_f64()));
-    let mut new_pos = vec![0u8; k];
-    for (pos, &old) in order.iter().enumerate() {
-        out[pos] = rounded[old];
-        new_pos[old] = pos as u8;
+        }
     }
-    for i in idx.iter_mut() {
-        *i = new_pos[*i as usize];
+    for (rj, &l) in q.iter().enumerate() {
+        idx[rj / n * n + hess.order[rj % n]] = l;
     }
-}
-
-/// Solves `LLᵀ x = b`.
-fn solve_cholesky(l: &[f64], b: &[f64], n: usize) -> Vec<f64> {
-    let mut y = vec![0.0; n];
-    for i in 0..n {
-        let s: f64 = (0..i).map(|k| l[i * n + k] * y[k]).sum();
-        y[i] = (b[i] - s) / l[i * n + i];
-    }
-    let mut x = vec![0.0; n];
-    for i in (0..n).rev() {
-        let s: f64 = (i + 1..n).map(|k| l[k * n + i] * x[k]).sum();
-        x[i] = (y[i] - s) / l[i * n + i];
-    }
-    x
 }
 
 /// Recomputes `sse`, `signal`, SNR and the worst group of `p` against `w`.
@@ -287,6 +299,7 @@ fn recompute_error(p: &mut Palettized, w: &[f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::f16_from_f64_rne;
     use crate::quant::synth::{self, Rng};
     use crate::quant::{palettize_weighted, LutSpec, WeightView};
 
@@ -311,6 +324,23 @@ mod tests {
             .collect()
     }
 
+    fn f32s(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&x| x as f32).collect()
+    }
+
+    /// Inputs whose neighbouring channels are correlated, with channel scales that differ.
+    fn correlated(tokens: usize, cols: usize, seed: u64) -> Vec<f64> {
+        let mut r = Rng::new(seed);
+        let mut x = vec![0.0; tokens * cols];
+        for t in 0..tokens {
+            let base = r.normal();
+            for j in 0..cols {
+                x[t * cols + j] = (base + 0.5 * r.normal()) * (1.0 + (j % 7) as f64 / 3.0);
+            }
+        }
+        x
+    }
+
     /// Output error `Σ_r (w − ŵ)ᵀ H (w − ŵ)` with the undamped `H`.
     fn output_error(p: &Palettized, w: &[f64], h: &[f64]) -> f64 {
         let n = p.cols;
@@ -326,27 +356,133 @@ mod tests {
             .sum()
     }
 
+    /// The blocked f32 factorization (three blocks and a partial one) gives the feedback
+    /// coefficients `R_ij / R_jj` of an unblocked f64 Cholesky factorization of the damped,
+    /// act-ordered `H`, and the act-order sorts the diagonal.
     #[test]
-    fn cholesky_factors_invert() {
-        let n = 5;
-        let mut r = Rng::new(3);
-        let x: Vec<f64> = (0..n * 20).map(|_| r.normal()).collect();
-        let hs = Hessian::new(gram(&x, n), n, 0.0).unwrap();
-        // UᵀU · H = I
-        for i in 0..n {
-            for j in 0..n {
-                let uu = |a: usize, b: usize| {
-                    (0..n)
-                        .map(|k| hs.u[k * n + a] * hs.u[k * n + b])
-                        .sum::<f64>()
-                };
-                let v: f64 = (0..n).map(|k| uu(i, k) * hs.h[k * n + j]).sum();
-                assert!(
-                    (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9,
-                    "{i},{j}: {v}"
-                );
+    fn factor_matches_an_unblocked_factorization() {
+        let n = 3 * BLOCK + 17;
+        let h = gram(&correlated(2 * n, n, 3), n);
+        let hs = Hessian::new(f32s(&h), n, 0.01).unwrap();
+        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        let diag: Vec<f64> = hs.order.iter().map(|&j| h[j * n + j]).collect();
+        // (ordered on the f32 values: equal to f32 rounding here)
+        assert!(
+            diag.windows(2).all(|p| p[0] >= p[1] * (1.0 - 1e-6)),
+            "act-order"
+        );
+        // H = R Rᵀ with R upper: factor from the last row and column backwards.
+        let ho = |i: usize, j: usize| {
+            h[hs.order[i] * n + hs.order[j]] + if i == j { 0.01 * mean } else { 0.0 }
+        };
+        let mut r = vec![0.0f64; n * n];
+        for j in (0..n).rev() {
+            for i in (0..=j).rev() {
+                let v = ho(i, j) - (j + 1..n).map(|t| r[i * n + t] * r[j * n + t]).sum::<f64>();
+                r[i * n + j] = if i == j { v.sqrt() } else { v / r[j * n + j] };
             }
         }
+        let worst = (0..n)
+            .flat_map(|j| (0..j).map(move |i| (i, j)))
+            .map(|(i, j)| (hs.feed[i * n + j] as f64 - r[i * n + j] / r[j * n + j]).abs())
+            .fold(0f64, f64::max);
+        assert!(worst < 1e-4, "max |feed − R_ij/R_jj| = {worst}");
+    }
+
+    /// Classic GPTQ in f64: `U` upper with `UᵀU = H⁻¹` formed explicitly, the error of column
+    /// `j` spread over the later columns through row `j` of `U`. Columns in `hs.order`.
+    fn classic_gptq(
+        w: &[f64],
+        luts: &[f32],
+        k: usize,
+        gs: usize,
+        h: &[f64],
+        hs: &Hessian,
+    ) -> Vec<u8> {
+        let n = hs.cols;
+        let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        let ho: Vec<f64> = (0..n * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                h[hs.order[i] * n + hs.order[j]] + if i == j { 0.01 * mean } else { 0.0 }
+            })
+            .collect();
+        // H⁻¹ by Gauss-Jordan, then its upper Cholesky factor U (H⁻¹ = UᵀU).
+        let mut aug = ho.clone();
+        let mut inv: Vec<f64> = (0..n * n)
+            .map(|ij| (ij / n == ij % n) as u8 as f64)
+            .collect();
+        for c in 0..n {
+            let p = aug[c * n + c];
+            for t in 0..n {
+                aug[c * n + t] /= p;
+                inv[c * n + t] /= p;
+            }
+            for r in 0..n {
+                if r != c {
+                    let f = aug[r * n + c];
+                    for t in 0..n {
+                        aug[r * n + t] -= f * aug[c * n + t];
+                        inv[r * n + t] -= f * inv[c * n + t];
+                    }
+                }
+            }
+        }
+        let mut u = vec![0.0; n * n];
+        for i in 0..n {
+            for j in i..n {
+                let v = inv[i * n + j] - (0..i).map(|t| u[t * n + i] * u[t * n + j]).sum::<f64>();
+                u[i * n + j] = if i == j { v.sqrt() } else { v / u[i * n + i] };
+            }
+        }
+        let rows = w.len() / n;
+        let mut out = vec![0u8; rows * n];
+        for r in 0..rows {
+            let lut = &luts[r / gs * k..][..k];
+            let mut row: Vec<f64> = (0..n).map(|j| w[r * n + hs.order[j]]).collect();
+            for j in 0..n {
+                let q = nearest(lut, row[j] as f32);
+                out[r * n + hs.order[j]] = q as u8;
+                let e = (row[j] - lut[q] as f64) / u[j * n + j];
+                for t in j + 1..n {
+                    row[t] -= e * u[j * n + t];
+                }
+            }
+        }
+        out
+    }
+
+    /// The nearest-plane form with blocked products chooses the same entries as GPTQ's
+    /// explicit-inverse form, across block boundaries.
+    #[test]
+    fn feedback_chooses_what_classic_gptq_chooses() {
+        let (rows, n, k, gs) = (16, BLOCK + 40, 8, 8);
+        let w = fp16_matrix(rows, n, 11);
+        let h = gram(&correlated(3 * n, n, 12), n);
+        let hs = Hessian::new(f32s(&h), n, 0.01).unwrap();
+        let luts: Vec<f32> = (0..rows / gs)
+            .flat_map(|g| (0..k).map(move |i| (i as f32 - 3.5) * 0.011 + g as f32 * 1e-3))
+            .collect();
+        let mut idx = vec![0u8; rows * n];
+        feedback(&mut idx, &w, |r| &luts[r / gs * k..][..k], &hs);
+        let want = classic_gptq(&w, &luts, k, gs, &h, &hs);
+        let differ = idx.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert!(
+            differ <= rows * n / 500,
+            "{differ} of {} choices differ",
+            rows * n
+        );
+    }
+
+    #[test]
+    fn nearest_takes_the_lowest_of_ties_and_repeats() {
+        let lut = [-1.0f32, 0.0, 1.0, 1.0, 1.0];
+        assert_eq!(nearest(&lut, -5.0), 0);
+        assert_eq!(nearest(&lut, -0.5), 0);
+        assert_eq!(nearest(&lut, -0.25), 1);
+        assert_eq!(nearest(&lut, 0.5), 1);
+        assert_eq!(nearest(&lut, 0.75), 2);
+        assert_eq!(nearest(&lut, 7.0), 2);
     }
 
     /// Act-order makes the result independent of how the input columns are numbered:
@@ -375,7 +511,7 @@ mod tests {
             let spec = LutSpec::new(2, Some(4)).unwrap();
             let mut p =
                 palettize_weighted(WeightView::F16Codes(&codes), rows, cols, spec, &diag).unwrap();
-            refine(&mut p, w, &Hessian::new(h, cols, 0.01).unwrap(), 1);
+            refine(&mut p, w, &Hessian::new(f32s(&h), cols, 0.01).unwrap());
             p
         };
         let a = run(&w, gram(&x, cols));
@@ -387,7 +523,7 @@ mod tests {
         assert_eq!(a_idx, b.indices);
     }
 
-    /// On correlated inputs, error feedback and the refit lower the output error below the
+    /// On correlated inputs, error feedback lowers the output error below the
     /// activation-weighted LUT's, which only sees the diagonal of H.
     #[test]
     fn feedback_lowers_the_output_error() {
@@ -412,8 +548,7 @@ mod tests {
         refine(
             &mut refined,
             &w,
-            &Hessian::new(h.clone(), cols, 0.01).unwrap(),
-            2,
+            &Hessian::new(f32s(&h), cols, 0.01).unwrap(),
         );
         let before = output_error(&weighted, &w, &h);
         let after = output_error(&refined, &w, &h);
